@@ -1,0 +1,45 @@
+// The backend seam: "run my layer range on this batch". A batch is rows of activations of several
+// samples stacked; each sample's rows are consecutive and sit at positions pos .. pos + rows - 1.
+// The CPU backend (Eigen-era design, own fixed-order kernels, src/cpu) is always built and is the
+// reference; the CUDA backend implements the same interface.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "mdi/config.h"
+#include "mdi/weights.h"
+
+namespace mdi {
+
+struct BatchItem {
+  int sample;  // sample id: selects the KV cache slot
+  int pos;     // position of the item's first row (0 for a prefill)
+  int rows;    // number of consecutive rows
+};
+
+struct BackendSpec {
+  int max_rows = 0;   // most rows one batch may hold
+  int samples = 0;    // KV cache slots (sample ids are 0 .. samples-1)
+  int threads = 1;    // CPU threads
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  // x (rows, C): the residual stream, updated in place through this rank's layers. Writes the
+  // rows' keys and values into the items' KV cache slots at their positions.
+  virtual void forward(float* x, const BatchItem* items, int n_items) = 0;
+  // Rank 0 only. x (rows, C) = wte[tokens] + wpe[positions]; tokens holds one id per row.
+  virtual void embed(float* x, const int* tokens, const BatchItem* items, int n_items) = 0;
+  // Rank 0 only. out (n_items, V): ln_f + lm_head of the last row of each item.
+  virtual void logits(float* out, const float* x, const BatchItem* items, int n_items) = 0;
+  // Bytes of memory the backend holds beyond the weights (KV cache, scratch).
+  virtual size_t workspace_bytes() const = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend(const Config& cfg, const Weights& w,
+                                          const BackendSpec& spec);
+
+}  // namespace mdi

@@ -1,0 +1,41 @@
+// Command-line options of mdi-llm. One CLI11 parser is the single source of the flags, their
+// defaults, their checks and the --help text.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "mdi/sampler.h"
+
+namespace mdi {
+
+struct Options {
+  std::string model;                 // --model FILE.h5
+  std::vector<std::string> prompts;  // --prompt (repeatable)
+  std::string prompts_file;          // --prompts-file: one prompt per line, or JSONL
+  int samples = 0;                   // --samples; 0 = max(ranks, prompts)
+  int tokens = 200;                  // --tokens: new tokens per sample
+  SamplingParams sampling;           // --temperature --top-k --top-p --seed
+  std::string layers;                // --layers a,b,c; empty = cost-balanced split
+  int threads = 0;                   // --threads; 0 = cores / ranks on this host
+  int micro_batches = 0;             // --micro-batches; 0 = number of ranks (at most samples)
+  std::string output;                // --output FILE.jsonl
+  std::string timings;               // --timings FILE.csv
+  int verbose = 0;                   // -v (repeatable)
+};
+
+struct ParseResult {
+  Options options;
+  bool exit = false;    // --help / --version, or an error: stop with exit_code
+  int exit_code = 0;
+  std::string message;  // what rank 0 prints (help text to stdout, errors to stderr)
+};
+
+// Parses argv; never prints and never throws (every rank parses, rank 0 reports).
+ParseResult parse_cli(int argc, const char* const* argv);
+
+// The prompts of --prompt and --prompts-file, in that order ("\n" when none is given).
+// Throws UserError for an unreadable file, a bad JSONL line or an empty prompt.
+std::vector<std::string> collect_prompts(const Options& o);
+
+}  // namespace mdi

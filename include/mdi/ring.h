@@ -1,0 +1,72 @@
+// The ring of ranks and the messages that travel on it (DESIGN.md, "Ring messages").
+// A message is one contiguous buffer: a 16-byte header, one 12-byte item per sample
+// (sample id, position, rows), then rows x C fp32 activations. A decode message for one sample is
+// therefore 28 + 4 C bytes. STOP carries no items and travels once around the ring.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "mdi/backend.h"
+
+namespace mdi {
+
+enum class MsgKind : int32_t { kPrefill = 1, kDecode = 2, kStop = 3 };
+
+struct MsgHeader {
+  int32_t kind;         // MsgKind
+  int32_t micro_batch;  // which micro-batch this is
+  int32_t n_items;      // samples in the message
+  int32_t rows;         // total rows of activations
+};
+static_assert(sizeof(MsgHeader) == 16 && sizeof(BatchItem) == 12, "wire layout");
+
+// One preallocated message buffer of the largest size any message can have.
+class Message {
+ public:
+  Message() = default;
+  Message(int max_items, int max_rows, int C);
+  MsgHeader& header() { return *reinterpret_cast<MsgHeader*>(data_.data()); }
+  const MsgHeader& header() const { return *reinterpret_cast<const MsgHeader*>(data_.data()); }
+  BatchItem* items() { return reinterpret_cast<BatchItem*>(data_.data() + sizeof(MsgHeader)); }
+  // The activations follow the items actually present, so only used bytes travel.
+  float* payload() {
+    return reinterpret_cast<float*>(data_.data() + sizeof(MsgHeader) +
+                                    sizeof(BatchItem) * header().n_items);
+  }
+  size_t bytes() const {  // bytes on the wire for the current header
+    const MsgHeader& h = header();
+    return sizeof(MsgHeader) + sizeof(BatchItem) * h.n_items + sizeof(float) * size_t(h.rows) * C_;
+  }
+  size_t capacity() const { return data_.size(); }
+  void* raw() { return data_.data(); }
+  // Checks a received header against the buffer's limits; aborts the job on a corrupt message.
+  void validate(int received_bytes) const;
+
+ private:
+  std::vector<std::byte> data_;  // header, items, payload; sized once (uint32-aligned)
+  int max_items_ = 0, max_rows_ = 0, C_ = 0;
+};
+
+// The ring communicator: a 1-D periodic Cartesian topology duplicated from MPI_COMM_WORLD.
+class Ring {
+ public:
+  explicit Ring(MPI_Comm world);
+  ~Ring();
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+  MPI_Comm comm() const { return comm_; }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  int prev() const { return prev_; }
+  int next() const { return next_; }
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1, prev_ = 0, next_ = 0;
+};
+
+}  // namespace mdi

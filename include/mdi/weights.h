@@ -1,0 +1,56 @@
+// Loading one rank's share of the model from the HDF5 weight file (schema in DESIGN.md).
+// A rank reads only the groups of its own layers (and rank 0 the embeddings and ln_f), into one
+// allocation, converted to fp32. Every shape is checked against the root attributes.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mdi/config.h"
+
+namespace mdi {
+
+// Pointers into Weights::storage; biases are nullptr when Config::bias is false.
+struct LayerWeights {
+  const float* ln1_w;    // (C)
+  const float* ln1_b;    // (C)
+  const float* attn_w;   // (3C, C)   rows: q, k, v
+  const float* attn_b;   // (3C)
+  const float* aproj_w;  // (C, C)
+  const float* aproj_b;  // (C)
+  const float* ln2_w;    // (C)
+  const float* ln2_b;    // (C)
+  const float* fc_w;     // (4C, C)
+  const float* fc_b;     // (4C)
+  const float* mproj_w;  // (C, 4C)
+  const float* mproj_b;  // (C)
+};
+
+struct HeadWeights {
+  const float* wte;      // (V, C)
+  const float* wpe;      // (T, C)
+  const float* lnf_w;    // (C)
+  const float* lnf_b;    // (C)
+  const float* lm_head;  // (V, C): wte when tied
+};
+
+struct Weights {
+  int layer_begin = 0, layer_end = 0;  // this rank's layers [begin, end)
+  bool has_head = false;               // embeddings, ln_f, lm_head (rank 0)
+  std::vector<LayerWeights> layers;    // layer_end - layer_begin entries
+  HeadWeights head{};
+  std::vector<float> storage;          // the one allocation everything points into
+  size_t bytes() const { return storage.size() * sizeof(float); }
+};
+
+// Reads the root attributes and checks them (positive sizes, n_embd % n_head == 0, format).
+// Throws UserError naming the file and attribute.
+Config read_config(const std::string& path);
+
+// Loads layers [layer_begin, layer_end) and, if with_head, the head weights.
+// Throws UserError on a missing dataset or a wrong shape ("expected (a, b), got (c, d)").
+Weights load_weights(const std::string& path, const Config& cfg, int layer_begin, int layer_end,
+                     bool with_head);
+
+}  // namespace mdi

@@ -1,0 +1,100 @@
+// The CLI11 parser of mdi-llm and the prompt sources (--prompt, --prompts-file).
+#include "mdi/cli.h"
+
+#include <CLI/CLI.hpp>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "mdi/error.h"
+
+namespace mdi {
+
+ParseResult parse_cli(int argc, const char* const* argv) {
+  ParseResult r;
+  Options& o = r.options;
+  CLI::App app{
+      "mdi-llm: model-distributed inference of GPT-2 / nanoGPT over an MPI ring.\n"
+      "Run with `mpirun -np N mdi-llm --model M.h5 ...`; each rank runs a contiguous range of\n"
+      "layers, rank 0 also the embeddings, ln_f and lm_head. Samples go to stdout, the report\n"
+      "to stderr.",
+      "mdi-llm"};
+  app.set_version_flag("--version", "mdi-llm 0.1.0");
+  app.add_option("--model", o.model, "Model weight file (HDF5, see DESIGN.md)")->required();
+  app.add_option("--prompt", o.prompts, "Prompt text; repeat for several prompts (default: \"\\n\")");
+  app.add_option("--prompts-file", o.prompts_file,
+                 "File of prompts: one per line, or JSONL lines {\"prompt\": \"...\"}");
+  app.add_option("--samples", o.samples,
+                 "Number of samples; sample i continues prompt i mod P (default: max(ranks, prompts))")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--tokens", o.tokens, "New tokens per sample")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--temperature", o.sampling.temperature, "Sampling temperature; 0 = greedy")
+      ->capture_default_str()->check(CLI::Range(0.0, 1e6));
+  app.add_option("--top-k", o.sampling.top_k, "Keep only the k most likely tokens; 0 = off")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--top-p", o.sampling.top_p, "Nucleus sampling mass in (0, 1]; 1 = off")
+      ->capture_default_str()->check(CLI::Range(1e-9, 1.0));
+  app.add_option("--seed", o.sampling.seed, "Random seed; each sample draws from its own stream")
+      ->capture_default_str();
+  app.add_option("--layers", o.layers,
+                 "Layers per rank, e.g. 0,6,6 (sum = n_layer; rank 0 may own 0). "
+                 "Default: cost-balanced split");
+  app.add_option("--threads", o.threads, "CPU threads per rank (default: cores / ranks on this host)")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--micro-batches", o.micro_batches,
+                 "Micro-batches in flight (default: number of ranks, at most samples)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--output", o.output, "Write one JSON line per sample to FILE.jsonl");
+  app.add_option("--timings", o.timings, "Write time vs generated tokens per sample to FILE.csv");
+  app.add_flag("-v,--verbose", o.verbose, "More detail in the report (repeatable)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    r.exit = true;
+    r.message = app.help();
+    return r;
+  } catch (const CLI::CallForVersion& e) {
+    r.exit = true;
+    r.message = e.what();
+    r.message += "\n";
+    return r;
+  } catch (const CLI::ParseError& e) {
+    r.exit = true;
+    r.exit_code = 1;
+    r.message = std::string("error: ") + e.what() + "\nRun with --help for the list of options.\n";
+  }
+  return r;
+}
+
+std::vector<std::string> collect_prompts(const Options& o) {
+  std::vector<std::string> prompts = o.prompts;
+  if (!o.prompts_file.empty()) {
+    std::ifstream in(o.prompts_file, std::ios::binary);
+    if (!in) user_error("cannot read --prompts-file {}", o.prompts_file);
+    std::string line;
+    for (int n = 1; std::getline(in, line); ++n) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.find_first_not_of(" \t") == std::string::npos) continue;  // blank lines
+      if (line[line.find_first_not_of(" \t")] == '{') {
+        nlohmann::json j;
+        try {
+          j = nlohmann::json::parse(line);
+        } catch (const nlohmann::json::exception& e) {
+          user_error("{}:{}: not valid JSON: {}", o.prompts_file, n, e.what());
+        }
+        if (!j.contains("prompt") || !j["prompt"].is_string())
+          user_error("{}:{}: a JSONL line needs a string field \"prompt\"", o.prompts_file, n);
+        line = j["prompt"].get<std::string>();
+      }
+      prompts.push_back(line);
+    }
+    if (prompts.size() == o.prompts.size())
+      user_error("--prompts-file {} holds no prompt", o.prompts_file);
+  }
+  for (size_t i = 0; i < prompts.size(); ++i)
+    if (prompts[i].empty()) user_error("prompt {} is empty: give at least one character", i);
+  if (prompts.empty()) prompts.push_back("\n");
+  return prompts;
+}
+
+}  // namespace mdi

@@ -1,0 +1,156 @@
+// CPU backend: the GPT-2 block as a sequence of op calls (include/mdi/cpu_ops.h), over a batch
+// of rows from several samples, with a per-sample KV cache. Rows are processed in chunks so the
+// scratch buffers stay small however long a prefill is; everything is allocated in the constructor.
+#include <algorithm>
+#include <cstring>
+
+#include "mdi/backend.h"
+#include "mdi/cpu_ops.h"
+#include "mdi/error.h"
+#include "mdi/kv_cache.h"
+
+namespace mdi {
+
+namespace {
+
+constexpr int kChunkRows = 128;  // rows per pass through a layer: weight reuse vs scratch size
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(const Config& cfg, const Weights& w, const BackendSpec& spec)
+      : cfg_(cfg), w_(w), spec_(spec), chunk_(std::min(kChunkRows, std::max(1, spec.max_rows))) {
+    const size_t C = cfg.n_embd;
+    kv_ = KVCache(w.layer_end - w.layer_begin, spec.samples, cfg.block_size, cfg.n_embd);
+    ln_.resize(chunk_ * C);
+    qkv_.resize(chunk_ * 3 * C);
+    q_.resize(chunk_ * C);
+    att_.resize(chunk_ * C);
+    fc_.resize(chunk_ * 4 * C);
+    kptr_.resize(chunk_);
+    vptr_.resize(chunk_);
+    row_sample_.resize(spec.max_rows);
+    row_pos_.resize(spec.max_rows);
+    cpu::set_threads(spec.threads);
+    scratch_.resize(size_t(std::max(1, spec.threads)) * cfg.block_size);
+    if (w.has_head) lnf_.resize(size_t(std::max(1, spec.max_rows)) * C);
+  }
+
+  std::string name() const override { return "cpu"; }
+
+  size_t workspace_bytes() const override {
+    size_t floats = ln_.size() + qkv_.size() + q_.size() + att_.size() + fc_.size() +
+                    scratch_.size() + lnf_.size();
+    return kv_.bytes() + floats * sizeof(float) +
+           (row_sample_.size() + row_pos_.size()) * sizeof(int);
+  }
+
+  void forward(float* x, const BatchItem* items, int n_items) override {
+    const int R = expand_rows(items, n_items);
+    const int C = cfg_.n_embd;
+    for (int l = 0; l < int(w_.layers.size()); ++l) {
+      for (int r0 = 0; r0 < R; r0 += chunk_) {
+        block_forward(l, x + size_t(r0) * C, r0, std::min(chunk_, R - r0));
+      }
+    }
+  }
+
+  void embed(float* x, const int* tokens, const BatchItem* items, int n_items) override {
+    require_head("embed");
+    const int R = expand_rows(items, n_items);
+    const int C = cfg_.n_embd;
+    for (int r = 0; r < R; ++r) {
+      const int tok = tokens[r];
+      if (tok < 0 || tok >= cfg_.vocab_size)
+        abort_job(fmt::format("token id {} out of range [0, {})", tok, cfg_.vocab_size));
+      const float* te = w_.head.wte + size_t(tok) * C;
+      const float* pe = w_.head.wpe + size_t(row_pos_[r]) * C;
+      float* o = x + size_t(r) * C;
+      for (int i = 0; i < C; ++i) o[i] = te[i] + pe[i];
+    }
+  }
+
+  void logits(float* out, const float* x, const BatchItem* items, int n_items) override {
+    require_head("logits");
+    const int C = cfg_.n_embd;
+    expand_rows(items, n_items);
+    size_t row = 0;
+    for (int i = 0; i < n_items; ++i) {
+      row += items[i].rows;
+      std::memcpy(lnf_.data() + size_t(i) * C, x + (row - 1) * C, C * sizeof(float));
+    }
+    cpu::layernorm_forward(lnf_.data(), lnf_.data(), w_.head.lnf_w, w_.head.lnf_b, n_items, C,
+                           cfg_.layer_norm_eps);
+    cpu::matmul_forward(out, lnf_.data(), w_.head.lm_head, nullptr, n_items, C, cfg_.vocab_size);
+  }
+
+ private:
+  void require_head(const char* what) const {
+    if (!w_.has_head) abort_job(fmt::format("internal error: {} called on a rank without the head", what));
+  }
+
+  // Fills row_sample_ / row_pos_ for the batch and checks it against the sizes fixed at start-up
+  // (a batch comes off the wire: a bad one is a bug or a corrupt message, never silently used).
+  int expand_rows(const BatchItem* items, int n_items) {
+    int R = 0;
+    for (int i = 0; i < n_items; ++i) {
+      const BatchItem& it = items[i];
+      if (it.sample < 0 || it.sample >= spec_.samples || it.rows < 1 || it.pos < 0 ||
+          it.pos + it.rows > cfg_.block_size || R + it.rows > spec_.max_rows)
+        abort_job(fmt::format("internal error: bad batch item (sample {}, pos {}, rows {}; "
+                              "samples {}, block_size {}, max rows {})",
+                              it.sample, it.pos, it.rows, spec_.samples, cfg_.block_size, spec_.max_rows));
+      for (int r = 0; r < it.rows; ++r, ++R) {
+        row_sample_[R] = it.sample;
+        row_pos_[R] = it.pos + r;
+      }
+    }
+    return R;
+  }
+
+  // One transformer block (layer l of this rank) on rows [r0, r0 + B) of the batch, in place.
+  void block_forward(int l, float* x, int r0, int B) {
+    const LayerWeights& w = w_.layers[l];
+    const int C = cfg_.n_embd;
+    const float eps = cfg_.layer_norm_eps;
+    cpu::layernorm_forward(ln_.data(), x, w.ln1_w, w.ln1_b, B, C, eps);
+    cpu::matmul_forward(qkv_.data(), ln_.data(), w.attn_w, w.attn_b, B, C, 3 * C);
+    for (int b = 0; b < B; ++b) {  // scatter k, v into the cache; gather q
+      const int s = row_sample_[r0 + b], p = row_pos_[r0 + b];
+      const float* row = qkv_.data() + size_t(b) * 3 * C;
+      float* k = kv_.k(l, s);
+      float* v = kv_.v(l, s);
+      std::memcpy(q_.data() + size_t(b) * C, row, C * sizeof(float));
+      std::memcpy(k + size_t(p) * C, row + C, C * sizeof(float));
+      std::memcpy(v + size_t(p) * C, row + 2 * C, C * sizeof(float));
+      kptr_[b] = k;
+      vptr_[b] = v;
+    }
+    cpu::attention_forward(att_.data(), q_.data(), kptr_.data(), vptr_.data(), row_pos_.data() + r0,
+                           B, C, cfg_.n_head, cfg_.block_size, scratch_.data());
+    cpu::matmul_forward(ln_.data(), att_.data(), w.aproj_w, w.aproj_b, B, C, C);
+    cpu::residual_forward(x, ln_.data(), long(B) * C);
+    cpu::layernorm_forward(ln_.data(), x, w.ln2_w, w.ln2_b, B, C, eps);
+    cpu::matmul_forward(fc_.data(), ln_.data(), w.fc_w, w.fc_b, B, C, 4 * C);
+    cpu::gelu_forward(fc_.data(), long(B) * 4 * C);
+    cpu::matmul_forward(ln_.data(), fc_.data(), w.mproj_w, w.mproj_b, B, 4 * C, C);
+    cpu::residual_forward(x, ln_.data(), long(B) * C);
+  }
+
+  Config cfg_;
+  const Weights& w_;
+  BackendSpec spec_;
+  int chunk_;
+  KVCache kv_;
+  std::vector<float> ln_, qkv_, q_, att_, fc_, scratch_, lnf_;
+  std::vector<const float*> kptr_, vptr_;
+  std::vector<int> row_sample_, row_pos_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(const Config& cfg, const Weights& w,
+                                          const BackendSpec& spec) {
+  return std::make_unique<CpuBackend>(cfg, w, spec);
+}
+
+}  // namespace mdi

@@ -1,0 +1,199 @@
+// HDF5 helpers: RAII handles, attribute and dataset readers with errors that name the object.
+#include "mdi/h5.h"
+
+#include <sys/stat.h>
+
+#include "mdi/error.h"
+
+namespace mdi::h5 {
+
+Handle& Handle::operator=(Handle&& o) noexcept {
+  if (this != &o) {
+    this->~Handle();
+    id_ = o.id_;
+    o.id_ = H5I_INVALID_HID;
+  }
+  return *this;
+}
+
+Handle::~Handle() {
+  if (id_ < 0) return;
+  switch (H5Iget_type(id_)) {
+    case H5I_FILE: H5Fclose(id_); break;
+    case H5I_GROUP: H5Gclose(id_); break;
+    case H5I_DATASET: H5Dclose(id_); break;
+    case H5I_ATTR: H5Aclose(id_); break;
+    case H5I_DATATYPE: H5Tclose(id_); break;
+    case H5I_DATASPACE: H5Sclose(id_); break;
+    default: break;
+  }
+  id_ = H5I_INVALID_HID;
+}
+
+std::string shape_str(const std::vector<hsize_t>& s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + (s.size() == 1 ? ",)" : ")");
+}
+
+Handle open_file(const std::string& path) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // we report errors ourselves
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) user_error("cannot open model file {}: no such file", path);
+  if (S_ISDIR(st.st_mode)) user_error("cannot open model file {}: it is a directory", path);
+  if (H5Fis_hdf5(path.c_str()) <= 0)
+    user_error("cannot open model file {}: not an HDF5 file (or truncated)", path);
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) user_error("cannot open model file {}: HDF5 could not open it (corrupt?)", path);
+  return Handle(f);
+}
+
+bool exists(hid_t loc, const std::string& name) {
+  // H5Lexists fails on a missing intermediate group, so walk the path one component at a time.
+  std::string prefix;
+  size_t start = name[0] == '/' ? 1 : 0;
+  if (start) prefix = "/";
+  while (start <= name.size()) {
+    size_t slash = name.find('/', start);
+    std::string part = name.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    prefix += part;
+    if (H5Lexists(loc, prefix.c_str(), H5P_DEFAULT) <= 0) return false;
+    if (slash == std::string::npos) break;
+    prefix += "/";
+    start = slash + 1;
+  }
+  return true;
+}
+
+bool has_attr(hid_t obj, const std::string& name) { return H5Aexists(obj, name.c_str()) > 0; }
+
+namespace {
+Handle open_attr(hid_t obj, const std::string& name, const std::string& what) {
+  if (!has_attr(obj, name)) user_error("{}: missing attribute '{}'", what, name);
+  hid_t a = H5Aopen(obj, name.c_str(), H5P_DEFAULT);
+  if (a < 0) user_error("{}: cannot open attribute '{}'", what, name);
+  return Handle(a);
+}
+
+void check_scalar(hid_t attr, const std::string& name, const std::string& what) {
+  Handle space(H5Aget_space(attr));
+  if (H5Sget_simple_extent_npoints(space.get()) != 1)
+    user_error("{}: attribute '{}' must be a single value", what, name);
+}
+}  // namespace
+
+int64_t read_int_attr(hid_t obj, const std::string& name, const std::string& what) {
+  Handle a = open_attr(obj, name, what);
+  Handle type(H5Aget_type(a.get()));
+  H5T_class_t cls = H5Tget_class(type.get());
+  if (cls != H5T_INTEGER && cls != H5T_ENUM)  // h5py stores bool as an enum of int8
+    user_error("{}: attribute '{}' must be an integer", what, name);
+  check_scalar(a.get(), name, what);
+  long long v = 0;
+  if (H5Aread(a.get(), H5T_NATIVE_LLONG, &v) < 0)
+    user_error("{}: cannot read attribute '{}' as an integer", what, name);
+  return v;
+}
+
+double read_float_attr(hid_t obj, const std::string& name, const std::string& what) {
+  Handle a = open_attr(obj, name, what);
+  Handle type(H5Aget_type(a.get()));
+  H5T_class_t cls = H5Tget_class(type.get());
+  if (cls != H5T_FLOAT && cls != H5T_INTEGER)
+    user_error("{}: attribute '{}' must be a number", what, name);
+  check_scalar(a.get(), name, what);
+  double v = 0;
+  if (H5Aread(a.get(), H5T_NATIVE_DOUBLE, &v) < 0)
+    user_error("{}: cannot read attribute '{}' as a number", what, name);
+  return v;
+}
+
+std::string read_string_attr(hid_t obj, const std::string& name, const std::string& what) {
+  Handle a = open_attr(obj, name, what);
+  Handle type(H5Aget_type(a.get()));
+  if (H5Tget_class(type.get()) != H5T_STRING)
+    user_error("{}: attribute '{}' must be a string", what, name);
+  check_scalar(a.get(), name, what);
+  std::string out;
+  if (H5Tis_variable_str(type.get()) > 0) {
+    Handle mem(H5Tcopy(H5T_C_S1));
+    H5Tset_size(mem.get(), H5T_VARIABLE);
+    H5Tset_cset(mem.get(), H5Tget_cset(type.get()));
+    char* s = nullptr;
+    if (H5Aread(a.get(), mem.get(), &s) < 0 || !s)
+      user_error("{}: cannot read string attribute '{}'", what, name);
+    out = s;
+    H5free_memory(s);
+  } else {
+    size_t n = H5Tget_size(type.get());
+    if (n == 0 || n > (1u << 20)) user_error("{}: attribute '{}' has an absurd size", what, name);
+    std::string buf(n, '\0');
+    if (H5Aread(a.get(), type.get(), buf.data()) < 0)
+      user_error("{}: cannot read string attribute '{}'", what, name);
+    out = buf.substr(0, buf.find('\0'));
+  }
+  return out;
+}
+
+namespace {
+Handle open_dataset(hid_t file, const std::string& name, const std::string& file_name) {
+  if (!exists(file, name)) user_error("{}: dataset {} is missing", file_name, name);
+  hid_t d = H5Dopen2(file, name.c_str(), H5P_DEFAULT);
+  if (d < 0) user_error("{}: {} is not a readable dataset", file_name, name);
+  return Handle(d);
+}
+
+std::vector<hsize_t> shape_of(hid_t dset) {
+  Handle space(H5Dget_space(dset));
+  int nd = H5Sget_simple_extent_ndims(space.get());
+  if (nd < 0) return {};
+  std::vector<hsize_t> dims(nd);
+  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  return dims;
+}
+
+template <typename T>
+std::vector<T> read_rank1(hid_t file, const std::string& name, const std::string& file_name,
+                          hid_t memtype, const char* kind) {
+  Handle d = open_dataset(file, name, file_name);
+  Handle type(H5Dget_type(d.get()));
+  if (H5Tget_class(type.get()) != H5T_INTEGER)
+    user_error("{}: dataset {} must hold {}", file_name, name, kind);
+  auto dims = shape_of(d.get());
+  if (dims.size() != 1) user_error("{}: dataset {} must be one-dimensional, got {}", file_name, name, shape_str(dims));
+  if (dims[0] > (hsize_t(1) << 32)) user_error("{}: dataset {} is absurdly large", file_name, name);
+  std::vector<T> out(dims[0]);
+  if (!out.empty() && H5Dread(d.get(), memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
+    user_error("{}: cannot read dataset {} (corrupt?)", file_name, name);
+  return out;
+}
+}  // namespace
+
+std::vector<hsize_t> dataset_shape(hid_t file, const std::string& name, const std::string& file_name) {
+  Handle d = open_dataset(file, name, file_name);
+  return shape_of(d.get());
+}
+
+void read_floats(hid_t file, const std::string& name, const std::vector<hsize_t>& shape, float* out,
+                 const std::string& file_name) {
+  Handle d = open_dataset(file, name, file_name);
+  auto dims = shape_of(d.get());
+  if (dims != shape)
+    user_error("{}: dataset {}: expected shape {}, got {}", file_name, name, shape_str(shape),
+               shape_str(dims));
+  Handle type(H5Dget_type(d.get()));
+  if (H5Tget_class(type.get()) != H5T_FLOAT)
+    user_error("{}: dataset {}: expected float32 or float16 values, got another type", file_name, name);
+  if (H5Dread(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+    user_error("{}: cannot read dataset {} (corrupt or truncated file?)", file_name, name);
+}
+
+std::vector<int64_t> read_int64s(hid_t file, const std::string& name, const std::string& file_name) {
+  return read_rank1<int64_t>(file, name, file_name, H5T_NATIVE_INT64, "integers");
+}
+
+std::vector<uint8_t> read_bytes(hid_t file, const std::string& name, const std::string& file_name) {
+  return read_rank1<uint8_t>(file, name, file_name, H5T_NATIVE_UINT8, "bytes (uint8)");
+}
+
+}  // namespace mdi::h5

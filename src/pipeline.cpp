@@ -1,0 +1,496 @@
+// Recurrent pipelining over the ring (DESIGN.md). Set-up runs in phases that end with a collective
+// error check, so a user error on any rank is reported once by rank 0 and every rank exits. Then
+// rank 0 keeps up to M micro-batches in flight: it receives one back from the last rank, samples
+// the next token of each of its samples, embeds them, runs its own layers and sends the batch on,
+// while the other micro-batches are being worked on by the other ranks.
+#include "mdi/pipeline.h"
+
+#include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+#include "mdi/backend.h"
+#include "mdi/error.h"
+#include "mdi/partition.h"
+#include "mdi/report.h"
+#include "mdi/ring.h"
+#include "mdi/sampler.h"
+#include "mdi/tokenizer.h"
+#include "mdi/weights.h"
+
+namespace mdi {
+
+namespace {
+
+constexpr int kTag = 7;
+
+double now() {
+  using clock = std::chrono::steady_clock;
+  return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+// Adds the seconds spent in its scope to a counter.
+struct Timer {
+  explicit Timer(double& acc) : acc_(acc), t0_(now()) {}
+  ~Timer() { acc_ += now() - t0_; }
+  double& acc_;
+  double t0_;
+};
+
+// Runs f and returns the message of a user error (or of any other failure), empty when fine.
+template <typename F>
+std::string attempt(F&& f) {
+  try {
+    f();
+  } catch (const UserError& e) {
+    return e.what();
+  } catch (const std::bad_alloc&) {
+    return "out of memory (the model share, KV cache or buffers do not fit on this host)";
+  } catch (const std::exception& e) {
+    return std::string("internal error: ") + e.what();
+  }
+  return {};
+}
+
+// Collective: true when no rank failed. Otherwise rank 0 prints the first failing rank's message
+// once (naming the rank when it is not rank 0) and every rank returns false.
+bool agree(MPI_Comm comm, const std::string& err) {
+  int rank = 0, n = 1, mine = err.empty() ? 0 : 1, any = 0;
+  MDI_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  MDI_MPI_CHECK(MPI_Comm_size(comm, &n));
+  MDI_MPI_CHECK(MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, comm));
+  if (!any) return true;
+  std::string text = err.empty() ? std::string() : where() + "\n" + err;
+  int len = int(text.size());
+  std::vector<int> lens(n), displs(n);
+  MDI_MPI_CHECK(MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, comm));
+  std::string all;
+  if (rank == 0) {
+    for (int r = 1; r < n; ++r) displs[r] = displs[r - 1] + lens[r - 1];
+    all.resize(displs[n - 1] + lens[n - 1]);
+  }
+  MDI_MPI_CHECK(MPI_Gatherv(text.data(), len, MPI_CHAR, all.data(), lens.data(), displs.data(),
+                            MPI_CHAR, 0, comm));
+  if (rank == 0) {
+    for (int r = 0; r < n; ++r) {
+      if (lens[r] == 0) continue;
+      std::string t = all.substr(displs[r], lens[r]);
+      size_t nl = t.find('\n');
+      if (r == 0) std::fprintf(stderr, "mdi-llm: error: %s\n", t.substr(nl + 1).c_str());
+      else std::fprintf(stderr, "mdi-llm: error on rank %d (%s): %s\n", r, t.substr(0, nl).c_str(),
+                        t.substr(nl + 1).c_str());
+      break;
+    }
+    std::fflush(stderr);
+  }
+  return false;
+}
+
+// Default threads per rank: the cores this rank may run on, shared with the other ranks of the
+// host (Open MPI binds ranks to cores or sockets; unbound ranks share all cores).
+int default_threads(MPI_Comm world) {
+  MPI_Comm local;
+  MDI_MPI_CHECK(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local));
+  int local_n = 1;
+  MDI_MPI_CHECK(MPI_Comm_size(local, &local_n));
+  MDI_MPI_CHECK(MPI_Comm_free(&local));
+  int hw = int(std::max(1u, std::thread::hardware_concurrency()));
+  int t = hw / local_n;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) < hw)
+    t = std::min(t, int(CPU_COUNT(&set)));
+  return std::max(1, t);
+}
+
+double peak_rss_bytes() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) * 1024.0;
+}
+
+// What every rank must know about the run: broadcast by rank 0 after it has read the prompts.
+struct Plan {
+  int32_t samples = 0;        // S
+  int32_t micro_batches = 0;  // M
+  int32_t max_items = 0;      // samples in the largest micro-batch
+  int32_t max_rows = 0;       // rows in the largest message
+};
+
+struct SampleState {
+  int mb = 0;
+  std::vector<int> tokens;  // prompt (cropped) then generated ids
+  int prompt_len = 0;
+  int generated = 0;
+  bool done = false;
+};
+
+// Rank 0's part of the generation: sample states, the sampler and the head of the model.
+class Head {
+ public:
+  Head(const Options& o, const Config& cfg, const Tokenizer& tok, Backend& be, const Plan& plan,
+       std::vector<SampleResult>& results)
+      : o_(o), cfg_(cfg), tok_(tok), be_(be), plan_(plan), results_(results),
+        sampler_(o.sampling, cfg.vocab_size), states_(plan.samples),
+        tok_ids_(plan.max_rows), logits_(size_t(plan.max_items) * cfg.vocab_size) {
+    for (int s = 0; s < plan.samples; ++s) {
+      SampleState& st = states_[s];
+      st.mb = s % plan.micro_batches;
+      st.tokens = results[s].prompt_tokens;
+      st.tokens.reserve(st.tokens.size() + o.tokens);
+      st.prompt_len = int(st.tokens.size());
+      rngs_.emplace_back(o.sampling.seed, uint64_t(s));
+      results[s].tokens.reserve(o.tokens);
+      results[s].token_times.reserve(o.tokens);
+    }
+  }
+
+  void start_clock() { t0_ = now(); }
+
+  // Builds micro-batch mb's next message in m (embeddings, then this rank's layers).
+  // Returns false when all its samples are done.
+  bool prepare(Message& m, int mb, RankStats& st) {
+    Timer t(st.compute_s);
+    const int T = cfg_.block_size;
+    MsgHeader& h = m.header();
+    h = MsgHeader{int32_t(MsgKind::kDecode), mb, 0, 0};
+    BatchItem* items = m.items();
+    for (int s = mb; s < plan_.samples; s += plan_.micro_batches) {
+      SampleState& ss = states_[s];
+      if (ss.done) continue;
+      const int L = int(ss.tokens.size());
+      int start, pos, rows;
+      if (ss.generated == 0) {  // prefill with the prompt
+        start = 0, pos = 0, rows = L;
+      } else if (L <= T) {  // decode: the newest token, its keys and values join the cache
+        start = L - 1, pos = L - 1, rows = 1;
+      } else {  // past the context: condition on the last T tokens, rebuild the cache
+        start = L - T, pos = 0, rows = T;
+      }
+      if (rows > 1 || pos == 0) h.kind = int32_t(MsgKind::kPrefill);
+      std::copy(ss.tokens.begin() + start, ss.tokens.begin() + start + rows, tok_ids_.begin() + h.rows);
+      items[h.n_items++] = BatchItem{s, pos, rows};
+      h.rows += rows;
+    }
+    if (h.n_items == 0) return false;
+    be_.embed(m.payload(), tok_ids_.data(), items, h.n_items);
+    be_.forward(m.payload(), items, h.n_items);
+    return true;
+  }
+
+  // Takes a micro-batch that went around the ring: logits, next token of each of its samples.
+  void finish(Message& m, RankStats& st) {
+    Timer t(st.compute_s);
+    const int n = m.header().n_items;
+    const BatchItem* items = m.items();
+    be_.logits(logits_.data(), m.payload(), items, n);
+    const double when = now() - t0_;
+    for (int i = 0; i < n; ++i) {
+      const int s = items[i].sample;
+      SampleState& ss = states_[s];
+      SampleResult& r = results_[s];
+      const int id = sampler_.sample(logits_.data() + size_t(i) * cfg_.vocab_size, rngs_[s]);
+      ss.tokens.push_back(id);
+      ss.generated++;
+      r.tokens.push_back(id);
+      r.token_times.push_back(when);
+      if (tok_.eot() && id == *tok_.eot()) {
+        ss.done = true;
+        r.stop = "eot";
+      } else if (ss.generated >= o_.tokens) {
+        ss.done = true;
+        r.stop = "length";
+      }
+    }
+  }
+
+ private:
+  const Options& o_;
+  const Config& cfg_;
+  const Tokenizer& tok_;
+  Backend& be_;
+  Plan plan_;
+  std::vector<SampleResult>& results_;
+  Sampler sampler_;
+  std::vector<SampleState> states_;
+  std::vector<Rng> rngs_;
+  std::vector<int> tok_ids_;
+  std::vector<float> logits_;
+  double t0_ = 0;
+};
+
+void count_send(const Message& m, RankStats& st) {
+  const double b = double(m.bytes());
+  st.bytes_sent += b;
+  st.messages_sent += 1;
+  if (m.header().kind == int32_t(MsgKind::kDecode)) {
+    st.decode_bytes += b;
+    st.decode_rows += m.header().rows;
+  }
+}
+
+void post_recv(const Ring& ring, Message& m, MPI_Request& req, RankStats& st) {
+  Timer t(st.comm_s);
+  MDI_MPI_CHECK(MPI_Irecv(m.raw(), int(m.capacity()), MPI_BYTE, ring.prev(), kTag, ring.comm(), &req));
+}
+
+void wait_recv(Message& m, MPI_Request& req, RankStats& st) {
+  MPI_Status status;
+  {
+    Timer t(st.wait_s);
+    MDI_MPI_CHECK(MPI_Wait(&req, &status));
+  }
+  int count = 0;
+  MDI_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &count));
+  m.validate(count);
+}
+
+void send(const Ring& ring, Message& m, MPI_Request& req, RankStats& st) {
+  Timer t(st.comm_s);
+  MDI_MPI_CHECK(MPI_Isend(m.raw(), int(m.bytes()), MPI_BYTE, ring.next(), kTag, ring.comm(), &req));
+  count_send(m, st);
+}
+
+void wait_send(MPI_Request& req, RankStats& st) {
+  Timer t(st.comm_s);
+  MDI_MPI_CHECK(MPI_Wait(&req, MPI_STATUS_IGNORE));
+}
+
+// Rank 0 alone: no ring, micro-batches one after the other.
+void run_single(Head& head, const Plan& plan, int C, RankStats& st) {
+  Message m(plan.max_items, plan.max_rows, C);
+  for (bool active = true; active;) {
+    active = false;
+    for (int mb = 0; mb < plan.micro_batches; ++mb) {
+      if (!head.prepare(m, mb, st)) continue;
+      head.finish(m, st);
+      active = true;
+    }
+  }
+}
+
+// Rank 0 of a ring. One send buffer per micro-batch, so rank 0 never blocks on a send while
+// messages wait to be received (the ring cannot deadlock); two receive buffers, the next receive
+// always posted before compute.
+void run_starter(const Ring& ring, Head& head, const Plan& plan, int C, RankStats& st) {
+  const int M = plan.micro_batches;
+  std::vector<Message> sbuf;
+  sbuf.reserve(M);
+  for (int i = 0; i < M; ++i) sbuf.emplace_back(plan.max_items, plan.max_rows, C);
+  std::vector<MPI_Request> sreq(M, MPI_REQUEST_NULL);
+  Message rbuf[2] = {Message(plan.max_items, plan.max_rows, C), Message(plan.max_items, plan.max_rows, C)};
+  MPI_Request rreq = MPI_REQUEST_NULL;
+  int rcur = 0, in_flight = 0;
+
+  auto launch = [&](int mb) {
+    wait_send(sreq[mb], st);
+    if (!head.prepare(sbuf[mb], mb, st)) return false;
+    send(ring, sbuf[mb], sreq[mb], st);
+    return true;
+  };
+  post_recv(ring, rbuf[rcur], rreq, st);
+  for (int mb = 0; mb < M; ++mb) in_flight += launch(mb);
+  while (in_flight > 0) {
+    Message& m = rbuf[rcur];
+    wait_recv(m, rreq, st);
+    --in_flight;
+    bool posted = false;
+    if (in_flight > 0) {  // the next micro-batch is already on its way: receive it meanwhile
+      post_recv(ring, rbuf[1 - rcur], rreq, st);
+      posted = true;
+    }
+    head.finish(m, st);
+    in_flight += launch(m.header().micro_batch);
+    if (!posted && in_flight > 0) post_recv(ring, rbuf[1 - rcur], rreq, st);
+    rcur = 1 - rcur;
+  }
+  for (MPI_Request& r : sreq) wait_send(r, st);
+  // STOP goes once around the ring; every rank forwards it and returns.
+  Message stop(0, 0, C);
+  stop.header() = MsgHeader{int32_t(MsgKind::kStop), -1, 0, 0};
+  MPI_Request req;
+  send(ring, stop, req, st);
+  post_recv(ring, rbuf[0], rreq, st);
+  wait_recv(rbuf[0], rreq, st);
+  wait_send(req, st);
+  if (rbuf[0].header().kind != int32_t(MsgKind::kStop))
+    abort_job("internal error: expected STOP to come back around the ring");
+}
+
+// Ranks 1..N-1: receive, run my layers in place, send on. Three buffers rotate: one being
+// computed, one receiving the next message, one still being sent.
+void run_worker(const Ring& ring, Backend& be, const Plan& plan, int C, RankStats& st) {
+  Message buf[3] = {Message(plan.max_items, plan.max_rows, C), Message(plan.max_items, plan.max_rows, C),
+                    Message(plan.max_items, plan.max_rows, C)};
+  MPI_Request sreq[3] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+  MPI_Request rreq = MPI_REQUEST_NULL;
+  int cur = 0;
+  post_recv(ring, buf[cur], rreq, st);
+  for (;;) {
+    Message& m = buf[cur];
+    wait_recv(m, rreq, st);
+    if (m.header().kind == int32_t(MsgKind::kStop)) {
+      for (MPI_Request& r : sreq) wait_send(r, st);
+      send(ring, m, sreq[0], st);
+      wait_send(sreq[0], st);
+      return;
+    }
+    const int nxt = (cur + 1) % 3;
+    wait_send(sreq[nxt], st);
+    post_recv(ring, buf[nxt], rreq, st);
+    {
+      Timer t(st.compute_s);
+      be.forward(m.payload(), m.items(), m.header().n_items);
+    }
+    send(ring, m, sreq[cur], st);
+    cur = nxt;
+  }
+}
+
+}  // namespace
+
+int run(const Options& o, MPI_Comm world) {
+  Ring ring(world);
+  const int rank = ring.rank(), N = ring.size();
+  const bool starter = rank == 0;
+  RankStats st;
+  gethostname(st.host, sizeof st.host - 1);
+
+  // Phase 1, every rank: the model's shape and the split.
+  Config cfg;
+  std::vector<int> split;
+  if (!agree(ring.comm(), attempt([&] {
+        cfg = read_config(o.model);
+        split = o.layers.empty() ? balanced_split(cfg, N) : parse_split(o.layers, cfg, N);
+      })))
+    return 1;
+  for (int r = 0; r < rank; ++r) st.layer_begin += split[r];
+  st.layer_end = st.layer_begin + split[rank];
+
+  // Phase 2, rank 0: tokenizer, prompts, the plan.
+  std::unique_ptr<Tokenizer> tok;
+  std::vector<SampleResult> results;
+  Plan plan;
+  std::vector<std::string> notes;
+  if (!agree(ring.comm(), attempt([&] {
+        if (!starter) return;
+        tok = load_tokenizer(o.model);
+        if (tok->vocab_size() > cfg.vocab_size)
+          user_error("{}: the tokenizer has {} tokens but the model's vocab_size is {}", o.model,
+                     tok->vocab_size(), cfg.vocab_size);
+        Sampler check(o.sampling, cfg.vocab_size);  // validates the sampling flags
+        if (!o.output.empty()) write_jsonl(o.output, {});  // fail now, not after the run
+        if (!o.timings.empty()) write_timings_csv(o.timings, {});
+        std::vector<std::string> prompts = collect_prompts(o);
+        std::vector<std::vector<int>> ids;
+        for (size_t p = 0; p < prompts.size(); ++p) {
+          std::vector<int> t;
+          try {
+            t = tok->encode(prompts[p]);
+          } catch (const UserError& e) {
+            user_error("prompt {}: {}", p, e.what());
+          }
+          if (t.empty()) user_error("prompt {} encodes to no tokens", p);
+          if (int(t.size()) > cfg.block_size) {
+            notes.push_back(fmt::format("prompt {} has {} tokens, more than block_size {}: keeping its last {}",
+                                        p, t.size(), cfg.block_size, cfg.block_size));
+            t.erase(t.begin(), t.end() - cfg.block_size);
+          }
+          ids.push_back(std::move(t));
+        }
+        plan.samples = o.samples > 0 ? o.samples : std::max<int>(N, int(prompts.size()));
+        int M = o.micro_batches > 0 ? o.micro_batches : N;
+        if (M > plan.samples) {
+          if (o.micro_batches > 0)
+            notes.push_back(fmt::format("--micro-batches {} is more than the {} samples: using {}", M,
+                                        plan.samples, plan.samples));
+          M = plan.samples;
+        }
+        plan.micro_batches = M;
+        if (plan.samples < N)
+          notes.push_back(fmt::format("{} samples on {} ranks: some ranks will idle; use --samples {} "
+                                      "or more to keep every rank busy", plan.samples, N, N));
+        std::vector<int> mb_rows(M, 0), mb_items(M, 0);
+        for (int s = 0; s < plan.samples; ++s) {
+          SampleResult r;
+          r.id = s;
+          r.prompt_index = s % int(prompts.size());
+          r.prompt = prompts[r.prompt_index];
+          r.prompt_tokens = ids[r.prompt_index];
+          const int P = int(r.prompt_tokens.size());
+          mb_rows[s % M] += (P + o.tokens - 1 > cfg.block_size) ? cfg.block_size : P;
+          mb_items[s % M] += 1;
+          results.push_back(std::move(r));
+        }
+        plan.max_rows = *std::max_element(mb_rows.begin(), mb_rows.end());
+        plan.max_items = *std::max_element(mb_items.begin(), mb_items.end());
+      })))
+    return 1;
+  MDI_MPI_CHECK(MPI_Bcast(&plan, sizeof plan, MPI_BYTE, 0, ring.comm()));
+  if (starter) {
+    std::fprintf(stderr, "mdi-llm: %s\n", describe_split(split).c_str());
+    for (const std::string& n : notes) std::fprintf(stderr, "mdi-llm: note: %s\n", n.c_str());
+  }
+
+  // Phase 3, every rank: its weights and its backend.
+  Weights w;
+  std::unique_ptr<Backend> be;
+  st.threads = o.threads > 0 ? o.threads : default_threads(world);
+  if (!agree(ring.comm(), attempt([&] {
+        const double t0 = now();
+        w = load_weights(o.model, cfg, st.layer_begin, st.layer_end, starter);
+        st.load_s = now() - t0;
+        BackendSpec spec{plan.max_rows, plan.samples, st.threads};
+        be = make_cpu_backend(cfg, w, spec);
+        st.weights_bytes = double(w.bytes());
+        st.workspace_bytes = double(be->workspace_bytes());
+      })))
+    return 1;
+
+  // Generation.
+  std::unique_ptr<Head> head;
+  if (starter) head = std::make_unique<Head>(o, cfg, *tok, *be, plan, results);
+  MDI_MPI_CHECK(MPI_Barrier(ring.comm()));
+  const double t0 = now();
+  if (starter) {
+    head->start_clock();
+    if (N == 1) run_single(*head, plan, cfg.n_embd, st);
+    else run_starter(ring, *head, plan, cfg.n_embd, st);
+  } else {
+    run_worker(ring, *be, plan, cfg.n_embd, st);
+  }
+  const double gen_seconds = now() - t0;
+  st.peak_rss_bytes = peak_rss_bytes();
+
+  std::vector<RankStats> all(starter ? N : 0);
+  MDI_MPI_CHECK(MPI_Gather(&st, sizeof st, MPI_BYTE, all.data(), sizeof st, MPI_BYTE, 0, ring.comm()));
+  if (!starter) return 0;
+
+  for (SampleResult& r : results) {
+    r.text = tok->decode(r.tokens);
+    std::string out = r.prompt + r.text;
+    if (plan.samples > 1) std::printf("--- sample %d (prompt %d) ---\n", r.id, r.prompt_index);
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    if (out.empty() || out.back() != '\n') std::fputc('\n', stdout);
+  }
+  std::fflush(stdout);
+  RunSummary run_info{o.model, be->name(), cfg, split, N, plan.micro_batches, o.tokens, gen_seconds};
+  print_report(stderr, run_info, all, results);
+  std::string err = attempt([&] {
+    if (!o.output.empty()) write_jsonl(o.output, results);
+    if (!o.timings.empty()) write_timings_csv(o.timings, results);
+  });
+  if (!err.empty()) {
+    std::fprintf(stderr, "mdi-llm: error: %s\n", err.c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace mdi

@@ -1,0 +1,102 @@
+// The end-of-run report (stderr), the per-sample JSONL and the time-vs-tokens CSV.
+#include "mdi/report.h"
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "mdi/error.h"
+#include "mdi/partition.h"
+
+namespace mdi {
+
+namespace {
+double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
+
+std::ofstream open_out(const std::string& path, const char* flag) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) user_error("{} {}: cannot open for writing", flag, path);
+  return f;
+}
+}  // namespace
+
+void print_report(std::FILE* out, const RunSummary& run, const std::vector<RankStats>& ranks,
+                  const std::vector<SampleResult>& samples) {
+  size_t generated = 0;
+  double ttft_sum = 0, ttft_max = 0, per_sample_sum = 0;
+  for (const SampleResult& s : samples) {
+    generated += s.tokens.size();
+    if (s.token_times.empty()) continue;
+    ttft_sum += s.token_times.front();
+    ttft_max = std::max(ttft_max, s.token_times.front());
+    per_sample_sum += s.tokens.size() / std::max(1e-12, s.token_times.back());
+  }
+  const double n = double(std::max<size_t>(1, samples.size()));
+  const Config& c = run.cfg;
+  fmt::print(out, "\n--- mdi-llm report ---\n");
+  fmt::print(out, "model       {} ({}, {} layers, n_embd {}, n_head {}, vocab {}, block {})\n",
+             run.model_path, c.model_type, c.n_layer, c.n_embd, c.n_head, c.vocab_size, c.block_size);
+  fmt::print(out, "ranks       {} ({} backend), {} micro-batches\n", run.ranks, run.backend,
+             run.micro_batches);
+  fmt::print(out, "split       {}\n", describe_split(run.split));
+  fmt::print(out, "generated   {} samples, {} tokens in {:.3f} s\n", samples.size(), generated,
+             run.gen_seconds);
+  fmt::print(out, "throughput  {:.2f} tokens/s aggregate, {:.2f} tokens/s per sample (mean)\n",
+             generated / std::max(1e-12, run.gen_seconds), per_sample_sum / n);
+  fmt::print(out, "first token {:.4f} s mean, {:.4f} s max\n", ttft_sum / n, ttft_max);
+  double dec_bytes = 0, dec_rows = 0;
+  for (const RankStats& r : ranks) dec_bytes += r.decode_bytes, dec_rows += r.decode_rows;
+  if (dec_rows > 0)
+    fmt::print(out, "decode msg  {:.1f} bytes per sample per hop ({} activations + header)\n",
+               dec_bytes / dec_rows, c.n_embd * 4);
+  fmt::print(out, "{:>4} {:<16} {:>9} {:>4} {:>7} {:>10} {:>8} {:>9} {:>8} {:>8} {:>10}\n", "rank",
+             "host", "layers", "thr", "load_s", "weights_MB", "peak_MB", "compute_s", "comm_s",
+             "wait_s", "B/token/hop");
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    const RankStats& r = ranks[i];
+    std::string layers = r.layer_end > r.layer_begin
+                             ? fmt::format("{}-{}", r.layer_begin, r.layer_end - 1)
+                             : std::string("-");
+    if (i == 0) layers = "H " + layers;
+    fmt::print(out, "{:>4} {:<16} {:>9} {:>4} {:>7.3f} {:>10.1f} {:>8.1f} {:>9.3f} {:>8.3f} {:>8.3f} {:>10.1f}\n",
+               i, std::string(r.host).substr(0, 16), layers, r.threads, r.load_s,
+               mib(r.weights_bytes), mib(r.peak_rss_bytes), r.compute_s, r.comm_s, r.wait_s,
+               generated ? r.bytes_sent / double(generated) : 0.0);
+  }
+  std::fflush(out);
+}
+
+void write_jsonl(const std::string& path, const std::vector<SampleResult>& samples) {
+  std::ofstream f = open_out(path, "--output");
+  for (const SampleResult& s : samples) {
+    const double total = s.token_times.empty() ? 0.0 : s.token_times.back();
+    nlohmann::json j = {
+        {"id", s.id},
+        {"prompt_index", s.prompt_index},
+        {"prompt", s.prompt},
+        {"prompt_tokens", s.prompt_tokens},
+        {"text", s.text},
+        {"tokens", s.tokens},
+        {"stop", s.stop},
+        {"timings",
+         {{"ttft_s", s.token_times.empty() ? 0.0 : s.token_times.front()},
+          {"total_s", total},
+          {"tokens_per_s", total > 0 ? s.tokens.size() / total : 0.0}}},
+    };
+    // Generated text may end inside a multi-byte character: keep the bytes, replace in JSON.
+    f << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+  }
+  if (!f) user_error("--output {}: write failed", path);
+}
+
+void write_timings_csv(const std::string& path, const std::vector<SampleResult>& samples) {
+  std::ofstream f = open_out(path, "--timings");
+  f << "sample,tokens,time_s\n";
+  for (const SampleResult& s : samples)
+    for (size_t i = 0; i < s.token_times.size(); ++i)
+      f << s.id << ',' << (i + 1) << ',' << fmt::format("{:.6f}", s.token_times[i]) << '\n';
+  if (!f) user_error("--timings {}: write failed", path);
+}
+
+}  // namespace mdi

@@ -1,0 +1,45 @@
+// Ring communicator and message buffers.
+#include "mdi/ring.h"
+
+#include "mdi/error.h"
+
+namespace mdi {
+
+Message::Message(int max_items, int max_rows, int C)
+    : data_(sizeof(MsgHeader) + sizeof(BatchItem) * size_t(max_items) +
+            sizeof(float) * size_t(max_rows) * C),
+      max_items_(max_items), max_rows_(max_rows), C_(C) {
+  header() = MsgHeader{0, 0, 0, 0};
+}
+
+void Message::validate(int received_bytes) const {
+  const MsgHeader& h = header();
+  const bool kind_ok = h.kind >= int32_t(MsgKind::kPrefill) && h.kind <= int32_t(MsgKind::kStop);
+  const bool ok = kind_ok && h.n_items >= 0 && h.n_items <= max_items_ && h.rows >= 0 &&
+                  h.rows <= max_rows_ && size_t(received_bytes) == bytes();
+  if (!ok)
+    abort_job(fmt::format("corrupt ring message: kind {}, {} items, {} rows, {} bytes received",
+                          h.kind, h.n_items, h.rows, received_bytes));
+}
+
+Ring::Ring(MPI_Comm world) {
+  int n = 0;
+  MDI_MPI_CHECK(MPI_Comm_size(world, &n));
+  int dims[1] = {n}, periods[1] = {1};
+  // MPI_Cart_create makes a new communicator (its own context): ring traffic never mixes with
+  // anything else on MPI_COMM_WORLD. reorder = 0 keeps rank numbers equal to the world's.
+  MDI_MPI_CHECK(MPI_Cart_create(world, 1, dims, periods, 0, &comm_));
+  MDI_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+  MDI_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+  size_ = n;
+  MDI_MPI_CHECK(MPI_Cart_shift(comm_, 0, 1, &prev_, &next_));
+  // The same, written out: prev = (rank - 1 + n) % n, next = (rank + 1) % n.
+  if (prev_ != (rank_ - 1 + n) % n || next_ != (rank_ + 1) % n)
+    abort_job("MPI_Cart_shift gave unexpected ring neighbours");
+}
+
+Ring::~Ring() {
+  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+}  // namespace mdi

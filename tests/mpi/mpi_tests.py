@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""MPI tests of mdi-llm, run by ctest (tests/mpi/CMakeLists.txt).
+
+same-tokens: N ranks produce exactly the token ids of 1 rank (started without mpirun), greedy and
+             seeded sampling, S = N, S > N (micro-batches), S < N, past block_size, explicit splits.
+bad-input:   each bad input ends every rank quickly, non-zero, with one clear error line.
+report:      the report, --output JSONL and --timings CSV say what the run did.
+Only the standard library: CI's Python has no numpy.
+"""
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+FAILS = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        FAILS.append(what)
+
+
+def run(cmd, timeout=300):
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)
+    return p, time.monotonic() - t0
+
+
+class Runner:
+    def __init__(self, args):
+        self.exe = args.exe
+        self.fixtures = args.fixtures
+        words = shlex.split(args.mpiexec)
+        self.mpiexec, self.np_flag = words[:-1], words[-1]
+        self.tmp = tempfile.mkdtemp(prefix="mdi-mpi-test-")
+        self.count = 0
+
+    def model(self, name):
+        return os.path.join(self.fixtures, name)
+
+    def cmd(self, ranks, flags):
+        base = [self.exe] if ranks == 0 else self.mpiexec + [self.np_flag, str(ranks), self.exe]
+        return base + flags
+
+    def tokens(self, ranks, flags):
+        """Runs mdi-llm and returns the token ids of each sample (from --output)."""
+        self.count += 1
+        out = os.path.join(self.tmp, f"run{self.count}.jsonl")
+        p, _ = run(self.cmd(ranks, flags + ["--output", out]))
+        if p.returncode != 0:
+            print(p.stdout[-2000:], p.stderr[-4000:], sep="\n")
+            return None
+        with open(out, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
+        return [r["tokens"] for r in sorted(rows, key=lambda r: r["id"])]
+
+
+def same_tokens(r, N):
+    greedy = ["--temperature", "0"]
+    sampled = ["--temperature", "0.9", "--top-k", "20", "--top-p", "0.95", "--seed", "4242"]
+    prompts = ["--prompt", "First Citizen:", "--prompt", "ok!\n"]
+    tiny = ["--model", r.model("tiny_gpt2.h5")]
+    past_block = ["--tokens", "100"]  # block_size 32: three windows and more
+    cases = []
+    for S in sorted({max(1, N - 1), N, 2 * N + 1}):
+        for name, s in (("greedy", greedy), ("sampled", sampled)):
+            cases.append((f"S={S} {name}", tiny + prompts + s + past_block + ["--samples", str(S)]))
+    S = 2 * N + 1
+    for M in (1, 2):
+        cases.append((f"S={S} --micro-batches {M}",
+                      tiny + prompts + sampled + past_block + ["--samples", str(S), "--micro-batches", str(M)]))
+    explicit = {2: "0,4", 3: "0,2,2", 4: "1,1,1,1"}[N]
+    cases.append((f"--layers {explicit}", tiny + prompts + sampled + ["--tokens", "60", "--samples", str(N),
+                                                                       "--layers", explicit]))
+    cases.append(("nanogpt (bias=0, untied lm_head)",
+                  ["--model", r.model("tiny_nanogpt.h5"), "--prompt", "First"] + sampled +
+                  ["--tokens", "40", "--samples", str(N + 1)]))
+    cases.append(("fp16 weights", ["--model", r.model("tiny_gpt2_fp16.h5")] + prompts + greedy +
+                  ["--tokens", "50", "--samples", str(N)]))
+    for name, flags in cases:
+        ref = r.tokens(0, flags)
+        got = r.tokens(N, flags)
+        check(ref is not None and got is not None and len(ref) > 0 and ref == got,
+              f"np {N}, {name}: token ids equal to 1 rank ({len(ref or [])} samples)")
+    # The invariant is worth something only if sampling really depends on the seed.
+    a = r.tokens(0, tiny + prompts + sampled + ["--samples", "2", "--tokens", "40"])
+    b = r.tokens(0, tiny + prompts + sampled[:-1] + ["7", "--samples", "2", "--tokens", "40"])
+    check(a is not None and b is not None and a != b, "a different seed gives different tokens")
+
+
+def bad_input(r, N):
+    tmp = r.tmp
+    good = r.model("tiny_gpt2.h5")
+    trunc = os.path.join(tmp, "truncated.h5")
+    with open(good, "rb") as f, open(trunc, "wb") as g:
+        g.write(f.read()[: os.path.getsize(good) // 2])
+    text = os.path.join(tmp, "not_hdf5.h5")
+    with open(text, "w") as f:
+        f.write("this is not a model\n")
+    base = ["--tokens", "5", "--prompt", "First"]
+    cases = [
+        ("missing model file", N, ["--model", os.path.join(tmp, "nope.h5")] + base, "no such file"),
+        ("not an HDF5 file", N, ["--model", text] + base, "not an HDF5 file"),
+        ("truncated model file", N, ["--model", trunc] + base, trunc),
+        ("--layers does not sum", N, ["--model", good, "--layers", "1,1,1"] + base, "--layers"),
+        ("--layers wrong count", N, ["--model", good, "--layers", "2,2"] + base, "--layers"),
+        ("more ranks than layers + 1", 6, ["--model", good] + base, "ranks"),
+        ("--top-p out of range", N, ["--model", good, "--top-p", "2"] + base, "--top-p"),
+        ("--samples 0", N, ["--model", good, "--samples", "0"] + base, "--samples"),
+        ("unknown flag", N, ["--model", good, "--frobnicate"] + base, "frobnicate"),
+        ("missing --model", N, base, "--model"),
+        ("prompt outside the vocabulary", N, ["--model", good, "--tokens", "5", "--prompt", "snow \u2603"],
+         "prompt 0"),
+        ("empty prompt", N, ["--model", good, "--tokens", "5", "--prompt", ""], "empty"),
+        ("missing prompts file", N, ["--model", good, "--prompts-file", os.path.join(tmp, "none.txt")],
+         "--prompts-file"),
+        ("unwritable --output", N, ["--model", good, "--output", os.path.join(tmp, "no/dir/x.jsonl")] + base,
+         "--output"),
+    ]
+    for name, ranks, flags, expect in cases:
+        try:
+            p, secs = run(r.cmd(ranks, flags), timeout=60)
+        except subprocess.TimeoutExpired:
+            check(False, f"{name}: job ended (it hung for 60 s)")
+            continue
+        errors = [l for l in p.stderr.splitlines() if l.startswith("mdi-llm: error") or l.startswith("error:")]
+        ok = p.returncode != 0 and secs < 10 and len(errors) == 1 and expect in errors[0]
+        check(ok, f"{name}: exit {p.returncode} in {secs:.1f} s, one error line mentioning '{expect}'"
+                  + ("" if ok else f"\n     stderr: {p.stderr.strip()[-1500:]}"))
+
+
+def report(r, N):
+    out = os.path.join(r.tmp, "r.jsonl")
+    csv = os.path.join(r.tmp, "r.csv")
+    K, S = 20, N
+    p, _ = run(r.cmd(N, ["--model", r.model("tiny_gpt2.h5"), "--prompt", "First", "--samples", str(S),
+                         "--tokens", str(K), "--output", out, "--timings", csv]))
+    check(p.returncode == 0, f"run succeeds (exit {p.returncode})")
+    if p.returncode != 0:
+        print(p.stderr)
+        return
+    check(p.stdout.count("--- sample ") == S, "stdout holds every sample")
+    check(p.stdout.count("First") >= S, "each sample starts with its prompt")
+    for key in ("split", "throughput", "first token", "decode msg", "compute_s", "wait_s", "peak_MB"):
+        check(key in p.stderr, f"report mentions '{key}'")
+    m = re.search(r"decode msg\s+([\d.]+) bytes per sample per hop", p.stderr)
+    C = 64
+    check(m is not None and 4 * C < float(m.group(1)) <= 4 * C + 64,
+          f"decode message per sample per hop is 4*C plus a header of at most 64 bytes ({m and m.group(1)})")
+    rows = [json.loads(l) for l in open(out, encoding="utf-8")]
+    check(len(rows) == S and all(len(x["tokens"]) == K for x in rows), "JSONL: one row per sample, K tokens")
+    check(all({"id", "prompt", "text", "tokens", "timings"} <= set(x) for x in rows), "JSONL fields")
+    lines = open(csv).read().splitlines()
+    check(lines[0] == "sample,tokens,time_s" and len(lines) == 1 + S * K, "CSV: header and S*K rows")
+    times = [float(l.split(",")[2]) for l in lines[1:K + 1]]
+    check(times == sorted(times), "CSV: times grow with tokens")
+    # the split line is printed once, by rank 0
+    check(p.stderr.count("rank 0:") == 1, "the split is printed once")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["same-tokens", "bad-input", "report"])
+    ap.add_argument("--ranks", type=int, required=True)
+    ap.add_argument("--exe", required=True)
+    ap.add_argument("--fixtures", required=True)
+    ap.add_argument("--mpiexec", required=True, help="one string: mpiexec, its flags, then the -np flag")
+    args = ap.parse_args()
+    r = Runner(args)
+    {"same-tokens": same_tokens, "bad-input": bad_input, "report": report}[args.what](r, args.ranks)
+    print(f"{args.what}: {len(FAILS)} failed")
+    sys.exit(1 if FAILS else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+// CLI tests: defaults, the checks on every flag, --help naming every flag, prompt sources.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include "mdi/cli.h"
+#include "mdi/error.h"
+
+namespace {
+
+mdi::ParseResult parse(std::vector<const char*> args) {
+  args.insert(args.begin(), "mdi-llm");
+  return mdi::parse_cli(int(args.size()), args.data());
+}
+
+TEST(Cli, Defaults) {
+  mdi::ParseResult r = parse({"--model", "m.h5"});
+  ASSERT_FALSE(r.exit) << r.message;
+  EXPECT_EQ(r.options.model, "m.h5");
+  EXPECT_EQ(r.options.samples, 0);
+  EXPECT_EQ(r.options.tokens, 200);
+  EXPECT_EQ(r.options.threads, 0);
+  EXPECT_TRUE(r.options.layers.empty());
+}
+
+TEST(Cli, ParsesEverything) {
+  mdi::ParseResult r = parse({"--model", "m.h5", "--prompt", "a", "--prompt", "b", "--samples", "5",
+                              "--tokens", "7", "--temperature", "0", "--top-k", "3", "--top-p", "0.5",
+                              "--seed", "9", "--layers", "0,2,2", "--threads", "2", "--micro-batches", "2",
+                              "--output", "o.jsonl", "--timings", "t.csv", "-vv"});
+  ASSERT_FALSE(r.exit) << r.message;
+  const mdi::Options& o = r.options;
+  EXPECT_EQ(o.prompts, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(o.samples, 5);
+  EXPECT_EQ(o.tokens, 7);
+  EXPECT_EQ(o.sampling.temperature, 0.0f);
+  EXPECT_EQ(o.sampling.top_k, 3);
+  EXPECT_EQ(o.sampling.top_p, 0.5f);
+  EXPECT_EQ(o.sampling.seed, 9u);
+  EXPECT_EQ(o.layers, "0,2,2");
+  EXPECT_EQ(o.threads, 2);
+  EXPECT_EQ(o.micro_batches, 2);
+  EXPECT_EQ(o.output, "o.jsonl");
+  EXPECT_EQ(o.timings, "t.csv");
+  EXPECT_EQ(o.verbose, 2);
+}
+
+TEST(Cli, RefusesBadValues) {
+  for (auto args : std::vector<std::vector<const char*>>{
+           {"--prompt", "x"},                                   // --model missing
+           {"--model", "m", "--samples", "0"},
+           {"--model", "m", "--tokens", "-1"},
+           {"--model", "m", "--top-p", "1.5"},
+           {"--model", "m", "--top-p", "0"},
+           {"--model", "m", "--temperature", "-1"},
+           {"--model", "m", "--top-k", "-2"},
+           {"--model", "m", "--threads", "0"},
+           {"--model", "m", "--micro-batches", "0"},
+           {"--model", "m", "--samples", "three"},
+           {"--model", "m", "--bogus"},
+           {"--model", "m", "--tokens"}}) {
+    mdi::ParseResult r = parse(args);
+    EXPECT_TRUE(r.exit && r.exit_code == 1) << args.back();
+    EXPECT_NE(r.message.find("error"), std::string::npos) << r.message;
+  }
+}
+
+TEST(Cli, HelpNamesEveryFlag) {
+  mdi::ParseResult r = parse({"--help"});
+  ASSERT_TRUE(r.exit);
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* flag : {"--model", "--prompt", "--prompts-file", "--samples", "--tokens", "--temperature",
+                           "--top-k", "--top-p", "--seed", "--layers", "--threads", "--micro-batches",
+                           "--output", "--timings", "--verbose"})
+    EXPECT_NE(r.message.find(flag), std::string::npos) << flag;
+}
+
+TEST(Cli, PromptsFromFileLinesAndJsonl) {
+  auto path = std::filesystem::temp_directory_path() / "mdi-prompts.txt";
+  {
+    std::ofstream f(path);
+    f << "plain line\r\n\n{\"prompt\": \"two\\nlines\"}\n  \nlast";
+  }
+  mdi::Options o;
+  o.prompts = {"first"};
+  o.prompts_file = path.string();
+  EXPECT_EQ(mdi::collect_prompts(o), (std::vector<std::string>{"first", "plain line", "two\nlines", "last"}));
+
+  { std::ofstream f(path); f << "{\"text\": \"no prompt field\"}\n"; }
+  EXPECT_THROW(mdi::collect_prompts(o), mdi::UserError);
+  { std::ofstream f(path); f << "{not json\n"; }
+  EXPECT_THROW(mdi::collect_prompts(o), mdi::UserError);
+  o.prompts_file = "/nonexistent/prompts.txt";
+  EXPECT_THROW(mdi::collect_prompts(o), mdi::UserError);
+}
+
+TEST(Cli, DefaultAndEmptyPrompts) {
+  mdi::Options o;
+  EXPECT_EQ(mdi::collect_prompts(o), (std::vector<std::string>{"\n"}));
+  o.prompts = {""};
+  EXPECT_THROW(mdi::collect_prompts(o), mdi::UserError);
+}
+
+}  // namespace

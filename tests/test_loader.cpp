@@ -1,0 +1,134 @@
+// Loader tests: per-rank loading reads only the rank's own groups, fp16 files convert, and every
+// kind of bad file is refused with a message that names the file, the object, expected and got.
+#include <gtest/gtest.h>
+#include <hdf5.h>
+
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "mdi/error.h"
+#include "mdi/h5.h"
+#include "mdi/weights.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kModel = std::string(MDI_FIXTURES) + "/tiny_gpt2.h5";
+
+// A copy of the fixture, changed by `edit` through the HDF5 API, in a temporary directory.
+std::string edited_copy(const std::string& tag, const std::function<void(hid_t)>& edit) {
+  fs::path dir = fs::temp_directory_path() / "mdi-loader-test";
+  fs::create_directories(dir);
+  fs::path p = dir / (tag + ".h5");
+  fs::copy_file(kModel, p, fs::copy_options::overwrite_existing);
+  hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  EXPECT_GE(f, 0);
+  edit(f);
+  H5Fclose(f);
+  return p.string();
+}
+
+void replace_dataset(hid_t f, const char* name, std::vector<hsize_t> dims, hid_t type) {
+  ASSERT_GE(H5Ldelete(f, name, H5P_DEFAULT), 0);
+  hid_t space = H5Screate_simple(int(dims.size()), dims.data(), nullptr);
+  hid_t d = H5Dcreate2(f, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  ASSERT_GE(d, 0);
+  H5Dclose(d);
+  H5Sclose(space);
+}
+
+void set_int_attr(hid_t f, const char* name, long long v) {
+  H5Adelete(f, name);
+  hid_t space = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(f, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(a, H5T_NATIVE_LLONG, &v);
+  H5Aclose(a);
+  H5Sclose(space);
+}
+
+// Expects load (config + all layers + head) to throw a UserError containing every fragment.
+void expect_refused(const std::string& path, std::initializer_list<std::string> fragments) {
+  try {
+    mdi::Config cfg = mdi::read_config(path);
+    mdi::load_weights(path, cfg, 0, cfg.n_layer, true);
+    ADD_FAILURE() << "no error for " << path;
+  } catch (const mdi::UserError& e) {
+    for (const std::string& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << e.what();
+  }
+}
+
+TEST(Loader, ReadsConfig) {
+  mdi::Config c = mdi::read_config(kModel);
+  EXPECT_EQ(c.model_type, "gpt2");
+  EXPECT_EQ(c.n_layer, 4);
+  EXPECT_EQ(c.n_embd, 64);
+  EXPECT_EQ(c.n_head, 4);
+  EXPECT_EQ(c.block_size, 32);
+  EXPECT_TRUE(c.bias);
+  EXPECT_TRUE(c.tied_lm_head);
+}
+
+TEST(Loader, RankLoadsOnlyItsLayers) {
+  // Layer 3's MLP is gone: ranks that do not own layer 3 never notice; the one that does says so.
+  std::string p = edited_copy("no_layer3_fc", [](hid_t f) { H5Ldelete(f, "/h/3/mlp/c_fc/weight", H5P_DEFAULT); });
+  mdi::Config cfg = mdi::read_config(p);
+  mdi::Weights w = mdi::load_weights(p, cfg, 0, 3, true);
+  EXPECT_EQ(w.layers.size(), 3u);
+  EXPECT_EQ(w.bytes(), size_t(3 * cfg.block_params() + cfg.head_params()) * sizeof(float));
+  try {
+    mdi::load_weights(p, cfg, 3, 4, false);
+    ADD_FAILURE() << "missing dataset not reported";
+  } catch (const mdi::UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("/h/3/mlp/c_fc/weight is missing"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Loader, Fp16FileConvertsToTheSameWeights) {
+  const std::string p16 = std::string(MDI_FIXTURES) + "/tiny_gpt2_fp16.h5";
+  mdi::Config cfg = mdi::read_config(kModel);
+  mdi::Weights a = mdi::load_weights(kModel, cfg, 0, cfg.n_layer, true);
+  mdi::Weights b = mdi::load_weights(p16, mdi::read_config(p16), 0, cfg.n_layer, true);
+  ASSERT_EQ(a.storage.size(), b.storage.size());
+  double max_rel = 0;
+  for (size_t i = 0; i < a.storage.size(); ++i)
+    max_rel = std::max(max_rel, std::fabs(double(a.storage[i]) - b.storage[i]) / (std::fabs(a.storage[i]) + 1e-3));
+  EXPECT_LT(max_rel, 1e-3);  // half precision keeps 11 significant bits
+}
+
+TEST(Loader, RefusesMissingAndNonHdf5Files) {
+  expect_refused("/nonexistent/model.h5", {"/nonexistent/model.h5", "no such file"});
+  fs::path txt = fs::temp_directory_path() / "mdi-not-hdf5.h5";
+  { std::FILE* f = std::fopen(txt.c_str(), "w"); std::fputs("hello\n", f); std::fclose(f); }
+  expect_refused(txt.string(), {"not an HDF5 file"});
+}
+
+TEST(Loader, RefusesWrongShapeNamingDatasetExpectedAndGot) {
+  std::string p = edited_copy("bad_shape", [](hid_t f) {
+    replace_dataset(f, "/h/2/attn/c_attn/weight", {64, 64}, H5T_IEEE_F32LE);
+  });
+  expect_refused(p, {"/h/2/attn/c_attn/weight", "expected shape (192, 64)", "got (64, 64)"});
+}
+
+TEST(Loader, RefusesIntegerDataset) {
+  std::string p = edited_copy("int_dtype", [](hid_t f) { replace_dataset(f, "/wpe", {32, 64}, H5T_STD_I32LE); });
+  expect_refused(p, {"/wpe", "float"});
+}
+
+TEST(Loader, RefusesContradictoryAttributes) {
+  expect_refused(edited_copy("heads", [](hid_t f) { set_int_attr(f, "n_head", 5); }),
+                 {"n_embd = 64 is not a multiple of n_head = 5"});
+  expect_refused(edited_copy("bias0", [](hid_t f) { set_int_attr(f, "bias", 0); }),
+                 {"bias = 0", "bias datasets"});
+  expect_refused(edited_copy("vocab", [](hid_t f) { set_int_attr(f, "vocab_size", 1000); }),
+                 {"/wte", "expected shape (1000, 64)"});
+  expect_refused(edited_copy("absurd", [](hid_t f) { set_int_attr(f, "n_embd", 1LL << 40); }),
+                 {"n_embd", "out of range"});
+  expect_refused(edited_copy("noattr", [](hid_t f) { H5Adelete(f, "n_layer"); }), {"missing attribute 'n_layer'"});
+  expect_refused(edited_copy("version", [](hid_t f) { set_int_attr(f, "format_version", 99); }),
+                 {"format_version 99"});
+}
+
+}  // namespace

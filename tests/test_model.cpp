@@ -1,0 +1,134 @@
+// Model tests: the CPU backend's logits against PyTorch reference values (tests/fixtures, made by
+// tools/make_fixtures.py), and the invariants the ring relies on: decoding one token at a time,
+// splitting the layers over stages and batching samples together all give bit-identical logits.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "mdi/backend.h"
+#include "mdi/h5.h"
+#include "mdi/weights.h"
+
+namespace {
+
+const std::string kFixtures = MDI_FIXTURES;
+
+struct Reference {
+  std::vector<int> tokens;
+  std::vector<float> logits;  // (T, V)
+};
+
+Reference read_reference(const std::string& name, int V) {
+  const std::string path = kFixtures + "/" + name;
+  mdi::h5::Handle f = mdi::h5::open_file(path);
+  Reference r;
+  for (int64_t t : mdi::h5::read_int64s(f.get(), "/tokens", path)) r.tokens.push_back(int(t));
+  const hsize_t T = r.tokens.size();
+  r.logits.resize(T * V);
+  mdi::h5::read_floats(f.get(), "/logits", {T, hsize_t(V)}, r.logits.data(), path);
+  return r;
+}
+
+// One "stage" of the pipeline: a layer range of the model on its own backend.
+struct Stage {
+  mdi::Weights w;
+  std::unique_ptr<mdi::Backend> be;
+  Stage(const std::string& path, const mdi::Config& cfg, int l0, int l1, bool head, int samples,
+        int threads = 1)
+      : w(mdi::load_weights(path, cfg, l0, l1, head)),
+        be(mdi::make_cpu_backend(cfg, w, mdi::BackendSpec{cfg.block_size * samples, samples, threads})) {}
+};
+
+// Logits at every position of a prefill of `tokens` through the given stages (first has the head).
+std::vector<float> prefill_logits(std::vector<Stage*> stages, const mdi::Config& cfg,
+                                  const std::vector<int>& tokens, int sample = 0) {
+  const int T = int(tokens.size()), C = cfg.n_embd, V = cfg.vocab_size;
+  std::vector<float> x(size_t(T) * C), out(size_t(T) * V);
+  mdi::BatchItem all{sample, 0, T};
+  stages[0]->be->embed(x.data(), tokens.data(), &all, 1);
+  for (Stage* s : stages) s->be->forward(x.data(), &all, 1);
+  std::vector<mdi::BatchItem> rows;  // one item per row: logits of every position
+  for (int p = 0; p < T; ++p) rows.push_back({sample, p, 1});
+  stages[0]->be->logits(out.data(), x.data(), rows.data(), T);
+  return out;
+}
+
+class ModelVsPyTorch : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ModelVsPyTorch, LogitsMatchReferenceAtEveryPosition) {
+  const std::string name = GetParam();
+  const std::string path = kFixtures + "/" + name + ".h5";
+  const mdi::Config cfg = mdi::read_config(path);
+  const Reference ref = read_reference(name + "_ref.h5", cfg.vocab_size);
+  ASSERT_EQ(int(ref.tokens.size()), cfg.block_size);
+  Stage whole(path, cfg, 0, cfg.n_layer, true, 1);
+  const std::vector<float> got = prefill_logits({&whole}, cfg, ref.tokens);
+  double max_err = 0;
+  for (size_t i = 0; i < got.size(); ++i) max_err = std::max(max_err, double(std::fabs(got[i] - ref.logits[i])));
+  std::printf("[ figure ] %s: max abs logit error vs PyTorch over %zu logits = %.3g\n", name.c_str(),
+              got.size(), max_err);
+  RecordProperty("max_abs_err", std::to_string(max_err));
+  EXPECT_LE(max_err, 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, ModelVsPyTorch,
+                         ::testing::Values("tiny_gpt2", "tiny_nanogpt", "tiny_gpt2_fp16"));
+
+class Invariants : public ::testing::Test {
+ protected:
+  const std::string path = kFixtures + "/tiny_gpt2.h5";
+  const mdi::Config cfg = mdi::read_config(path);
+  const Reference ref = read_reference("tiny_gpt2_ref.h5", cfg.vocab_size);
+};
+
+// Decoding token by token through the KV cache gives the prefill's logits, bit for bit.
+TEST_F(Invariants, DecodeEqualsPrefillBitwise) {
+  Stage whole(path, cfg, 0, cfg.n_layer, true, 2);
+  const std::vector<float> pre = prefill_logits({&whole}, cfg, ref.tokens, 1);
+  const int C = cfg.n_embd, V = cfg.vocab_size;
+  std::vector<float> x(C), out(V);
+  for (int p = 0; p < cfg.block_size; ++p) {
+    mdi::BatchItem it{0, p, 1};
+    whole.be->embed(x.data(), &ref.tokens[p], &it, 1);
+    whole.be->forward(x.data(), &it, 1);
+    whole.be->logits(out.data(), x.data(), &it, 1);
+    ASSERT_EQ(0, std::memcmp(out.data(), pre.data() + size_t(p) * V, V * sizeof(float))) << "position " << p;
+  }
+}
+
+// Layers split over stages (as over ranks) give the single stage's logits, bit for bit, and each
+// stage holds only its share of the weights.
+TEST_F(Invariants, SplitEqualsWholeBitwise) {
+  Stage whole(path, cfg, 0, cfg.n_layer, true, 1);
+  const std::vector<float> a = prefill_logits({&whole}, cfg, ref.tokens);
+  Stage s0(path, cfg, 0, 1, true, 1), s1(path, cfg, 1, 3, false, 1), s2(path, cfg, 3, 4, false, 1);
+  const std::vector<float> b = prefill_logits({&s0, &s1, &s2}, cfg, ref.tokens);
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+  EXPECT_EQ(s1.w.bytes(), size_t(2 * cfg.block_params()) * sizeof(float));
+  EXPECT_EQ(s2.w.bytes(), size_t(cfg.block_params()) * sizeof(float));
+  EXPECT_EQ(s0.w.bytes(), size_t(cfg.block_params() + cfg.head_params()) * sizeof(float));
+}
+
+// A sample's logits do not depend on the other samples in its batch, nor on the thread count.
+TEST_F(Invariants, BatchingAndThreadsDoNotChangeBits) {
+  const int T = 8, C = cfg.n_embd, V = cfg.vocab_size;
+  std::vector<int> toks(ref.tokens.begin(), ref.tokens.begin() + T);
+  Stage one(path, cfg, 0, cfg.n_layer, true, 3, 1);
+  const std::vector<float> alone = prefill_logits({&one}, cfg, toks, 0);
+  Stage many(path, cfg, 0, cfg.n_layer, true, 3, 2);
+  // Three samples in one batch: the middle one is `toks`, the others are different prompts.
+  std::vector<int> batch_tokens;
+  for (int s = 0; s < 3; ++s)
+    for (int t = 0; t < T; ++t) batch_tokens.push_back(s == 1 ? toks[t] : ref.tokens[(t * 7 + s) % ref.tokens.size()]);
+  std::vector<mdi::BatchItem> items = {{0, 0, T}, {1, 0, T}, {2, 0, T}};
+  std::vector<float> x(size_t(3) * T * C), out(3 * size_t(V));
+  many.be->embed(x.data(), batch_tokens.data(), items.data(), 3);
+  many.be->forward(x.data(), items.data(), 3);
+  many.be->logits(out.data(), x.data(), items.data(), 3);
+  EXPECT_EQ(0, std::memcmp(out.data() + V, alone.data() + size_t(T - 1) * V, V * sizeof(float)));
+}
+
+}  // namespace
