@@ -10,6 +10,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <iterator>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -131,8 +134,20 @@ struct SampleState {
   bool done = false;
 };
 
-// Rank 0's part of the generation: sample states, the sampler and the head of the model.
-class Head {
+// Rank 0's part of a run: what goes into each micro-batch's next trip around the ring, and what
+// to do with it when it comes back. Generation and evaluation are the two drivers.
+class Driver {
+ public:
+  virtual ~Driver() = default;
+  // Builds micro-batch mb's next message in m (embeddings, then rank 0's layers); false when the
+  // micro-batch has nothing left to do.
+  virtual bool prepare(Message& m, int mb, RankStats& st) = 0;
+  // Takes a micro-batch that went around the ring.
+  virtual void finish(Message& m, RankStats& st) = 0;
+};
+
+// Generation: sample states, the sampler and the head of the model.
+class Head final : public Driver {
  public:
   Head(const Options& o, const Config& cfg, const Tokenizer& tok, Backend& be, const Plan& plan,
        std::vector<SampleResult>& results)
@@ -153,9 +168,7 @@ class Head {
 
   void start_clock() { t0_ = now(); }
 
-  // Builds micro-batch mb's next message in m (embeddings, then this rank's layers).
-  // Returns false when all its samples are done.
-  bool prepare(Message& m, int mb, RankStats& st) {
+  bool prepare(Message& m, int mb, RankStats& st) override {
     Timer t(st.compute_s);
     const int T = cfg_.block_size;
     MsgHeader& h = m.header();
@@ -184,8 +197,8 @@ class Head {
     return true;
   }
 
-  // Takes a micro-batch that went around the ring: logits, next token of each of its samples.
-  void finish(Message& m, RankStats& st) {
+  // Logits of each sample's last row, its next token.
+  void finish(Message& m, RankStats& st) override {
     Timer t(st.compute_s);
     const int n = m.header().n_items;
     const BatchItem* items = m.items();
@@ -223,6 +236,94 @@ class Head {
   std::vector<int> tok_ids_;
   std::vector<float> logits_;
   double t0_ = 0;
+};
+
+// Evaluation (--eval FILE): mean cross-entropy of the model on a text. The text's tokens are cut
+// into windows of block_size inputs (stride block_size, the last one partial); every position
+// predicts the next token. Each slot of a micro-batch takes every S-th window.
+class Evaluator final : public Driver {
+ public:
+  Evaluator(const Config& cfg, Backend& be, const Plan& plan, std::vector<int> tokens)
+      : cfg_(cfg), be_(be), plan_(plan), tokens_(std::move(tokens)),
+        windows_(n_windows(int(tokens_.size()), cfg.block_size)), window_loss_(windows_, 0.0),
+        next_(plan.samples), current_(plan.samples), row_items_(kLogitRows),
+        logits_(size_t(kLogitRows) * cfg.vocab_size) {
+    for (int s = 0; s < plan.samples; ++s) next_[s] = s;
+    ids_.reserve(plan.max_rows);
+  }
+
+  static int n_windows(int n_tokens, int T) { return (n_tokens - 1 + T - 1) / T; }
+
+  bool prepare(Message& m, int mb, RankStats& st) override {
+    Timer t(st.compute_s);
+    MsgHeader& h = m.header();
+    h = MsgHeader{int32_t(MsgKind::kPrefill), mb, 0, 0};
+    BatchItem* items = m.items();
+    std::vector<int>& ids = ids_;
+    ids.clear();
+    for (int s = mb; s < plan_.samples; s += plan_.micro_batches) {
+      const int w = next_[s];
+      if (w >= windows_) continue;
+      next_[s] += plan_.samples;
+      current_[s] = w;
+      const int start = w * cfg_.block_size;
+      const int rows = std::min(cfg_.block_size, int(tokens_.size()) - 1 - start);
+      ids.insert(ids.end(), tokens_.begin() + start, tokens_.begin() + start + rows);
+      items[h.n_items++] = BatchItem{s, 0, rows};
+      h.rows += rows;
+    }
+    if (h.n_items == 0) return false;
+    be_.embed(m.payload(), ids.data(), items, h.n_items);
+    be_.forward(m.payload(), items, h.n_items);
+    return true;
+  }
+
+  void finish(Message& m, RankStats& st) override {
+    Timer t(st.compute_s);
+    const int V = cfg_.vocab_size, C = cfg_.n_embd;
+    const BatchItem* items = m.items();
+    const float* x = m.payload();
+    for (int i = 0; i < m.header().n_items; ++i) {
+      const int w = current_[items[i].sample];
+      const int start = w * cfg_.block_size;
+      double sum = 0;
+      for (int r0 = 0; r0 < items[i].rows; r0 += kLogitRows) {  // logits of every row, in chunks
+        const int n = std::min(kLogitRows, items[i].rows - r0);
+        for (int r = 0; r < n; ++r) row_items_[r] = BatchItem{items[i].sample, r0 + r, 1};
+        be_.logits(logits_.data(), x + size_t(r0) * C, row_items_.data(), n);
+        for (int r = 0; r < n; ++r) {
+          const float* l = logits_.data() + size_t(r) * V;
+          const double mx = *std::max_element(l, l + V);
+          double z = 0;
+          for (int v = 0; v < V; ++v) z += std::exp(double(l[v]) - mx);
+          sum += std::log(z) + mx - l[tokens_[start + r0 + r + 1]];
+        }
+      }
+      window_loss_[w] = sum;
+      x += size_t(items[i].rows) * C;
+    }
+  }
+
+  // Mean loss over all predictions, summed in window order (independent of the split).
+  double loss() const {
+    double total = 0;
+    for (double l : window_loss_) total += l;
+    return total / double(tokens_.size() - 1);
+  }
+  size_t predictions() const { return tokens_.size() - 1; }
+  int windows() const { return windows_; }
+
+ private:
+  static constexpr int kLogitRows = 64;
+  const Config& cfg_;
+  Backend& be_;
+  Plan plan_;
+  std::vector<int> tokens_;
+  int windows_;
+  std::vector<double> window_loss_;
+  std::vector<int> next_, current_, ids_;
+  std::vector<BatchItem> row_items_;
+  std::vector<float> logits_;
 };
 
 void count_send(const Message& m, RankStats& st) {
@@ -263,7 +364,7 @@ void wait_send(MPI_Request& req, RankStats& st) {
 }
 
 // Rank 0 alone: no ring, micro-batches one after the other.
-void run_single(Head& head, const Plan& plan, int C, RankStats& st) {
+void run_single(Driver& head, const Plan& plan, int C, RankStats& st) {
   Message m(plan.max_items, plan.max_rows, C);
   for (bool active = true; active;) {
     active = false;
@@ -278,7 +379,7 @@ void run_single(Head& head, const Plan& plan, int C, RankStats& st) {
 // Rank 0 of a ring. One send buffer per micro-batch, so rank 0 never blocks on a send while
 // messages wait to be received (the ring cannot deadlock); two receive buffers, the next receive
 // always posted before compute.
-void run_starter(const Ring& ring, Head& head, const Plan& plan, int C, RankStats& st) {
+void run_starter(const Ring& ring, Driver& head, const Plan& plan, int C, RankStats& st) {
   const int M = plan.micro_batches;
   std::vector<Message> sbuf;
   sbuf.reserve(M);
@@ -353,12 +454,111 @@ void run_worker(const Ring& ring, Backend& be, const Plan& plan, int C, RankStat
   }
 }
 
+// Micro-batches in flight: --micro-batches, or one per rank; never more than the samples.
+int choose_micro_batches(const Options& o, int N, int samples, std::vector<std::string>& notes) {
+  int M = o.micro_batches > 0 ? o.micro_batches : N;
+  if (M > samples) {
+    if (o.micro_batches > 0)
+      notes.push_back(fmt::format("--micro-batches {} is more than the {} samples: using {}", M, samples, samples));
+    M = samples;
+  }
+  if (samples < N)
+    notes.push_back(fmt::format("{} samples on {} ranks: some ranks will idle; use --samples {} or more "
+                                "to keep every rank busy", samples, N, N));
+  return M;
+}
+
+// Sizes of the largest micro-batch when slot s (of plan.samples) needs rows_of(s) rows at most.
+template <typename F>
+void size_messages(Plan& plan, F rows_of) {
+  std::vector<int> rows(plan.micro_batches, 0), items(plan.micro_batches, 0);
+  for (int s = 0; s < plan.samples; ++s) {
+    rows[s % plan.micro_batches] += rows_of(s);
+    items[s % plan.micro_batches] += 1;
+  }
+  plan.max_rows = *std::max_element(rows.begin(), rows.end());
+  plan.max_items = *std::max_element(items.begin(), items.end());
+}
+
+// Generation set-up on rank 0: prompts to token ids (cropped to block_size), one result per sample.
+Plan plan_generation(const Options& o, const Config& cfg, const Tokenizer& tok, int N,
+                     std::vector<SampleResult>& results, std::vector<std::string>& notes) {
+  Sampler check(o.sampling, cfg.vocab_size);  // validates the sampling flags
+  if (!o.output.empty()) write_jsonl(o.output, {});  // unwritable outputs fail now, not after
+  if (!o.timings.empty()) write_timings_csv(o.timings, {});
+  std::vector<std::string> prompts = collect_prompts(o);
+  std::vector<std::vector<int>> ids;
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    std::vector<int> t;
+    try {
+      t = tok.encode(prompts[p]);
+    } catch (const UserError& e) {
+      user_error("prompt {}: {}", p, e.what());
+    }
+    if (t.empty()) user_error("prompt {} encodes to no tokens", p);
+    if (int(t.size()) > cfg.block_size) {
+      notes.push_back(fmt::format("prompt {} has {} tokens, more than block_size {}: keeping its last {}", p,
+                                  t.size(), cfg.block_size, cfg.block_size));
+      t.erase(t.begin(), t.end() - cfg.block_size);
+    }
+    ids.push_back(std::move(t));
+  }
+  Plan plan;
+  plan.samples = o.samples > 0 ? o.samples : std::max<int>(N, int(prompts.size()));
+  plan.micro_batches = choose_micro_batches(o, N, plan.samples, notes);
+  for (int s = 0; s < plan.samples; ++s) {
+    SampleResult r;
+    r.id = s;
+    r.prompt_index = s % int(prompts.size());
+    r.prompt = prompts[r.prompt_index];
+    r.prompt_tokens = ids[r.prompt_index];
+    results.push_back(std::move(r));
+  }
+  // A sample's largest message: its prompt, or a whole window once it outgrows block_size.
+  size_messages(plan, [&](int s) {
+    const int P = int(results[s].prompt_tokens.size());
+    return P + o.tokens - 1 > cfg.block_size ? cfg.block_size : P;
+  });
+  return plan;
+}
+
+// Evaluation set-up on rank 0: the text's token ids; slots = --samples (default: ranks).
+Plan plan_eval(const Options& o, const Config& cfg, const Tokenizer& tok, int N, std::vector<int>& ids,
+               std::vector<std::string>& notes) {
+  std::ifstream in(o.eval_file, std::ios::binary);
+  if (!in) user_error("--eval {}: cannot read the file", o.eval_file);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  try {
+    ids = tok.encode(text);
+  } catch (const UserError& e) {
+    user_error("--eval {}: {}", o.eval_file, e.what());
+  }
+  if (ids.size() < 2) user_error("--eval {}: the text needs at least two tokens", o.eval_file);
+  Plan plan;
+  plan.samples = std::min(o.samples > 0 ? o.samples : N, Evaluator::n_windows(int(ids.size()), cfg.block_size));
+  plan.micro_batches = choose_micro_batches(o, N, plan.samples, notes);
+  size_messages(plan, [&](int) { return std::min<int>(cfg.block_size, int(ids.size()) - 1); });
+  return plan;
+}
+
+void print_samples(std::vector<SampleResult>& results, const Tokenizer& tok) {
+  for (SampleResult& r : results) {
+    r.text = tok.decode(r.tokens);
+    std::string out = r.prompt + r.text;
+    if (results.size() > 1) std::printf("--- sample %d (prompt %d) ---\n", r.id, r.prompt_index);
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    if (out.empty() || out.back() != '\n') std::fputc('\n', stdout);
+  }
+  std::fflush(stdout);
+}
+
 }  // namespace
 
 int run(const Options& o, MPI_Comm world) {
   Ring ring(world);
   const int rank = ring.rank(), N = ring.size();
   const bool starter = rank == 0;
+  const bool eval = !o.eval_file.empty();
   RankStats st;
   gethostname(st.host, sizeof st.host - 1);
 
@@ -373,9 +573,10 @@ int run(const Options& o, MPI_Comm world) {
   for (int r = 0; r < rank; ++r) st.layer_begin += split[r];
   st.layer_end = st.layer_begin + split[rank];
 
-  // Phase 2, rank 0: tokenizer, prompts, the plan.
+  // Phase 2, rank 0: tokenizer, prompts or evaluation text, the plan every rank needs.
   std::unique_ptr<Tokenizer> tok;
   std::vector<SampleResult> results;
+  std::vector<int> eval_ids;
   Plan plan;
   std::vector<std::string> notes;
   if (!agree(ring.comm(), attempt([&] {
@@ -384,52 +585,8 @@ int run(const Options& o, MPI_Comm world) {
         if (tok->vocab_size() > cfg.vocab_size)
           user_error("{}: the tokenizer has {} tokens but the model's vocab_size is {}", o.model,
                      tok->vocab_size(), cfg.vocab_size);
-        Sampler check(o.sampling, cfg.vocab_size);  // validates the sampling flags
-        if (!o.output.empty()) write_jsonl(o.output, {});  // fail now, not after the run
-        if (!o.timings.empty()) write_timings_csv(o.timings, {});
-        std::vector<std::string> prompts = collect_prompts(o);
-        std::vector<std::vector<int>> ids;
-        for (size_t p = 0; p < prompts.size(); ++p) {
-          std::vector<int> t;
-          try {
-            t = tok->encode(prompts[p]);
-          } catch (const UserError& e) {
-            user_error("prompt {}: {}", p, e.what());
-          }
-          if (t.empty()) user_error("prompt {} encodes to no tokens", p);
-          if (int(t.size()) > cfg.block_size) {
-            notes.push_back(fmt::format("prompt {} has {} tokens, more than block_size {}: keeping its last {}",
-                                        p, t.size(), cfg.block_size, cfg.block_size));
-            t.erase(t.begin(), t.end() - cfg.block_size);
-          }
-          ids.push_back(std::move(t));
-        }
-        plan.samples = o.samples > 0 ? o.samples : std::max<int>(N, int(prompts.size()));
-        int M = o.micro_batches > 0 ? o.micro_batches : N;
-        if (M > plan.samples) {
-          if (o.micro_batches > 0)
-            notes.push_back(fmt::format("--micro-batches {} is more than the {} samples: using {}", M,
-                                        plan.samples, plan.samples));
-          M = plan.samples;
-        }
-        plan.micro_batches = M;
-        if (plan.samples < N)
-          notes.push_back(fmt::format("{} samples on {} ranks: some ranks will idle; use --samples {} "
-                                      "or more to keep every rank busy", plan.samples, N, N));
-        std::vector<int> mb_rows(M, 0), mb_items(M, 0);
-        for (int s = 0; s < plan.samples; ++s) {
-          SampleResult r;
-          r.id = s;
-          r.prompt_index = s % int(prompts.size());
-          r.prompt = prompts[r.prompt_index];
-          r.prompt_tokens = ids[r.prompt_index];
-          const int P = int(r.prompt_tokens.size());
-          mb_rows[s % M] += (P + o.tokens - 1 > cfg.block_size) ? cfg.block_size : P;
-          mb_items[s % M] += 1;
-          results.push_back(std::move(r));
-        }
-        plan.max_rows = *std::max_element(mb_rows.begin(), mb_rows.end());
-        plan.max_items = *std::max_element(mb_items.begin(), mb_items.end());
+        plan = eval ? plan_eval(o, cfg, *tok, N, eval_ids, notes)
+                    : plan_generation(o, cfg, *tok, N, results, notes);
       })))
     return 1;
   MDI_MPI_CHECK(MPI_Bcast(&plan, sizeof plan, MPI_BYTE, 0, ring.comm()));
@@ -453,35 +610,36 @@ int run(const Options& o, MPI_Comm world) {
       })))
     return 1;
 
-  // Generation.
+  // The run: rank 0 drives, the others serve their layers until STOP.
   std::unique_ptr<Head> head;
-  if (starter) head = std::make_unique<Head>(o, cfg, *tok, *be, plan, results);
+  std::unique_ptr<Evaluator> evaluator;
+  Driver* driver = nullptr;
+  if (starter && eval) driver = (evaluator = std::make_unique<Evaluator>(cfg, *be, plan, std::move(eval_ids))).get();
+  if (starter && !eval) driver = (head = std::make_unique<Head>(o, cfg, *tok, *be, plan, results)).get();
   MDI_MPI_CHECK(MPI_Barrier(ring.comm()));
   const double t0 = now();
-  if (starter) {
-    head->start_clock();
-    if (N == 1) run_single(*head, plan, cfg.n_embd, st);
-    else run_starter(ring, *head, plan, cfg.n_embd, st);
-  } else {
-    run_worker(ring, *be, plan, cfg.n_embd, st);
-  }
-  const double gen_seconds = now() - t0;
+  if (head) head->start_clock();
+  if (starter && N == 1) run_single(*driver, plan, cfg.n_embd, st);
+  else if (starter) run_starter(ring, *driver, plan, cfg.n_embd, st);
+  else run_worker(ring, *be, plan, cfg.n_embd, st);
+  const double seconds = now() - t0;
   st.peak_rss_bytes = peak_rss_bytes();
 
   std::vector<RankStats> all(starter ? N : 0);
   MDI_MPI_CHECK(MPI_Gather(&st, sizeof st, MPI_BYTE, all.data(), sizeof st, MPI_BYTE, 0, ring.comm()));
   if (!starter) return 0;
 
-  for (SampleResult& r : results) {
-    r.text = tok->decode(r.tokens);
-    std::string out = r.prompt + r.text;
-    if (plan.samples > 1) std::printf("--- sample %d (prompt %d) ---\n", r.id, r.prompt_index);
-    std::fwrite(out.data(), 1, out.size(), stdout);
-    if (out.empty() || out.back() != '\n') std::fputc('\n', stdout);
+  if (eval) {
+    std::printf("eval loss %.6f (mean cross-entropy, nats) over %zu predictions in %d windows of up to %d "
+                "tokens: %s\n", evaluator->loss(), evaluator->predictions(), evaluator->windows(),
+                cfg.block_size, o.eval_file.c_str());
+    std::fflush(stdout);
+    if (o.verbose) print_report(stderr, RunSummary{o.model, be->name(), cfg, split, N, plan.micro_batches, 0, seconds}, all, {});
+    return 0;
   }
-  std::fflush(stdout);
-  RunSummary run_info{o.model, be->name(), cfg, split, N, plan.micro_batches, o.tokens, gen_seconds};
-  print_report(stderr, run_info, all, results);
+  print_samples(results, *tok);
+  print_report(stderr, RunSummary{o.model, be->name(), cfg, split, N, plan.micro_batches, o.tokens, seconds},
+               all, results);
   std::string err = attempt([&] {
     if (!o.output.empty()) write_jsonl(o.output, results);
     if (!o.timings.empty()) write_timings_csv(o.timings, results);

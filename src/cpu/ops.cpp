@@ -1,0 +1,307 @@
+// CPU kernels of the GPT-2 forward pass (see include/mdi/cpu_ops.h), written with GCC/Clang vector
+// extensions so the same source runs on x86 (AVX2/AVX-512, FMA) and ARM (NEON, Jetson).
+// Not here: quantised weights, fp16 compute, anything that makes a result depend on the batch.
+//
+// The one reduction order. Every dot product of length n in this file, whether it comes from dot(),
+// from any register-blocked matmul kernel or from layer norm, is computed as:
+//   1. one 8-lane accumulator, zero, then acc = fma(a[k:k+8], b[k:k+8], acc) for k = 0, 8, 16, ...
+//      while k + 8 <= n (lane j sums elements j, j+8, j+16, ... in that order);
+//   2. a fixed tree over the lanes: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7));
+//   3. the scalar tail in order: s = fma(a[k], b[k], s) for the last n % 8 elements;
+//   4. matmul only: out = s + bias.
+// The kernels differ only in how many such chains they run side by side (their register block), so
+// an output element does not depend on B, on its row's place in the batch, on alignment (all loads
+// are unaligned loads) or on the thread count. Every multiply-add goes through fma8() / std::fma,
+// never through `a * b + c`, so the compiler's FMA contraction cannot make two paths differ. One
+// accumulator per output (not four) keeps a 2x8 or 3x8 block of outputs in (or near) registers; the
+// independent chains of a block give the instruction-level parallelism.
+
+#include "mdi/cpu_ops.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <utility>
+
+#if defined(__FMA__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+namespace mdi::cpu {
+
+namespace {
+
+typedef float v8f __attribute__((vector_size(32)));
+
+std::atomic<int> g_threads{0};  // 0: not set yet, use omp_get_max_threads()
+
+inline v8f load8(const float* p) {
+  v8f v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store8(float* p, v8f v) { __builtin_memcpy(p, &v, sizeof v); }
+
+// c + a * b with one rounding, on every target (the only multiply-add used for reductions).
+inline v8f fma8(v8f a, v8f b, v8f c) {
+#if defined(__FMA__) && (defined(__x86_64__) || defined(__i386__))
+  return (v8f)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#elif defined(__aarch64__)
+  float32x4_t a2[2], b2[2], c2[2];
+  __builtin_memcpy(a2, &a, sizeof a);
+  __builtin_memcpy(b2, &b, sizeof b);
+  __builtin_memcpy(c2, &c, sizeof c);
+  c2[0] = vfmaq_f32(c2[0], a2[0], b2[0]);
+  c2[1] = vfmaq_f32(c2[1], a2[1], b2[1]);
+  v8f r;
+  __builtin_memcpy(&r, c2, sizeof r);
+  return r;
+#else
+  // No hardware FMA: fuse lane by lane in software, exactly like the scalar tail's std::fma.
+  v8f r;
+  for (int j = 0; j < 8; j++) r[j] = std::fma(a[j], b[j], c[j]);
+  return r;
+#endif
+}
+
+// Step 2 of the order: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
+inline float hsum8(v8f v) {
+  const float s0 = v[0] + v[4], s1 = v[1] + v[5], s2 = v[2] + v[6], s3 = v[3] + v[7];
+  return (s0 + s2) + (s1 + s3);
+}
+
+// Steps 2 and 3: finish a chain whose vector part stopped at k.
+inline float finish(v8f acc, const float* a, const float* b, int k, int n) {
+  float s = hsum8(acc);
+  for (; k < n; k++) s = std::fma(a[k], b[k], s);
+  return s;
+}
+
+// Fixed-order sum of x (n): the dot order with b = 1 (fma(x, 1, s) == s + x exactly).
+float sum_fixed(const float* x, int n) {
+  const v8f one = {1, 1, 1, 1, 1, 1, 1, 1};
+  v8f acc = {};
+  int k = 0;
+  for (; k + 8 <= n; k += 8) acc = fma8(load8(x + k), one, acc);
+  float s = hsum8(acc);
+  for (; k < n; k++) s += x[k];
+  return s;
+}
+
+// Fixed-order sum of (x - m)^2 (n).
+float sumsq_fixed(const float* x, float m, int n) {
+  const v8f mv = {m, m, m, m, m, m, m, m};
+  v8f acc = {};
+  int k = 0;
+  for (; k + 8 <= n; k += 8) {
+    const v8f d = load8(x + k) - mv;
+    acc = fma8(d, d, acc);
+  }
+  float s = hsum8(acc);
+  for (; k < n; k++) {
+    const float d = x[k] - m;
+    s = std::fma(d, d, s);
+  }
+  return s;
+}
+
+// Register-blocked matmul kernel: out[r][n] = dot(inp row r, weight row n) + bias[n] for an
+// R x N block, with R*N chains in registers. inp rows have stride IC, out rows stride OC.
+template <int R, int N>
+void mm_block(float* out, const float* inp, const float* w, const float* bias, int IC, int OC) {
+  v8f acc[R][N];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+    for (int n = 0; n < N; n++) acc[r][n] = v8f{};
+  int k = 0;
+  for (; k + 8 <= IC; k += 8) {
+    v8f x[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) x[r] = load8(inp + (size_t)r * IC + k);
+#pragma GCC unroll 8
+    for (int n = 0; n < N; n++) {
+      const v8f wv = load8(w + (size_t)n * IC + k);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; r++) acc[r][n] = fma8(x[r], wv, acc[r][n]);
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int n = 0; n < N; n++) {
+      float s = finish(acc[r][n], inp + (size_t)r * IC, w + (size_t)n * IC, k, IC);
+      if (bias) s += bias[n];
+      out[(size_t)r * OC + n] = s;
+    }
+}
+
+// Block shape: MR input rows x NR weight rows. Eight weight rows streamed side by side is what
+// lets B = 1 reach memory bandwidth on one core (4 rows: ~27 GB/s, 8 rows: ~37 GB/s on the Zen 5
+// dev box); MR = 3 fills 24 of AVX-512's 32 vector registers with accumulators, MR = 2 is the best
+// of 3x4, 2x6, 2x8 measured on AVX2 (-mno-avx512f; a few spills, still faster). NEON is untested.
+#if defined(__AVX512F__)
+constexpr int MR = 3;
+#else
+constexpr int MR = 2;
+#endif
+constexpr int NR = 8;
+
+using Kernel = void (*)(float*, const float*, const float*, const float*, int, int);
+
+template <int R, int... Ns>
+constexpr auto kernel_row(std::integer_sequence<int, Ns...>) {
+  return std::array<Kernel, sizeof...(Ns)>{&mm_block<R, Ns + 1>...};
+}
+
+template <int... Rs>
+constexpr auto kernel_table(std::integer_sequence<int, Rs...>) {
+  return std::array<std::array<Kernel, NR>, sizeof...(Rs)>{
+      kernel_row<Rs + 1>(std::make_integer_sequence<int, NR>{})...};
+}
+
+// kKernels[r - 1][n - 1]: the kernel for an r x n block (edges use the smaller ones).
+constexpr auto kKernels = kernel_table(std::make_integer_sequence<int, MR>{});
+
+// Parallel regions only for work above this many multiply-adds (a region costs a few us).
+constexpr long kParallelMin = 1L << 15;
+
+}  // namespace
+
+float dot(const float* a, const float* b, int n) {
+  v8f acc = {};
+  int k = 0;
+  for (; k + 8 <= n; k += 8) acc = fma8(load8(a + k), load8(b + k), acc);
+  return finish(acc, a, b, k, n);
+}
+
+void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B,
+                    int IC, int OC) {
+  // Tiles of OT weight rows (about 128 KiB, a multiple of NR) stay in L2 while every input row
+  // streams past them, MR rows at a time; each weight row is read from memory once per call.
+  const int OT = std::max(NR, std::min(256, (int)((128 * 1024) / (4L * std::max(IC, 1))) / NR * NR));
+  const int ntiles = (OC + OT - 1) / OT;
+  const int nt = threads();
+#pragma omp parallel for schedule(static) num_threads(nt) \
+    if (nt > 1 && ntiles > 1 && (long)B * IC * OC >= kParallelMin)
+  for (int t = 0; t < ntiles; t++) {
+    const int o0 = t * OT, o1 = std::min(OC, o0 + OT);
+    for (int b = 0; b < B; b += MR) {
+      const int rb = std::min(MR, B - b);
+      for (int o = o0; o < o1; o += NR) {
+        const int nb = std::min(NR, o1 - o);
+        kKernels[rb - 1][nb - 1](out + (size_t)b * OC + o, inp + (size_t)b * IC,
+                                 weight + (size_t)o * IC, bias ? bias + o : nullptr, IC, OC);
+      }
+    }
+  }
+}
+
+void layernorm_forward(float* out, const float* inp, const float* weight, const float* bias, int B,
+                       int C, float eps) {
+  const int nt = threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)B * C >= kParallelMin)
+  for (int b = 0; b < B; b++) {
+    const float* x = inp + (size_t)b * C;
+    float* o = out + (size_t)b * C;
+    const float m = sum_fixed(x, C) / (float)C;
+    const float var = sumsq_fixed(x, m, C) / (float)C;
+    const float rstd = 1.0f / std::sqrt(var + eps);
+    // Element by element (out may alias inp: x[i] is read before o[i] is written).
+    if (bias) {
+      for (int i = 0; i < C; i++) o[i] = std::fma((x[i] - m) * rstd, weight[i], bias[i]);
+    } else {
+      for (int i = 0; i < C; i++) o[i] = ((x[i] - m) * rstd) * weight[i];
+    }
+  }
+}
+
+void gelu_forward(float* x, long N) {
+  const float s = 0.7978845608028654f;  // sqrt(2 / pi)
+  const int nt = threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && N >= kParallelMin / 8)
+  for (long i = 0; i < N; i++) {
+    const float v = x[i];
+    const float cube = 0.044715f * v * v * v;
+    x[i] = 0.5f * v * (1.0f + std::tanh(s * (v + cube)));
+  }
+}
+
+void residual_forward(float* x, const float* y, long N) {
+  const int nt = threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && N >= kParallelMin * 8)
+  for (long i = 0; i < N; i++) x[i] += y[i];
+}
+
+void attention_forward(float* out, const float* q, const float* const* k, const float* const* v,
+                       const int* pos, int B, int C, int NH, int T, float* scratch) {
+  const int HS = C / NH;
+  const float scale = 1.0f / std::sqrt((float)HS);
+  long work = 0;  // multiply-adds: two passes over pos + 1 cached rows of HS
+  for (int b = 0; b < B; b++) work += 2L * (pos[b] + 1) * C;
+  const int nt = threads();
+#pragma omp parallel for schedule(static) num_threads(nt) \
+    if (nt > 1 && B * NH > 1 && work >= kParallelMin)
+  for (int bh = 0; bh < B * NH; bh++) {
+    const int b = bh / NH, h = bh % NH, P = pos[b];
+    const float* qh = q + (size_t)b * C + h * HS;
+    const float* kh = k[b] + h * HS;
+    const float* vh = v[b] + h * HS;
+    float* oh = out + (size_t)b * C + h * HS;
+    float* att = scratch + (size_t)omp_get_thread_num() * T;
+
+    // Scores and max, then exp(score - max) and their sum, t = 0 .. P in order.
+    float maxv = -INFINITY;
+    for (int t = 0; t <= P; t++) {
+      att[t] = dot(qh, kh + (size_t)t * C, HS) * scale;
+      maxv = std::max(maxv, att[t]);
+    }
+    float sum = 0.0f;
+    for (int t = 0; t <= P; t++) {
+      att[t] = std::exp(att[t] - maxv);
+      sum += att[t];
+    }
+    const float inv = 1.0f / sum;
+    for (int t = 0; t <= P; t++) att[t] *= inv;
+
+    // out = sum over t = 0 .. P in order of att[t] * v[t], lane by lane (each element is its own
+    // chain, so the vector part and the tail compute the same thing).
+    int i = 0;
+    for (; i + 8 <= HS; i += 8) {
+      v8f acc = {};
+      for (int t = 0; t <= P; t++) {
+        const float a = att[t];
+        acc = fma8(v8f{a, a, a, a, a, a, a, a}, load8(vh + (size_t)t * C + i), acc);
+      }
+      store8(oh + i, acc);
+    }
+    for (; i < HS; i++) {
+      float acc = 0.0f;
+      for (int t = 0; t <= P; t++) acc = std::fma(att[t], vh[(size_t)t * C + i], acc);
+      oh[i] = acc;
+    }
+  }
+}
+
+void softmax_forward(float* out, const float* in, int n) {
+  double maxv = -INFINITY;
+  for (int i = 0; i < n; i++) maxv = std::max(maxv, (double)in[i]);
+  double sum = 0.0;
+  for (int i = 0; i < n; i++) sum += std::exp((double)in[i] - maxv);
+  for (int i = 0; i < n; i++) out[i] = (float)(std::exp((double)in[i] - maxv) / sum);
+}
+
+void set_threads(int n) { g_threads.store(std::max(1, n)); }
+
+int threads() {
+  const int n = g_threads.load();
+  return n > 0 ? n : std::max(1, omp_get_max_threads());
+}
+
+}  // namespace mdi::cpu

@@ -1,0 +1,118 @@
+// Memory-bandwidth benchmark: how close does decode (matmul with B = 1) come to the machine's copy
+// bandwidth? Prints a STREAM-like copy (GB/s of read + write bytes), matmul_forward with B = 1 (GB/s
+// of weight bytes) on a cache-resident weight ("hot") and on copies that cycle through more memory
+// than the caches hold ("cold"), and matmul GFLOP/s at a prefill batch. Not a full STREAM suite.
+//
+// Usage: bench_bandwidth [threads] [--mib 256] [--reps 10] [--prefill-b 256]
+//   threads   OpenMP threads for the copy and mdi::cpu::set_threads (default: all cores)
+//   --mib     size of each copy array and of the cold weight pool, MiB (default 256)
+//   --reps    repetitions; the best is printed (default 10)
+// Weights benchmarked (OC x IC, torch Linear layout): 768 x 3072 (GPT-2 MLP c_proj),
+// 3072 x 768 (c_fc), 50257 x 768 (GPT-2 lm_head).
+
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <vector>
+
+#include "mdi/cpu_ops.h"
+
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Best time of reps calls of f.
+template <class F>
+double best_of(int reps, F&& f) {
+  double best = 1e30;
+  for (int r = 0; r < reps; r++) {
+    const double t0 = now();
+    f();
+    best = std::min(best, now() - t0);
+  }
+  return best;
+}
+
+// Fill in parallel so pages land where the threads that use them run (first touch).
+void fill(float* x, long n, int nt, float seed) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (long i = 0; i < n; i++) x[i] = seed + (float)(i % 1021) * 1e-3f - 0.5f;
+}
+
+void bench_copy(long n, int nt, int reps) {
+  std::vector<float> a(n), b(n);
+  fill(a.data(), n, nt, 0.1f);
+  fill(b.data(), n, nt, 0.2f);
+  float* pa = a.data();
+  float* pb = b.data();
+  const double t = best_of(reps, [&] {
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (long i = 0; i < n; i++) pb[i] = pa[i];
+  });
+  std::printf("copy        %6.0f MiB x 2     %8.2f GB/s  (read + write, best of %d)\n",
+              n * 4.0 / (1 << 20), 2.0 * n * 4 / t / 1e9, reps);
+}
+
+// matmul_forward with B rows on (OC, IC) weights; pool_bytes > 0 cycles through enough copies
+// of the weight to cover that many bytes, so every call streams its weights from memory.
+void bench_matmul(int B, int OC, int IC, long pool_bytes, int nt, int reps) {
+  const long wn = (long)OC * IC;
+  const int copies = pool_bytes > 0 ? (int)std::max(1L, pool_bytes / (wn * 4)) : 1;
+  std::vector<float> w(wn * copies), bias(OC), inp((long)B * IC), out((long)B * OC);
+  fill(w.data(), (long)w.size(), nt, 0.0f);
+  fill(bias.data(), OC, 1, 0.3f);
+  fill(inp.data(), (long)inp.size(), 1, 0.4f);
+  int c = 0;
+  auto call = [&] {
+    mdi::cpu::matmul_forward(out.data(), inp.data(), w.data() + (long)c * wn, bias.data(), B, IC,
+                             OC);
+    c = (c + 1) % copies;
+  };
+  call();  // warm up (and fault in out)
+  // Time a whole sweep over the copies, so each timed call streams a cold weight.
+  const int calls = std::max(copies, B == 1 ? 20 : 3);
+  const double t = best_of(reps, [&] {
+                     for (int i = 0; i < calls; i++) call();
+                   }) /
+                   calls;
+  const char* kind = copies > 1 ? "cold" : (wn * 4 > (32L << 20) ? "big " : "hot ");
+  if (B == 1)
+    std::printf("matmul B=1  %5d x %-5d %s %8.2f GB/s  (weight bytes, %7.1f us/call, %d copies)\n",
+                OC, IC, kind, wn * 4.0 / t / 1e9, t * 1e6, copies);
+  else
+    std::printf("matmul B=%-3d %5d x %-5d     %8.2f GFLOP/s (%7.2f ms/call)\n", B, OC, IC,
+                2.0 * B * wn / t / 1e9, t * 1e3);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Copy and decode-matmul bandwidth of the CPU kernels"};
+  int nt = omp_get_num_procs();
+  long mib = 256;
+  int reps = 10, prefill_b = 256;
+  app.add_option("threads", nt, "OpenMP threads (default: all cores)")->check(CLI::PositiveNumber);
+  app.add_option("--mib", mib, "MiB per copy array and of the cold weight pool")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--reps", reps, "repetitions (best is printed)")->check(CLI::PositiveNumber);
+  app.add_option("--prefill-b", prefill_b, "rows of the prefill matmul")
+      ->check(CLI::PositiveNumber);
+  CLI11_PARSE(app, argc, argv);
+
+  mdi::cpu::set_threads(nt);
+  std::printf("threads %d, arrays %ld MiB\n", nt, mib);
+  bench_copy(mib << 18, nt, reps);  // mib MiB of floats
+  const long pool = mib << 20;
+  bench_matmul(1, 768, 3072, 0, nt, reps);
+  bench_matmul(1, 768, 3072, pool, nt, reps);
+  bench_matmul(1, 3072, 768, pool, nt, reps);
+  bench_matmul(1, 50257, 768, 0, nt, reps);
+  bench_matmul(prefill_b, 3072, 768, 0, nt, std::min(reps, 5));
+  bench_matmul(prefill_b, 768, 3072, 0, nt, std::min(reps, 5));
+  return 0;
+}
