@@ -102,10 +102,10 @@ Weights load_weights(const std::string& path, const Config& cfg, int layer_begin
   if (!cfg.bias && h5::exists(f.get(), "/h/0/attn/c_attn/bias"))
     user_error("{}: attribute bias = 0 but the file has bias datasets (e.g. /h/0/attn/c_attn/bias)", path);
 
-  auto numel = [](const std::vector<hsize_t>& shape) {
+  auto numel = [](const std::vector<hsize_t>& shape) {  // rounded up to 16 floats (64 bytes)
     size_t n = 1;
     for (hsize_t d : shape) n *= d;
-    return n;
+    return (n + 15) / 16 * 16;
   };
   size_t total = 0;
   for (const Item& it : items) total += numel(it.shape);

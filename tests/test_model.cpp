@@ -107,9 +107,10 @@ TEST_F(Invariants, SplitEqualsWholeBitwise) {
   Stage s0(path, cfg, 0, 1, true, 1), s1(path, cfg, 1, 3, false, 1), s2(path, cfg, 3, 4, false, 1);
   const std::vector<float> b = prefill_logits({&s0, &s1, &s2}, cfg, ref.tokens);
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
-  EXPECT_EQ(s1.w.bytes(), size_t(2 * cfg.block_params()) * sizeof(float));
-  EXPECT_EQ(s2.w.bytes(), size_t(cfg.block_params()) * sizeof(float));
-  EXPECT_EQ(s0.w.bytes(), size_t(cfg.block_params() + cfg.head_params()) * sizeof(float));
+  // Each tensor starts 64-byte aligned: at most 64 bytes of padding per tensor (12 per layer).
+  EXPECT_NEAR(double(s1.w.bytes()), 2.0 * cfg.block_params() * sizeof(float), 2 * 12 * 64);
+  EXPECT_NEAR(double(s2.w.bytes()), 1.0 * cfg.block_params() * sizeof(float), 12 * 64);
+  EXPECT_NEAR(double(s0.w.bytes()), double(cfg.block_params() + cfg.head_params()) * sizeof(float), 17 * 64);
 }
 
 // A sample's logits do not depend on the other samples in its batch, nor on the thread count.

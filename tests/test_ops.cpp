@@ -3,13 +3,17 @@
 // thread count. The Eigen test only documents why the kernels do not use Eigen's product.
 // Not here: comparisons with PyTorch (test_model.cpp) or with the CUDA kernels.
 
-// GCC 12 warns inside its own AVX-512 intrinsics when Eigen inlines them (GCC bug 105593); the
-// Eigen include comes first so that those headers are first read under this pragma.
+// GCC 12 warns inside its own AVX-512 intrinsics (_mm512_undefined_ps, a known false positive) when
+// Eigen inlines them; Eigen is included first so that those headers are read under this pragma.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <Eigen/Dense>
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 
 #include <gtest/gtest.h>
 
@@ -45,8 +49,8 @@ struct ThreadsGuard {
 
 // Naive reference: out (B, OC) = inp (B, IC) . weight (OC, IC)^T + bias, in double, and the sum of
 // |products| per element, which bounds the float rounding error.
-void matmul_ref(std::vector<double>& out, std::vector<double>& mag, const float* inp, const float* w,
-                const float* bias, int B, int IC, int OC) {
+void matmul_ref(std::vector<double>& out, std::vector<double>& mag, const float* inp,
+                const float* w, const float* bias, int B, int IC, int OC) {
   out.assign((size_t)B * OC, 0.0);
   mag.assign((size_t)B * OC, 0.0);
   for (int b = 0; b < B; b++)
@@ -75,6 +79,30 @@ TEST(Ops, DotMatchesDoubleAndMatmul) {
     float m = 0.0f;
     matmul_forward(&m, a.data(), b.data(), nullptr, 1, n, 1);
     EXPECT_TRUE(same_bits(&m, &d, 1)) << "dot and matmul differ at n=" << n;
+  }
+}
+
+// The documented order (src/cpu/ops.cpp), written out in scalar code: 8 lanes of fma over chunks
+// of 8, the tree ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), then the tail by fma.
+float dot_documented_order(const float* a, const float* b, int n) {
+  float l[8] = {};
+  int k = 0;
+  for (; k + 8 <= n; k += 8)
+    for (int j = 0; j < 8; j++) l[j] = std::fma(a[k + j], b[k + j], l[j]);
+  float s = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+  for (; k < n; k++) s = std::fma(a[k], b[k], s);
+  return s;
+}
+
+TEST(Ops, DotFollowsTheDocumentedOrder) {
+#if !(defined(__FMA__) || defined(__aarch64__) || defined(__FP_FAST_FMAF))
+  GTEST_SKIP() << "built without FMA: the kernels use a * b + c (see fma1 in ops.cpp)";
+#endif
+  for (int n : {1, 8, 13, 64, 67, 768, 3072}) {
+    auto a = random_vec(n, 30), b = random_vec(n, 31);
+    const float want = dot_documented_order(a.data(), b.data(), n);
+    const float got = dot(a.data(), b.data(), n);
+    EXPECT_TRUE(same_bits(&got, &want, 1)) << "n=" << n << ": " << got << " vs " << want;
   }
 }
 
@@ -240,8 +268,7 @@ std::vector<double> attention_ref(const float* q, const float* k, const float* v
     }
     for (int t = 0; t <= P; t++) sum += (att[t] = std::exp(att[t] - maxv));
     for (int t = 0; t <= P; t++)
-      for (int i = 0; i < HS; i++)
-        out[h * HS + i] += att[t] / sum * v[(size_t)t * C + h * HS + i];
+      for (int i = 0; i < HS; i++) out[h * HS + i] += att[t] / sum * v[(size_t)t * C + h * HS + i];
   }
   return out;
 }
@@ -322,8 +349,8 @@ TEST(Ops, EigenProductDependsOnBatchButOursDoesNot) {
     for (int o = 0; o < OC; o++) ours_diff += !same_bits(&alone[o], &ours[(size_t)b * OC + o], 1);
   }
   std::ostringstream msg;
-  msg << "Eigen " << EIGEN_WORLD_VERSION << "." << EIGEN_MAJOR_VERSION << "."
-      << EIGEN_MINOR_VERSION << ": " << eigen_diff << " of " << B * OC
+  msg << "Eigen " << EIGEN_WORLD_VERSION << "." << EIGEN_MAJOR_VERSION << "." << EIGEN_MINOR_VERSION
+      << ": " << eigen_diff << " of " << B * OC
       << " elements differ in bits between one row (GEMV) and a " << B
       << "-row batch (GEMM); mdi::cpu::matmul_forward: " << ours_diff;
   std::printf("[   NOTE   ] %s\n", msg.str().c_str());

@@ -1,14 +1,21 @@
-// Memory-bandwidth benchmark: how close does decode (matmul with B = 1) come to the machine's copy
-// bandwidth? Prints a STREAM-like copy (GB/s of read + write bytes), matmul_forward with B = 1 (GB/s
-// of weight bytes) on a cache-resident weight ("hot") and on copies that cycle through more memory
-// than the caches hold ("cold"), and matmul GFLOP/s at a prefill batch. Not a full STREAM suite.
+// Memory-bandwidth benchmark: how close does decode (matmul with B = 1 .. 8) come to the machine's
+// copy bandwidth? Prints a STREAM-like copy (GB/s of read + write bytes), then matmul_forward in
+// GB/s of weight bytes and GFLOP/s: B = 1 on a cache-resident weight ("hot") and on copies that
+// cycle through more memory than the caches hold ("cold"), B = 1, 2, 4, 8 on the lm_head ("big",
+// larger than the caches), and a prefill batch. Not a full STREAM suite; not Google Benchmark
+// either, because the point is one table of GB/s next to the copy figure.
 //
-// Usage: bench_bandwidth [threads] [--mib 256] [--reps 10] [--prefill-b 256]
+// Usage: bench_bandwidth [threads] [--mib 256] [--reps 10] [--prefill-b 256] [--offset 0]
 //   threads   OpenMP threads for the copy and mdi::cpu::set_threads (default: all cores)
 //   --mib     size of each copy array and of the cold weight pool, MiB (default 256)
 //   --reps    repetitions; the best is printed (default 10)
+//   --prefill-b  rows of the prefill matmul (default 256)
+//   --offset  start every buffer this many floats past a 64-byte boundary (default 0). Rows that
+//             are not 32-byte aligned split every other load across cache lines: 4 costs about a
+//             third of the prefill GFLOP/s on the Zen 5 dev box, so allocate weights and
+//             activations 64-byte aligned (the results' bits do not depend on it).
 // Weights benchmarked (OC x IC, torch Linear layout): 768 x 3072 (GPT-2 MLP c_proj),
-// 3072 x 768 (c_fc), 50257 x 768 (GPT-2 lm_head).
+// 3072 x 768 (c_fc), 50257 x 768 (GPT-2 lm_head). Example: build/bench_bandwidth 2 --reps 20
 
 #include <omp.h>
 
@@ -16,11 +23,31 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <vector>
+#include <cstdlib>
+#include <memory>
 
 #include "mdi/cpu_ops.h"
 
 namespace {
+
+int g_offset = 0;  // floats by which every buffer is moved past a 64-byte boundary (--offset)
+
+// A float buffer whose data starts g_offset floats after a 64-byte boundary.
+struct Buf {
+  explicit Buf(long count)
+      : mem(static_cast<float*>(std::aligned_alloc(64, ((count + g_offset) * 4 + 63) / 64 * 64)),
+            &std::free),
+        n(count) {
+    if (!mem) {
+      std::fprintf(stderr, "out of memory allocating %ld floats\n", count);
+      std::exit(1);
+    }
+  }
+  float* data() const { return mem.get() + g_offset; }
+  long size() const { return n; }
+  std::unique_ptr<float, decltype(&std::free)> mem;
+  long n;
+};
 
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -45,7 +72,7 @@ void fill(float* x, long n, int nt, float seed) {
 }
 
 void bench_copy(long n, int nt, int reps) {
-  std::vector<float> a(n), b(n);
+  Buf a(n), b(n);
   fill(a.data(), n, nt, 0.1f);
   fill(b.data(), n, nt, 0.2f);
   float* pa = a.data();
@@ -63,10 +90,10 @@ void bench_copy(long n, int nt, int reps) {
 void bench_matmul(int B, int OC, int IC, long pool_bytes, int nt, int reps) {
   const long wn = (long)OC * IC;
   const int copies = pool_bytes > 0 ? (int)std::max(1L, pool_bytes / (wn * 4)) : 1;
-  std::vector<float> w(wn * copies), bias(OC), inp((long)B * IC), out((long)B * OC);
-  fill(w.data(), (long)w.size(), nt, 0.0f);
+  Buf w(wn * copies), bias(OC), inp((long)B * IC), out((long)B * OC);
+  fill(w.data(), w.size(), nt, 0.0f);
   fill(bias.data(), OC, 1, 0.3f);
-  fill(inp.data(), (long)inp.size(), 1, 0.4f);
+  fill(inp.data(), inp.size(), 1, 0.4f);
   int c = 0;
   auto call = [&] {
     mdi::cpu::matmul_forward(out.data(), inp.data(), w.data() + (long)c * wn, bias.data(), B, IC,
@@ -76,17 +103,14 @@ void bench_matmul(int B, int OC, int IC, long pool_bytes, int nt, int reps) {
   call();  // warm up (and fault in out)
   // Time a whole sweep over the copies, so each timed call streams a cold weight.
   const int calls = std::max(copies, B == 1 ? 20 : 3);
-  const double t = best_of(reps, [&] {
-                     for (int i = 0; i < calls; i++) call();
-                   }) /
+  const double t = best_of(reps,
+                           [&] {
+                             for (int i = 0; i < calls; i++) call();
+                           }) /
                    calls;
   const char* kind = copies > 1 ? "cold" : (wn * 4 > (32L << 20) ? "big " : "hot ");
-  if (B == 1)
-    std::printf("matmul B=1  %5d x %-5d %s %8.2f GB/s  (weight bytes, %7.1f us/call, %d copies)\n",
-                OC, IC, kind, wn * 4.0 / t / 1e9, t * 1e6, copies);
-  else
-    std::printf("matmul B=%-3d %5d x %-5d     %8.2f GFLOP/s (%7.2f ms/call)\n", B, OC, IC,
-                2.0 * B * wn / t / 1e9, t * 1e3);
+  std::printf("matmul B=%-3d %5d x %-5d %s %8.2f GB/s of weights %8.2f GFLOP/s %9.1f us/call\n", B,
+              OC, IC, kind, wn * 4.0 / t / 1e9, 2.0 * B * wn / t / 1e9, t * 1e6);
 }
 
 }  // namespace
@@ -102,16 +126,19 @@ int main(int argc, char** argv) {
   app.add_option("--reps", reps, "repetitions (best is printed)")->check(CLI::PositiveNumber);
   app.add_option("--prefill-b", prefill_b, "rows of the prefill matmul")
       ->check(CLI::PositiveNumber);
+  app.add_option("--offset", g_offset, "floats past a 64-byte boundary for every buffer")
+      ->check(CLI::Range(0, 15));
   CLI11_PARSE(app, argc, argv);
 
   mdi::cpu::set_threads(nt);
-  std::printf("threads %d, arrays %ld MiB\n", nt, mib);
+  std::printf("threads %d, arrays %ld MiB, buffers %d floats past 64-byte alignment\n", nt, mib,
+              g_offset);
   bench_copy(mib << 18, nt, reps);  // mib MiB of floats
   const long pool = mib << 20;
   bench_matmul(1, 768, 3072, 0, nt, reps);
   bench_matmul(1, 768, 3072, pool, nt, reps);
   bench_matmul(1, 3072, 768, pool, nt, reps);
-  bench_matmul(1, 50257, 768, 0, nt, reps);
+  for (int B : {1, 2, 4, 8}) bench_matmul(B, 50257, 768, 0, nt, reps);
   bench_matmul(prefill_b, 3072, 768, 0, nt, std::min(reps, 5));
   bench_matmul(prefill_b, 768, 3072, 0, nt, std::min(reps, 5));
   return 0;

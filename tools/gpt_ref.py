@@ -58,6 +58,7 @@ def to_torch(tensors, dtype=torch.float64, device="cpu"):
 def forward(tensors, cfg, idx, dtype=torch.float64, device="cpu"):
     """Logits (B, T, V) for token ids idx (B, T) (or (T,) -> (T, V)). tensors: mdi_h5 names,
     numpy or torch, cast to dtype; biases absent when cfg bias is false; lm_head/weight if untied."""
+    cfg = mdi_h5.check_config(cfg)
     P = tensors if all(isinstance(t, torch.Tensor) and t.dtype == dtype for t in tensors.values()) \
         else to_torch(tensors, dtype, device)
     idx = torch.as_tensor(idx, dtype=torch.long, device=device)
@@ -68,7 +69,8 @@ def forward(tensors, cfg, idx, dtype=torch.float64, device="cpu"):
     if T > cfg["block_size"]:
         raise ValueError(f"sequence of {T} tokens exceeds block_size {cfg['block_size']}")
     eps, NH = cfg["layer_norm_eps"], cfg["n_head"]
-    g = P.get  # missing bias -> None
+    def g(n):  # biases are None when the model has none
+        return P[n] if cfg["bias"] else None
     x = P["wte"][idx] + P["wpe"][:T]                               # (B, T, C)
     for i in range(cfg["n_layer"]):
         h = f"h/{i}/"

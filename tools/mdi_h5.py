@@ -3,6 +3,8 @@ numpy + h5py only, so converters, fixture makers and benchmark tools can share i
 Tensor names are the DESIGN names without the leading slash ("wte", "h/0/attn/c_attn/weight").
 Dims: L n_layer, NH n_head, C n_embd, T block_size, V vocab_size.
 """
+import os
+
 import h5py
 import numpy as np
 
@@ -77,6 +79,37 @@ def char_vocab(text):
     return sorted(set(text))
 
 
+# ---- HDF5 objects: 1.8 file format (compact groups; the 1.6 default costs ~1 KB per group),
+# readable by every HDF5 >= 1.8, and no timestamps, so the same content gives the same bytes.
+
+def create_file(path):
+    """Creates (truncates) path for writing; returns an h5py.File."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_V18, h5py.h5f.LIBVER_V18)
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)
+    return h5py.File(h5py.h5f.create(str(path).encode(), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl))
+
+
+def require_group(f, path):
+    """The group at path ("h/0/attn"), creating missing components without timestamps."""
+    g = f
+    for part in [p for p in path.split("/") if p]:
+        if part not in g:
+            gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+            gcpl.set_obj_track_times(False)
+            h5py.h5g.create(g.id, part.encode(), gcpl=gcpl)
+        g = g[part]
+    return g
+
+
+def create_dataset(f, name, data):
+    """Contiguous dataset (no chunks, no filters) at name, parent groups created as needed."""
+    parent, _, leaf = name.rpartition("/")
+    g = require_group(f, parent) if parent else f
+    return g.create_dataset(leaf, data=np.ascontiguousarray(data), track_times=False)
+
+
 def _token_bytes(tok):
     return tok if isinstance(tok, (bytes, bytearray)) else str(tok).encode("utf-8")
 
@@ -101,7 +134,7 @@ def _check_tokenizer(tok, V):
 
 class ModelWriter:
     """Streams one model file: put() tensors one at a time in any order, close() checks all arrived.
-    Usable as a context manager; on an exception the partial file is left for inspection."""
+    Usable as a context manager; on an exception the partial file is removed."""
 
     def __init__(self, path, cfg, tokenizer, dtype="float32"):
         if dtype not in DTYPES:
@@ -112,7 +145,7 @@ class ModelWriter:
         self.written = set()
         vocab, eot = _check_tokenizer(tokenizer, self.cfg["vocab_size"])
         self.path = path
-        self.f = h5py.File(path, "w")
+        self.f = create_file(path)
         a = self.f.attrs
         a["format"] = FORMAT
         a["format_version"] = np.int64(FORMAT_VERSION)
@@ -121,18 +154,18 @@ class ModelWriter:
             a[k] = np.int64(self.cfg[k])
         a["bias"] = np.int64(1 if self.cfg["bias"] else 0)
         a["layer_norm_eps"] = np.float64(self.cfg["layer_norm_eps"])
-        g = self.f.create_group("tokenizer")
+        g = require_group(self.f, "tokenizer")
         g.attrs["type"] = tokenizer["type"]
         g.attrs["eot_token"] = np.int64(eot)
         pieces = [_token_bytes(t) for t in vocab]
         offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(p) for p in pieces], dtype=np.int64)
-        g.create_dataset("vocab", data=np.frombuffer(b"".join(pieces), dtype=np.uint8))
-        g.create_dataset("offsets", data=offsets)
+        create_dataset(g, "vocab", np.frombuffer(b"".join(pieces), dtype=np.uint8))
+        create_dataset(g, "offsets", offsets)
         # Extra data a non-char tokenizer needs (e.g. merges): any numpy array in the dict.
         for k, v in tokenizer.items():
             if k not in ("type", "vocab", "eot_token") and isinstance(v, np.ndarray):
-                g.create_dataset(k, data=v)
+                create_dataset(g, k, v)
 
     def put(self, name, arr):
         if name not in self.expected:
@@ -148,10 +181,11 @@ class ModelWriter:
             raise ValueError(f"tensor {name}: expected floating-point values, got {arr.dtype}")
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"tensor {name}: has non-finite values")
-        data = arr.astype(self.dtype, copy=False)
+        with np.errstate(over="ignore"):
+            data = arr.astype(self.dtype, copy=False)
         if self.dtype == np.float16 and not np.all(np.isfinite(data)):
             raise ValueError(f"tensor {name}: overflows float16")
-        self.f.create_dataset(name, data=np.ascontiguousarray(data))  # contiguous, no filters
+        create_dataset(self.f, name, data)
         self.written.add(name)
 
     def close(self):
@@ -169,6 +203,7 @@ class ModelWriter:
             self.close()
         else:
             self.f.close()
+            os.remove(self.path)
 
 
 def write_model(path, cfg, tensors, tokenizer, dtype="float32"):

@@ -8,7 +8,8 @@
 
 namespace mdi::cpu {
 
-// Fixed-order dot product: 8 lanes x 4 accumulators over n, then a fixed tree, then the tail.
+// Fixed-order dot product: one 8-lane fma accumulator over chunks of 8, a fixed tree over the
+// lanes, then the tail in order (src/cpu/ops.cpp).
 float dot(const float* a, const float* b, int n);
 
 // out (B, OC) = inp (B, IC) . weight (OC, IC)^T + bias (OC); bias may be nullptr.

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "mdi/aligned.h"
 #include "mdi/config.h"
 
 namespace mdi {
@@ -40,7 +41,7 @@ struct Weights {
   bool has_head = false;               // embeddings, ln_f, lm_head (rank 0)
   std::vector<LayerWeights> layers;    // layer_end - layer_begin entries
   HeadWeights head{};
-  std::vector<float> storage;          // the one allocation everything points into
+  aligned_vector<float> storage;       // the one allocation; every tensor starts 64-byte aligned
   size_t bytes() const { return storage.size() * sizeof(float); }
 };
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "mdi/aligned.h"
 #include "mdi/backend.h"
 #include "mdi/cpu_ops.h"
 #include "mdi/error.h"
@@ -141,7 +142,7 @@ class CpuBackend final : public Backend {
   BackendSpec spec_;
   int chunk_;
   KVCache kv_;
-  std::vector<float> ln_, qkv_, q_, att_, fc_, scratch_, lnf_;
+  aligned_vector<float> ln_, qkv_, q_, att_, fc_, scratch_, lnf_;
   std::vector<const float*> kptr_, vptr_;
   std::vector<int> row_sample_, row_pos_;
 };

@@ -11,12 +11,12 @@
 //   4. matmul only: out = s + bias.
 // The kernels differ only in how many such chains they run side by side (their register block), so
 // an output element does not depend on B, on its row's place in the batch, on alignment (all loads
-// are unaligned loads) or on the thread count. Every multiply-add goes through fma8() / std::fma,
-// never through `a * b + c`, so the compiler's FMA contraction cannot make two paths differ. One
-// accumulator per output (not four) keeps a 2x8 or 3x8 block of outputs in (or near) registers; the
-// independent chains of a block give the instruction-level parallelism.
-
-#include "mdi/cpu_ops.h"
+// are unaligned loads) or on the thread count. Every multiply-add, in reductions and element-wise
+// ops alike, goes through fma8() / fma1() (explicit fma), so the compiler's FMA contraction cannot
+// make two paths, or GCC and Clang, differ: the bits are the same for any compiler, -O level and
+// x86 ISA with FMA (checked: GCC 12 and Clang 14, AVX2 and AVX-512), tanh/exp from libm aside.
+// One accumulator per output (not four) keeps a block of 2x8 or 3x8 outputs in (or near)
+// registers, and the independent chains of a block give the instruction-level parallelism.
 
 #include <omp.h>
 
@@ -28,11 +28,17 @@
 #include <cstring>
 #include <utility>
 
+#include "mdi/cpu_ops.h"
+
 #if defined(__FMA__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
 #elif defined(__aarch64__)
 #include <arm_neon.h>
 #endif
+
+// v8f never crosses this file's ABI (everything below is internal and inlined), so the warning that
+// 32-byte vector arguments pass differently without AVX (MDI_NATIVE=OFF builds) does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace mdi::cpu {
 
@@ -48,9 +54,27 @@ inline v8f load8(const float* p) {
   return v;
 }
 
-inline void store8(float* p, v8f v) { __builtin_memcpy(p, &v, sizeof v); }
+inline void store8(float* p, v8f v) {
+  __builtin_memcpy(p, &v, sizeof v);
+}
 
-// c + a * b with one rounding, on every target (the only multiply-add used for reductions).
+// The one multiply-add, c + a * b: fused (one rounding) wherever the target has an FMA instruction,
+// and then written as an explicit fma so that the compiler's contraction cannot make two code
+// paths differ. A target without FMA (x86 built with MDI_NATIVE=OFF) uses a * b + c, which nothing
+// can fuse there; software fmaf would be ~70x slower. Its bits then differ from FMA builds'.
+#if (defined(__FMA__) && (defined(__x86_64__) || defined(__i386__))) || defined(__aarch64__) || \
+    defined(__FP_FAST_FMAF)
+#define MDI_FUSED 1
+inline float fma1(float a, float b, float c) {
+  return std::fma(a, b, c);
+}
+#else
+#define MDI_FUSED 0
+inline float fma1(float a, float b, float c) {
+  return a * b + c;
+}
+#endif
+
 inline v8f fma8(v8f a, v8f b, v8f c) {
 #if defined(__FMA__) && (defined(__x86_64__) || defined(__i386__))
   return (v8f)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
@@ -64,11 +88,12 @@ inline v8f fma8(v8f a, v8f b, v8f c) {
   v8f r;
   __builtin_memcpy(&r, c2, sizeof r);
   return r;
-#else
-  // No hardware FMA: fuse lane by lane in software, exactly like the scalar tail's std::fma.
-  v8f r;
+#elif MDI_FUSED
+  v8f r;  // another target with a fast fmaf: lane by lane, exactly like fma1
   for (int j = 0; j < 8; j++) r[j] = std::fma(a[j], b[j], c[j]);
   return r;
+#else
+  return a * b + c;
 #endif
 }
 
@@ -81,7 +106,7 @@ inline float hsum8(v8f v) {
 // Steps 2 and 3: finish a chain whose vector part stopped at k.
 inline float finish(v8f acc, const float* a, const float* b, int k, int n) {
   float s = hsum8(acc);
-  for (; k < n; k++) s = std::fma(a[k], b[k], s);
+  for (; k < n; k++) s = fma1(a[k], b[k], s);
   return s;
 }
 
@@ -108,7 +133,7 @@ float sumsq_fixed(const float* x, float m, int n) {
   float s = hsum8(acc);
   for (; k < n; k++) {
     const float d = x[k] - m;
-    s = std::fma(d, d, s);
+    s = fma1(d, d, s);
   }
   return s;
 }
@@ -142,16 +167,23 @@ void mm_block(float* out, const float* inp, const float* w, const float* bias, i
     }
 }
 
-// Block shape: MR input rows x NR weight rows. Eight weight rows streamed side by side is what
-// lets B = 1 reach memory bandwidth on one core (4 rows: ~27 GB/s, 8 rows: ~37 GB/s on the Zen 5
-// dev box); MR = 3 fills 24 of AVX-512's 32 vector registers with accumulators, MR = 2 is the best
-// of 3x4, 2x6, 2x8 measured on AVX2 (-mno-avx512f; a few spills, still faster). NEON is untested.
-#if defined(__AVX512F__)
-constexpr int MR = 3;
+// Block shape: MR input rows x NR weight rows per kernel call; an input block stays in L1 while a
+// tile of weight rows streams past it (from memory for the first block, from L2 after that).
+// Eight weight rows side by side are what let B = 1 reach memory bandwidth on one core (Zen 5 dev
+// box: 4 rows ~27 GB/s, 8 rows ~37 GB/s). x86: MR = 3 puts 24 accumulators in AVX-512's 32 vector
+// registers; with AVX2's 16, 2x8 (a few spills) measured faster than 3x4 and 2x6 (-mno-avx512f).
+// aarch64: a v8f is two q registers, so 2x4 (2x8 spills in Clang's code, 2x4 does not); NEON speed
+// is untested. (One block of all B <= 8 rows, streaming the weights in a single pass, measured no
+// faster here and was dropped.) Override with -DMDI_MATMUL_MR=.. -DMDI_MATMUL_NR=.. to tune.
+#if defined(MDI_MATMUL_MR) && defined(MDI_MATMUL_NR)
+constexpr int MR = MDI_MATMUL_MR, NR = MDI_MATMUL_NR;
+#elif defined(__AVX512F__)
+constexpr int MR = 3, NR = 8;
+#elif defined(__aarch64__)
+constexpr int MR = 2, NR = 4;
 #else
-constexpr int MR = 2;
+constexpr int MR = 2, NR = 8;
 #endif
-constexpr int NR = 8;
 
 using Kernel = void (*)(float*, const float*, const float*, const float*, int, int);
 
@@ -183,13 +215,15 @@ float dot(const float* a, const float* b, int n) {
 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B,
                     int IC, int OC) {
-  // Tiles of OT weight rows (about 128 KiB, a multiple of NR) stay in L2 while every input row
-  // streams past them, MR rows at a time; each weight row is read from memory once per call.
-  const int OT = std::max(NR, std::min(256, (int)((128 * 1024) / (4L * std::max(IC, 1))) / NR * NR));
+  // Tiles of OT weight rows (about 128 KiB, a multiple of NR) are a thread's unit of work and stay
+  // in L2 while every input row streams past them, MR rows at a time; each weight row is read from
+  // memory once per call.
+  const int OT =
+      std::max(NR, std::min(256, (int)((128 * 1024) / (4L * std::max(IC, 1))) / NR * NR));
   const int ntiles = (OC + OT - 1) / OT;
   const int nt = threads();
-#pragma omp parallel for schedule(static) num_threads(nt) \
-    if (nt > 1 && ntiles > 1 && (long)B * IC * OC >= kParallelMin)
+#pragma omp parallel for schedule(static) \
+    num_threads(nt) if (nt > 1 && ntiles > 1 && (long)B * IC * OC >= kParallelMin)
   for (int t = 0; t < ntiles; t++) {
     const int o0 = t * OT, o1 = std::min(OC, o0 + OT);
     for (int b = 0; b < B; b += MR) {
@@ -215,7 +249,7 @@ void layernorm_forward(float* out, const float* inp, const float* weight, const 
     const float rstd = 1.0f / std::sqrt(var + eps);
     // Element by element (out may alias inp: x[i] is read before o[i] is written).
     if (bias) {
-      for (int i = 0; i < C; i++) o[i] = std::fma((x[i] - m) * rstd, weight[i], bias[i]);
+      for (int i = 0; i < C; i++) o[i] = fma1((x[i] - m) * rstd, weight[i], bias[i]);
     } else {
       for (int i = 0; i < C; i++) o[i] = ((x[i] - m) * rstd) * weight[i];
     }
@@ -227,9 +261,10 @@ void gelu_forward(float* x, long N) {
   const int nt = threads();
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && N >= kParallelMin / 8)
   for (long i = 0; i < N; i++) {
+    // v + 0.044715 v^3 as one explicit fma1, so GCC (contracts) and Clang (does not) agree.
     const float v = x[i];
-    const float cube = 0.044715f * v * v * v;
-    x[i] = 0.5f * v * (1.0f + std::tanh(s * (v + cube)));
+    const float u = fma1(0.044715f * v * v, v, v);
+    x[i] = 0.5f * v * (1.0f + std::tanh(s * u));
   }
 }
 
@@ -246,8 +281,8 @@ void attention_forward(float* out, const float* q, const float* const* k, const 
   long work = 0;  // multiply-adds: two passes over pos + 1 cached rows of HS
   for (int b = 0; b < B; b++) work += 2L * (pos[b] + 1) * C;
   const int nt = threads();
-#pragma omp parallel for schedule(static) num_threads(nt) \
-    if (nt > 1 && B * NH > 1 && work >= kParallelMin)
+#pragma omp parallel for schedule(static) \
+    num_threads(nt) if (nt > 1 && B * NH > 1 && work >= kParallelMin)
   for (int bh = 0; bh < B * NH; bh++) {
     const int b = bh / NH, h = bh % NH, P = pos[b];
     const float* qh = q + (size_t)b * C + h * HS;
@@ -283,7 +318,7 @@ void attention_forward(float* out, const float* q, const float* const* k, const 
     }
     for (; i < HS; i++) {
       float acc = 0.0f;
-      for (int t = 0; t <= P; t++) acc = std::fma(att[t], vh[(size_t)t * C + i], acc);
+      for (int t = 0; t <= P; t++) acc = fma1(att[t], vh[(size_t)t * C + i], acc);
       oh[i] = acc;
     }
   }
@@ -297,7 +332,9 @@ void softmax_forward(float* out, const float* in, int n) {
   for (int i = 0; i < n; i++) out[i] = (float)(std::exp((double)in[i] - maxv) / sum);
 }
 
-void set_threads(int n) { g_threads.store(std::max(1, n)); }
+void set_threads(int n) {
+  g_threads.store(std::max(1, n));
+}
 
 int threads() {
   const int n = g_threads.load();
