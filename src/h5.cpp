@@ -3,6 +3,8 @@
 
 #include <sys/stat.h>
 
+#include <cstring>
+
 #include "mdi/error.h"
 
 namespace mdi::h5 {
@@ -174,6 +176,35 @@ std::vector<hsize_t> dataset_shape(hid_t file, const std::string& name, const st
   return shape_of(d.get());
 }
 
+float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);  // inf, nan
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  } else if (mant == 0) {
+    bits = sign;
+  } else {  // subnormal half: normalise
+    exp = 113;
+    while (!(mant & 0x400u)) mant <<= 1, --exp;
+    bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+namespace {
+// True for little-endian IEEE binary16, the layout h5py and torch write.
+bool is_ieee_half(hid_t type) {
+  size_t spos, epos, esize, mpos, msize;
+  return H5Tget_size(type) == 2 && H5Tget_order(type) == H5T_ORDER_LE &&
+         H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) >= 0 && spos == 15 && epos == 10 &&
+         esize == 5 && mpos == 0 && msize == 10 && H5Tget_ebias(type) == 15;
+}
+}  // namespace
+
 void read_floats(hid_t file, const std::string& name, const std::vector<hsize_t>& shape, float* out,
                  const std::string& file_name) {
   Handle d = open_dataset(file, name, file_name);
@@ -184,8 +215,24 @@ void read_floats(hid_t file, const std::string& name, const std::vector<hsize_t>
   Handle type(H5Dget_type(d.get()));
   if (H5Tget_class(type.get()) != H5T_FLOAT)
     user_error("{}: dataset {}: expected float32 or float16 values, got another type", file_name, name);
-  if (H5Dread(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
-    user_error("{}: cannot read dataset {} (corrupt or truncated file?)", file_name, name);
+  size_t n = 1;
+  for (hsize_t x : shape) n *= x;
+  herr_t rc;
+  if (is_ieee_half(type.get())) {
+    // HDF5's generic float conversion is ~15x slower than this: read the raw halves into the back
+    // half of `out`, then widen in place front to back (float i only overwrites halves <= i).
+    uint16_t* raw = reinterpret_cast<uint16_t*>(out) + n;
+    rc = H5Dread(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, raw);
+    if (rc >= 0)
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, raw + i, sizeof h);
+        out[i] = half_to_float(h);
+      }
+  } else {
+    rc = H5Dread(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out);
+  }
+  if (rc < 0) user_error("{}: cannot read dataset {} (corrupt or truncated file?)", file_name, name);
 }
 
 std::vector<int64_t> read_int64s(hid_t file, const std::string& name, const std::string& file_name) {

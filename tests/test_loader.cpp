@@ -4,6 +4,7 @@
 #include <hdf5.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -97,6 +98,26 @@ TEST(Loader, Fp16FileConvertsToTheSameWeights) {
   for (size_t i = 0; i < a.storage.size(); ++i)
     max_rel = std::max(max_rel, std::fabs(double(a.storage[i]) - b.storage[i]) / (std::fabs(a.storage[i]) + 1e-3));
   EXPECT_LT(max_rel, 1e-3);  // half precision keeps 11 significant bits
+}
+
+TEST(Loader, HalfConversionIsExactAndMatchesHdf5) {
+  // Every one of the 65536 halves against HDF5's own conversion.
+  std::vector<uint16_t> all(65536);
+  for (int i = 0; i < 65536; ++i) all[i] = uint16_t(i);
+  std::vector<float> theirs(65536);
+  std::memcpy(theirs.data(), all.data(), all.size() * 2);
+  hid_t half = H5Tcopy(H5T_IEEE_F32LE);
+  H5Tset_fields(half, 15, 10, 5, 0, 10);
+  H5Tset_precision(half, 16);
+  H5Tset_size(half, 2);
+  H5Tset_ebias(half, 15);
+  ASSERT_GE(H5Tconvert(half, H5T_NATIVE_FLOAT, 65536, theirs.data(), nullptr, H5P_DEFAULT), 0);
+  H5Tclose(half);
+  for (int i = 0; i < 65536; ++i) {
+    float mine = mdi::h5::half_to_float(uint16_t(i));
+    if (std::isnan(mine)) EXPECT_TRUE(std::isnan(theirs[i])) << i;
+    else EXPECT_EQ(mine, theirs[i]) << "half 0x" << std::hex << i;
+  }
 }
 
 TEST(Loader, RefusesMissingAndNonHdf5Files) {

@@ -52,4 +52,7 @@ std::vector<uint8_t> read_bytes(hid_t file, const std::string& name, const std::
 
 std::string shape_str(const std::vector<hsize_t>& s);
 
+// IEEE binary16 -> binary32, exact (every half is a float).
+float half_to_float(uint16_t h);
+
 }  // namespace mdi::h5
