@@ -221,6 +221,20 @@ class Head final : public Driver {
         r.stop = "length";
       }
     }
+    generated_ += n;
+    if (progress_ && when - last_progress_ > 0.25) show_progress(when, false);
+  }
+
+  // A one-line progress meter on stderr, only when stderr is a terminal (quiet in pipes and jobs).
+  void show_progress(double when, bool last) {
+    last_progress_ = when;
+    const long total = long(plan_.samples) * o_.tokens;
+    std::fprintf(stderr, "\r%ld/%ld tokens, %.1f tokens/s%s", generated_, total,
+                 generated_ / std::max(when, 1e-9), last ? "\n" : "   ");
+    std::fflush(stderr);
+  }
+  void end_progress() {
+    if (progress_ && generated_ > 0) show_progress(now() - t0_, true);
   }
 
  private:
@@ -236,6 +250,9 @@ class Head final : public Driver {
   std::vector<int> tok_ids_;
   std::vector<float> logits_;
   double t0_ = 0;
+  long generated_ = 0;
+  const bool progress_ = isatty(STDERR_FILENO) != 0;
+  double last_progress_ = 0;
 };
 
 // Evaluation (--eval FILE): mean cross-entropy of the model on a text. The text's tokens are cut
@@ -623,6 +640,7 @@ int run(const Options& o, MPI_Comm world) {
   else if (starter) run_starter(ring, *driver, plan, cfg.n_embd, st);
   else run_worker(ring, *be, plan, cfg.n_embd, st);
   const double seconds = now() - t0;
+  if (head) head->end_progress();
   st.peak_rss_bytes = peak_rss_bytes();
 
   std::vector<RankStats> all(starter ? N : 0);

@@ -50,18 +50,19 @@ void print_report(std::FILE* out, const RunSummary& run, const std::vector<RankS
   if (dec_rows > 0)
     fmt::print(out, "decode msg  {:.1f} bytes per sample per hop ({} activations + header)\n",
                dec_bytes / dec_rows, c.n_embd * 4);
-  fmt::print(out, "{:>4} {:<16} {:>9} {:>4} {:>7} {:>10} {:>8} {:>9} {:>8} {:>8} {:>10}\n", "rank",
-             "host", "layers", "thr", "load_s", "weights_MB", "peak_MB", "compute_s", "comm_s",
-             "wait_s", "B/token/hop");
+  fmt::print(out, "{:>4} {:<16} {:>9} {:>4} {:>7} {:>10} {:>8} {:>8} {:>9} {:>8} {:>8} {:>11}\n", "rank",
+             "host", "layers", "thr", "load_s", "weights_MB", "work_MB", "peak_MB", "compute_s",
+             "comm_s", "wait_s", "B/token/hop");
   for (size_t i = 0; i < ranks.size(); ++i) {
     const RankStats& r = ranks[i];
     std::string layers = r.layer_end > r.layer_begin
                              ? fmt::format("{}-{}", r.layer_begin, r.layer_end - 1)
                              : std::string("-");
     if (i == 0) layers = "H " + layers;
-    fmt::print(out, "{:>4} {:<16} {:>9} {:>4} {:>7.3f} {:>10.1f} {:>8.1f} {:>9.3f} {:>8.3f} {:>8.3f} {:>10.1f}\n",
+    fmt::print(out, "{:>4} {:<16} {:>9} {:>4} {:>7.3f} {:>10.1f} {:>8.1f} {:>8.1f} {:>9.3f} {:>8.3f} {:>8.3f} {:>11.1f}\n",
                i, std::string(r.host).substr(0, 16), layers, r.threads, r.load_s,
-               mib(r.weights_bytes), mib(r.peak_rss_bytes), r.compute_s, r.comm_s, r.wait_s,
+               mib(r.weights_bytes), mib(r.workspace_bytes), mib(r.peak_rss_bytes), r.compute_s,
+               r.comm_s, r.wait_s,
                generated ? r.bytes_sent / double(generated) : 0.0);
   }
   std::fflush(out);

@@ -4,6 +4,7 @@ logits from tools/gpt_ref.py in float64. Deterministic (fixed seeds); run from a
 Each reference is also checked against an independent numpy formulation (position-by-position
 loops) and every model file is read back and compared, so a broken writer or reference fails here.
 """
+import json
 import math
 import os
 import sys
@@ -74,6 +75,20 @@ def write_ref(path, model_name, tokens, logits, text):
         mdi_h5.create_dataset(f, "logits", np.asarray(logits, dtype=np.float64))
 
 
+def eval_loss(tensors, cfg, tokens):
+    """Mean cross-entropy the way `mdi-llm --eval` defines it: windows of block_size inputs with
+    stride block_size (the last one partial), every position predicting the next token."""
+    T, total, count = cfg["block_size"], 0.0, 0
+    for start in range(0, len(tokens) - 1, T):
+        rows = min(T, len(tokens) - 1 - start)
+        logits = gpt_ref.forward(tensors, cfg, tokens[start:start + rows], dtype=torch.float64)
+        logp = torch.log_softmax(logits, dim=-1)
+        target = torch.tensor(tokens[start + 1:start + rows + 1])
+        total += float(-logp[torch.arange(rows), target].sum())
+        count += rows
+    return total / count
+
+
 def make(name, cfg, seed, dtype, text):
     """Writes NAME.h5 and NAME_ref.h5; the reference uses the weights exactly as stored."""
     vocab = mdi_h5.char_vocab(TEXT)
@@ -101,11 +116,15 @@ def make(name, cfg, seed, dtype, text):
     assert err < 1e-10, f"{name}: gpt_ref vs numpy loops differ by {err}"
     ref_path = os.path.join(OUT, name + "_ref.h5")
     write_ref(ref_path, name + ".h5", tokens, logits, text)
+    EVAL[name + ".h5"] = eval_loss(rt, rcfg, [stoi[c] for c in TEXT])
     print(f"wrote {path} ({os.path.getsize(path)} bytes, {dtype}, L={cfg['n_layer']} NH={cfg['n_head']} "
           f"C={cfg['n_embd']} T={cfg['block_size']} V={cfg['vocab_size']} bias={int(cfg['bias'])} "
           f"tied={int(cfg.get('tied_lm_head', True))})")
     print(f"wrote {ref_path} ({os.path.getsize(ref_path)} bytes, tokens {len(tokens)}, "
           f"|logits| max {np.abs(logits).max():.3f}, gpt_ref vs numpy loops {err:.1e})")
+
+
+EVAL = {}  # model file -> reference --eval loss on TEXT
 
 
 def main():
@@ -119,6 +138,11 @@ def main():
     make("tiny_gpt2", gpt2, 1234, "float32", TEXT[-32:])
     make("tiny_nanogpt", nano, 5678, "float32", TEXT[-16:])
     make("tiny_gpt2_fp16", gpt2, 1234, "float16", TEXT[-32:])
+    with open(os.path.join(OUT, "eval_ref.json"), "w", encoding="utf-8") as f:
+        json.dump({"text": TEXT, "loss": EVAL, "generator": "tools/make_fixtures.py (float64)"}, f,
+                  indent=1, ensure_ascii=False)
+        f.write("\n")
+    print(f"wrote eval_ref.json: {EVAL}")
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT) if f.endswith(".h5"))
     print(f"total {total} bytes in {OUT}")
 

@@ -88,6 +88,19 @@ def same_tokens(r, N):
         got = r.tokens(N, flags)
         check(ref is not None and got is not None and len(ref) > 0 and ref == got,
               f"np {N}, {name}: token ids equal to 1 rank ({len(ref or [])} samples)")
+    # --eval: the same loss on N ranks as on 1, and the PyTorch reference's (tools/make_fixtures.py).
+    ref = json.load(open(os.path.join(r.fixtures, "eval_ref.json"), encoding="utf-8"))
+    text = os.path.join(r.tmp, "eval.txt")
+    with open(text, "w", encoding="utf-8") as f:
+        f.write(ref["text"])
+    for model, want in ref["loss"].items():
+        got = []
+        for ranks in (0, N):
+            p, _ = run(r.cmd(ranks, ["--model", r.model(model), "--eval", text, "--samples", "3"]))
+            m = re.search(r"eval loss ([\d.]+)", p.stdout)
+            got.append(m.group(1) if p.returncode == 0 and m else None)
+        check(got[0] is not None and got[0] == got[1] and abs(float(got[0]) - want) < 1e-5,
+              f"np {N}, --eval {model}: loss {got[1]} equals 1 rank's {got[0]} and PyTorch's {want:.6f}")
     # The invariant is worth something only if sampling really depends on the seed.
     a = r.tokens(0, tiny + prompts + sampled + ["--samples", "2", "--tokens", "40"])
     b = r.tokens(0, tiny + prompts + sampled[:-1] + ["7", "--samples", "2", "--tokens", "40"])
