@@ -36,7 +36,7 @@ class Sampler {
  private:
   SamplingParams p_;
   int V_;
-  std::vector<float> probs_;
+  std::vector<double> probs_;  // candidate weights exp((l - max) / T), in candidate order
   std::vector<int> order_;
 };
 
