@@ -46,6 +46,7 @@ ParseResult parse_cli(int argc, const char* const* argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--output", o.output, "Write one JSON line per sample to FILE.jsonl");
   app.add_option("--timings", o.timings, "Write time vs generated tokens per sample to FILE.csv");
+  app.add_option("--report-json", o.report_json, "Write the end-of-run report as JSON to FILE.json");
   app.add_option("--eval", o.eval_file,
                  "Instead of generating: mean cross-entropy of the model on the text in FILE, through "
                  "the ring (windows of block_size tokens)");

@@ -503,6 +503,7 @@ Plan plan_generation(const Options& o, const Config& cfg, const Tokenizer& tok, 
   Sampler check(o.sampling, cfg.vocab_size);  // validates the sampling flags
   if (!o.output.empty()) write_jsonl(o.output, {});  // unwritable outputs fail now, not after
   if (!o.timings.empty()) write_timings_csv(o.timings, {});
+  if (!o.report_json.empty()) write_report_json(o.report_json, RunSummary{}, {}, {});
   std::vector<std::string> prompts = collect_prompts(o);
   std::vector<std::vector<int>> ids;
   for (size_t p = 0; p < prompts.size(); ++p) {
@@ -656,11 +657,12 @@ int run(const Options& o, MPI_Comm world) {
     return 0;
   }
   print_samples(results, *tok);
-  print_report(stderr, RunSummary{o.model, be->name(), cfg, split, N, plan.micro_batches, o.tokens, seconds},
-               all, results);
+  const RunSummary summary{o.model, be->name(), cfg, split, N, plan.micro_batches, o.tokens, seconds};
+  print_report(stderr, summary, all, results);
   std::string err = attempt([&] {
     if (!o.output.empty()) write_jsonl(o.output, results);
     if (!o.timings.empty()) write_timings_csv(o.timings, results);
+    if (!o.report_json.empty()) write_report_json(o.report_json, summary, all, results);
   });
   if (!err.empty()) {
     std::fprintf(stderr, "mdi-llm: error: %s\n", err.c_str());

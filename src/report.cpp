@@ -68,6 +68,41 @@ void print_report(std::FILE* out, const RunSummary& run, const std::vector<RankS
   std::fflush(out);
 }
 
+void write_report_json(const std::string& path, const RunSummary& run, const std::vector<RankStats>& ranks,
+                       const std::vector<SampleResult>& samples) {
+  std::ofstream f = open_out(path, "--report-json");
+  size_t generated = 0;
+  nlohmann::json js = nlohmann::json::array(), jr = nlohmann::json::array();
+  for (const SampleResult& s : samples) {
+    generated += s.tokens.size();
+    js.push_back({{"id", s.id},
+                  {"tokens", s.tokens.size()},
+                  {"ttft_s", s.token_times.empty() ? 0.0 : s.token_times.front()},
+                  {"total_s", s.token_times.empty() ? 0.0 : s.token_times.back()}});
+  }
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    const RankStats& r = ranks[i];
+    jr.push_back({{"rank", i}, {"host", std::string(r.host)}, {"layer_begin", r.layer_begin},
+                  {"layer_end", r.layer_end}, {"threads", r.threads}, {"load_s", r.load_s},
+                  {"compute_s", r.compute_s}, {"comm_s", r.comm_s}, {"wait_s", r.wait_s},
+                  {"bytes_sent", r.bytes_sent}, {"messages_sent", r.messages_sent},
+                  {"decode_bytes", r.decode_bytes}, {"decode_rows", r.decode_rows},
+                  {"weights_bytes", r.weights_bytes}, {"workspace_bytes", r.workspace_bytes},
+                  {"peak_rss_bytes", r.peak_rss_bytes}});
+  }
+  const Config& c = run.cfg;
+  nlohmann::json j = {
+      {"model", run.model_path}, {"backend", run.backend}, {"ranks", run.ranks},
+      {"micro_batches", run.micro_batches}, {"tokens_per_sample", run.tokens}, {"split", run.split},
+      {"config", {{"model_type", c.model_type}, {"n_layer", c.n_layer}, {"n_head", c.n_head},
+                  {"n_embd", c.n_embd}, {"block_size", c.block_size}, {"vocab_size", c.vocab_size}}},
+      {"seconds", run.gen_seconds}, {"generated", generated},
+      {"tokens_per_s", generated / std::max(1e-12, run.gen_seconds)},
+      {"rank_stats", jr}, {"samples", js}};
+  f << j.dump(1) << '\n';
+  if (!f) user_error("--report-json {}: write failed", path);
+}
+
 void write_jsonl(const std::string& path, const std::vector<SampleResult>& samples) {
   std::ofstream f = open_out(path, "--output");
   for (const SampleResult& s : samples) {

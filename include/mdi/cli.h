@@ -21,6 +21,7 @@ struct Options {
   int micro_batches = 0;             // --micro-batches; 0 = number of ranks (at most samples)
   std::string output;                // --output FILE.jsonl
   std::string timings;               // --timings FILE.csv
+  std::string report_json;           // --report-json FILE.json: the report, machine-readable
   std::string eval_file;             // --eval FILE: mean cross-entropy on a text, no generation
   int verbose = 0;                   // -v (repeatable)
 };

@@ -45,6 +45,9 @@ struct RunSummary {
 void print_report(std::FILE* out, const RunSummary& run, const std::vector<RankStats>& ranks,
                   const std::vector<SampleResult>& samples);
 // Throw UserError when the file cannot be written.
+// The report as one JSON object (run, per-rank stats, per-sample timings), for benchmark tools.
+void write_report_json(const std::string& path, const RunSummary& run, const std::vector<RankStats>& ranks,
+                       const std::vector<SampleResult>& samples);
 void write_jsonl(const std::string& path, const std::vector<SampleResult>& samples);
 void write_timings_csv(const std::string& path, const std::vector<SampleResult>& samples);
 

@@ -152,9 +152,11 @@ def bad_input(r, N):
 def report(r, N):
     out = os.path.join(r.tmp, "r.jsonl")
     csv = os.path.join(r.tmp, "r.csv")
+    rep = os.path.join(r.tmp, "r.json")
     K, S = 20, N
     p, _ = run(r.cmd(N, ["--model", r.model("tiny_gpt2.h5"), "--prompt", "First", "--samples", str(S),
-                         "--tokens", str(K), "--output", out, "--timings", csv]))
+                         "--tokens", str(K), "--output", out, "--timings", csv,
+                         "--report-json", rep]))
     check(p.returncode == 0, f"run succeeds (exit {p.returncode})")
     if p.returncode != 0:
         print(p.stderr)
@@ -174,6 +176,10 @@ def report(r, N):
     check(lines[0] == "sample,tokens,time_s" and len(lines) == 1 + S * K, "CSV: header and S*K rows")
     times = [float(l.split(",")[2]) for l in lines[1:K + 1]]
     check(times == sorted(times), "CSV: times grow with tokens")
+    j = json.load(open(rep))
+    check(j["ranks"] == N and len(j["rank_stats"]) == N and j["generated"] == S * K
+          and sum(x["layer_end"] - x["layer_begin"] for x in j["rank_stats"]) == j["config"]["n_layer"],
+          "--report-json: ranks, generated tokens, layers")
     # the split is printed once at start, by rank 0 (and again in the report)
     starts = [l for l in p.stderr.splitlines() if l.startswith("mdi-llm: ") and "rank 0" in l]
     check(len(starts) == 1, "the split is printed once at start")
