@@ -42,8 +42,11 @@ std::string describe_char(std::string_view ch) {
 
 }  // namespace
 
-CharTokenizer::CharTokenizer(std::vector<std::string> vocab) : vocab_(std::move(vocab)), ascii_(128, -1) {
+CharTokenizer::CharTokenizer(std::vector<std::string> vocab, std::optional<int> eot)
+    : vocab_(std::move(vocab)), eot_(eot), ascii_(128, -1) {
   if (vocab_.empty()) user_error("character tokenizer: empty vocabulary");
+  if (eot && (*eot < 0 || *eot >= int(vocab_.size())))
+    user_error("character tokenizer: eot_token {} is outside the vocabulary [0, {})", *eot, vocab_.size());
   for (size_t id = 0; id < vocab_.size(); ++id) {
     const std::string& t = vocab_[id];
     if (t.empty() || utf8_length(t, 0) != t.size())
@@ -110,7 +113,14 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
     if (off[i + 1] < off[i]) user_error("{}: offsets decrease at token {}", what, i);
     vocab.emplace_back(reinterpret_cast<const char*>(bytes.data()) + off[i], size_t(off[i + 1] - off[i]));
   }
-  if (type == "char") return std::make_unique<CharTokenizer>(std::move(vocab));
+  std::optional<int> eot;
+  if (h5::has_attr(g.get(), "eot_token")) {
+    const int64_t e = h5::read_int_attr(g.get(), "eot_token", what);
+    if (e < -1 || e >= int64_t(vocab.size()))
+      user_error("{}: eot_token {} is not -1 or a token id below {}", what, e, vocab.size());
+    if (e >= 0) eot = int(e);
+  }
+  if (type == "char") return std::make_unique<CharTokenizer>(std::move(vocab), eot);
   user_error("{}: tokenizer type '{}' is not supported by this build", what, type);
 }
 

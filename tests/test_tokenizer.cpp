@@ -104,6 +104,13 @@ TEST(LoadTokenizer, ReadsTheFixture) {
   EXPECT_EQ(t->decode(t->encode(s)), s);
 }
 
+TEST(LoadTokenizer, ReadsTheEndOfTextToken) {
+  auto t = mdi::load_tokenizer(std::string(MDI_FIXTURES) + "/tiny_nanogpt.h5");
+  ASSERT_TRUE(t->eot());
+  EXPECT_EQ(t->decode({*t->eot()}), "\n");
+  EXPECT_THROW(mdi::CharTokenizer({"a"}, 1), mdi::UserError);
+}
+
 TEST(LoadTokenizer, RefusesBrokenGroups) {
   EXPECT_NE(error_of([] { mdi::load_tokenizer(write_tokenizer_file("o", "char", true, {"a", "b"}, true)); })
                 .find("offsets"), std::string::npos);

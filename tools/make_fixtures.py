@@ -89,12 +89,13 @@ def eval_loss(tensors, cfg, tokens):
     return total / count
 
 
-def make(name, cfg, seed, dtype, text):
+def make(name, cfg, seed, dtype, text, eot=None):
     """Writes NAME.h5 and NAME_ref.h5; the reference uses the weights exactly as stored."""
     vocab = mdi_h5.char_vocab(TEXT)
     cfg = dict(cfg, vocab_size=len(vocab))
     tensors = gpt_ref.random_tensors(cfg, seed, STD)
-    tok = {"type": "char", "vocab": vocab, "eot_token": -1}
+    # eot: a character that ends generation (exercises the end-of-text stop), -1 = none
+    tok = {"type": "char", "vocab": vocab, "eot_token": vocab.index(eot) if eot else -1}
     path = os.path.join(OUT, name + ".h5")
     mdi_h5.write_model(path, {k: v for k, v in cfg.items() if k != "tied_lm_head"}, tensors, tok, dtype)
 
@@ -136,7 +137,7 @@ def main():
     nano = dict(model_type="nanogpt", n_layer=3, n_head=2, n_embd=48, block_size=16, bias=False,
                 layer_norm_eps=1e-5, tied_lm_head=False)
     make("tiny_gpt2", gpt2, 1234, "float32", TEXT[-32:])
-    make("tiny_nanogpt", nano, 5678, "float32", TEXT[-16:])
+    make("tiny_nanogpt", nano, 5678, "float32", TEXT[-16:], eot="\n")
     make("tiny_gpt2_fp16", gpt2, 1234, "float16", TEXT[-32:])
     with open(os.path.join(OUT, "eval_ref.json"), "w", encoding="utf-8") as f:
         json.dump({"text": TEXT, "loss": EVAL, "generator": "tools/make_fixtures.py (float64)"}, f,

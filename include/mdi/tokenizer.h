@@ -33,15 +33,18 @@ class Tokenizer {
 // One token per Unicode code point (UTF-8 encoded), as nanoGPT's shakespeare_char.
 class CharTokenizer final : public Tokenizer {
  public:
-  // vocab[i] is the UTF-8 encoding of token i's character; all distinct.
-  explicit CharTokenizer(std::vector<std::string> vocab);
+  // vocab[i] is the UTF-8 encoding of token i's character; all distinct. eot: the token that
+  // ends a sample, if any.
+  explicit CharTokenizer(std::vector<std::string> vocab, std::optional<int> eot = std::nullopt);
   std::string type() const override { return "char"; }
   int vocab_size() const override { return static_cast<int>(vocab_.size()); }
   std::vector<int> encode(std::string_view text) const override;
   void decode_token(int id, std::string& out) const override;
+  std::optional<int> eot() const override { return eot_; }
 
  private:
   std::vector<std::string> vocab_;
+  std::optional<int> eot_;
   std::vector<int> ascii_;             // byte -> id for single-byte characters, -1 if absent
   std::vector<std::pair<std::string, int>> multibyte_;  // sorted, for the others
 };

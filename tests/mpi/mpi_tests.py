@@ -176,6 +176,15 @@ def report(r, N):
     check(lines[0] == "sample,tokens,time_s" and len(lines) == 1 + S * K, "CSV: header and S*K rows")
     times = [float(l.split(",")[2]) for l in lines[1:K + 1]]
     check(times == sorted(times), "CSV: times grow with tokens")
+    # tiny_nanogpt's tokenizer has an end-of-text token ("\n"): samples stop there, or at K tokens.
+    eot_out = os.path.join(r.tmp, "eot.jsonl")
+    p2, _ = run(r.cmd(N, ["--model", r.model("tiny_nanogpt.h5"), "--prompt", "Un", "--samples", str(2 * N + 1),
+                          "--tokens", "60", "--temperature", "1.5", "--output", eot_out]))
+    rows = [json.loads(l) for l in open(eot_out, encoding="utf-8")] if p2.returncode == 0 else []
+    ok = bool(rows) and all(
+        (x["stop"] == "eot" and x["text"].endswith("\n") and "\n" not in x["text"][:-1] and len(x["tokens"]) <= 60)
+        or (x["stop"] == "length" and len(x["tokens"]) == 60 and "\n" not in x["text"]) for x in rows)
+    check(ok and any(x["stop"] == "eot" for x in rows), "generation stops at the end-of-text token")
     j = json.load(open(rep))
     check(j["ranks"] == N and len(j["rank_stats"]) == N and j["generated"] == S * K
           and sum(x["layer_end"] - x["layer_begin"] for x in j["rank_stats"]) == j["config"]["n_layer"],
