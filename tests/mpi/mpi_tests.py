@@ -185,6 +185,14 @@ def report(r, N):
         (x["stop"] == "eot" and x["text"].endswith("\n") and "\n" not in x["text"][:-1] and len(x["tokens"]) <= 60)
         or (x["stop"] == "length" and len(x["tokens"]) == 60 and "\n" not in x["text"]) for x in rows)
     check(ok and any(x["stop"] == "eot" for x in rows), "generation stops at the end-of-text token")
+    # A prompt longer than block_size (32) is cropped to its last 32 tokens, with a note.
+    long_prompt = "First Citizen: ok! " * 4
+    p3, _ = run(r.cmd(N, ["--model", r.model("tiny_gpt2.h5"), "--prompt", long_prompt, "--tokens", "10",
+                          "--samples", "1", "--output", eot_out]))
+    rows = [json.loads(l) for l in open(eot_out, encoding="utf-8")] if p3.returncode == 0 else []
+    check(p3.returncode == 0 and "note: prompt 0 has 76 tokens, more than block_size 32: keeping its last 32"
+          in p3.stderr and len(rows) == 1 and len(rows[0]["prompt_tokens"]) == 32 and len(rows[0]["tokens"]) == 10,
+          "a prompt longer than block_size is cropped with a note")
     j = json.load(open(rep))
     check(j["ranks"] == N and len(j["rank_stats"]) == N and j["generated"] == S * K
           and sum(x["layer_end"] - x["layer_begin"] for x in j["rank_stats"]) == j["config"]["n_layer"],
