@@ -5,6 +5,7 @@ same-tokens: N ranks produce exactly the token ids of 1 rank (started without mp
              seeded sampling, S = N, S > N (micro-batches), S < N, past block_size, explicit splits.
 bad-input:   each bad input ends every rank quickly, non-zero, with one clear error line.
 report:      the report, --output JSONL and --timings CSV say what the run did.
+kill-rank:   a rank killed mid-run ends the whole job quickly, with a message naming rank and host.
 Only the standard library: CI's Python has no numpy.
 """
 import argparse
@@ -149,6 +150,44 @@ def bad_input(r, N):
                   + ("" if ok else f"\n     stderr: {p.stderr.strip()[-1500:]}"))
 
 
+def kill_rank(r, N):
+    """A rank killed during generation ends the whole job within 10 s, and the message names the
+    rank and the host (Open MPI's mpirun reports it; no rank is left waiting in a receive)."""
+    marker = "918273645"  # a seed no other test uses, to find this job's processes
+    cmd = r.cmd(N, ["--model", r.model("tiny_gpt2.h5"), "--prompt", "First", "--samples", str(N),
+                    "--tokens", "100000000", "--seed", marker])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pids = []
+    deadline = time.monotonic() + 30
+    while len(pids) < N and time.monotonic() < deadline:
+        time.sleep(0.5)
+        out = subprocess.run(["pgrep", "-f", f"{os.path.basename(r.exe)} .*--seed {marker}"],
+                             capture_output=True, text=True).stdout.split()
+        pids = sorted(int(p) for p in out if int(p) != proc.pid)
+    check(len(pids) >= N, f"found the {N} ranks' processes ({len(pids)})")
+    if len(pids) < N:
+        proc.kill()
+        return
+    time.sleep(1.0)  # well into generation
+    victim = pids[-1]
+    t0 = time.monotonic()
+    os.kill(victim, 9)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        check(False, "the job ended after a rank was killed (it hung for 30 s)")
+        return
+    secs = time.monotonic() - t0
+    print(f"[ figure ] killed pid {victim} of {N} ranks: job exited with {proc.returncode} after {secs:.2f} s")
+    host = os.uname().nodename
+    check(proc.returncode != 0 and secs < 10, f"job exit {proc.returncode} within 10 s of the kill ({secs:.2f} s)")
+    check(re.search(r"process rank \d+ .* on node \S+ exited on signal 9", err) is not None and host in err,
+          "the message names the rank and the host" + ("" if host in err else f"\n{err[-800:]}"))
+    left = subprocess.run(["pgrep", "-f", f"--seed {marker}"], capture_output=True, text=True).stdout.split()
+    check(not left, f"no process of the job is left ({left})")
+
+
 def report(r, N):
     out = os.path.join(r.tmp, "r.jsonl")
     csv = os.path.join(r.tmp, "r.csv")
@@ -204,14 +243,15 @@ def report(r, N):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["same-tokens", "bad-input", "report"])
+    ap.add_argument("what", choices=["same-tokens", "bad-input", "report", "kill-rank"])
     ap.add_argument("--ranks", type=int, required=True)
     ap.add_argument("--exe", required=True)
     ap.add_argument("--fixtures", required=True)
     ap.add_argument("--mpiexec", required=True, help="one string: mpiexec, its flags, then the -np flag")
     args = ap.parse_args()
     r = Runner(args)
-    {"same-tokens": same_tokens, "bad-input": bad_input, "report": report}[args.what](r, args.ranks)
+    {"same-tokens": same_tokens, "bad-input": bad_input, "report": report,
+     "kill-rank": kill_rank}[args.what](r, args.ranks)
     print(f"{args.what}: {len(FAILS)} failed")
     sys.exit(1 if FAILS else 0)
 
