@@ -611,6 +611,10 @@ int run(const Options& o, MPI_Comm world) {
   if (starter) {
     std::fprintf(stderr, "mdi-llm: %s\n", describe_split(split).c_str());
     for (const std::string& n : notes) std::fprintf(stderr, "mdi-llm: note: %s\n", n.c_str());
+    if (o.verbose)
+      std::fprintf(stderr, "mdi-llm: plan: %d samples in %d micro-batches of up to %d; largest message %d rows "
+                   "(%.1f KiB)\n", plan.samples, plan.micro_batches, plan.max_items, plan.max_rows,
+                   (sizeof(MsgHeader) + sizeof(BatchItem) * plan.max_items + 4.0 * plan.max_rows * cfg.n_embd) / 1024);
   }
 
   // Phase 3, every rank: its weights and its backend.
