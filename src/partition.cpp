@@ -39,6 +39,16 @@ std::vector<int> balanced_split(const Config& cfg, int n) {
   return best;
 }
 
+namespace {
+// The default split as "--layers" text, for error messages ("0,6,6"); a plain shape if none fits.
+std::string example_split(const Config& cfg, int n) {
+  if (n < 1 || n > cfg.n_layer + 1) return "0,6,6";
+  std::string s;
+  for (int v : balanced_split(cfg, n)) s += (s.empty() ? "" : ",") + std::to_string(v);
+  return s;
+}
+}  // namespace
+
 std::vector<int> parse_split(const std::string& text, const Config& cfg, int n) {
   std::vector<int> split;
   size_t start = 0;
@@ -48,10 +58,11 @@ std::vector<int> parse_split(const std::string& text, const Config& cfg, int n) 
     char* end = nullptr;
     errno = 0;
     const long v = part.empty() ? -1 : std::strtol(part.c_str(), &end, 10);
-    if (part.empty() || !std::isdigit(static_cast<unsigned char>(part[0])) || *end != '\0' ||
-        errno != 0 || v > cfg.n_layer)
-      user_error("--layers {}: '{}' is not a layer count (expected comma-separated integers, e.g. 0,6,6)",
-                 text, part);
+    if (part.empty() || !std::isdigit(static_cast<unsigned char>(part[0])) || *end != '\0')
+      user_error("--layers {}: '{}' is not a layer count (expected {} comma-separated integers >= 0, "
+                 "e.g. {})", text, part, n, example_split(cfg, n));
+    if (errno != 0 || v > cfg.n_layer)
+      user_error("--layers {}: {} is more than the model's {} layers", text, part, cfg.n_layer);
     split.push_back(int(v));
     if (comma == std::string::npos) break;
     start = comma + 1;

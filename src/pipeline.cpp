@@ -152,7 +152,7 @@ class Head final : public Driver {
   Head(const Options& o, const Config& cfg, const Tokenizer& tok, Backend& be, const Plan& plan,
        std::vector<SampleResult>& results)
       : o_(o), cfg_(cfg), tok_(tok), be_(be), plan_(plan), results_(results),
-        sampler_(o.sampling, cfg.vocab_size), states_(plan.samples),
+        sampler_(o.sampling, tok.vocab_size()), states_(plan.samples),  // the tokenizer's ids only: vocab_size may be padded (nanoGPT 50304)
         tok_ids_(plan.max_rows), logits_(size_t(plan.max_items) * cfg.vocab_size) {
     for (int s = 0; s < plan.samples; ++s) {
       SampleState& st = states_[s];
@@ -500,7 +500,7 @@ void size_messages(Plan& plan, F rows_of) {
 // Generation set-up on rank 0: prompts to token ids (cropped to block_size), one result per sample.
 Plan plan_generation(const Options& o, const Config& cfg, const Tokenizer& tok, int N,
                      std::vector<SampleResult>& results, std::vector<std::string>& notes) {
-  Sampler check(o.sampling, cfg.vocab_size);  // validates the sampling flags
+  Sampler check(o.sampling, tok.vocab_size());  // validates the sampling flags
   if (!o.output.empty()) write_jsonl(o.output, {});  // unwritable outputs fail now, not after
   if (!o.timings.empty()) write_timings_csv(o.timings, {});
   if (!o.report_json.empty()) write_report_json(o.report_json, RunSummary{}, {}, {});
