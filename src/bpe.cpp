@@ -3,6 +3,9 @@
 // "merge every occurrence of the best pair" gives when merges only build on earlier merges, as
 // GPT-2's do). Pieces of up to kShortPiece bytes use a flat array; longer ones a linked list and a
 // heap, so a megabyte of letters without a space stays O(n log n). No cache, no regex library.
+// gpt-3-encoder looks merges up by the string "left,right": there 11 pairs of tokens with a comma
+// alias a real merge (('",', '"') reads as ('"', ',"')). This follows the merges table, as
+// openai/gpt-2 and Hugging Face do; no text seen so far (tests/bpe) encodes differently.
 #include "mdi/bpe.h"
 
 #include <algorithm>
@@ -11,9 +14,8 @@
 #include <fstream>
 #include <functional>
 #include <sstream>
-#include <unordered_map>
-
 #include <nlohmann/json.hpp>
+#include <unordered_map>
 
 #include "mdi/error.h"
 #include "mdi/h5.h"
@@ -431,7 +433,8 @@ std::vector<std::pair<int, int>> read_pairs(hid_t loc, const std::string& name,
   if (H5Sget_simple_extent_ndims(space.get()) != 2 ||
       H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0 || dims[1] != 2)
     user_error("{}: dataset {} must have shape (n_merges, 2)", file_name, name);
-  if (dims[0] >= hsize_t(INT_MAX / 2)) user_error("{}: dataset {} is absurdly large", file_name, name);
+  if (dims[0] >= hsize_t(INT_MAX / 2))
+    user_error("{}: dataset {} is absurdly large", file_name, name);
   std::vector<int32_t> flat(dims[0] * 2);
   if (!flat.empty() &&
       H5Dread(d.get(), H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, flat.data()) < 0)
@@ -471,7 +474,7 @@ std::unique_ptr<Tokenizer> make_bpe_tokenizer(hid_t file_or_group, const std::st
   std::vector<std::string> tokens(offsets.size() - 1);
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (offsets[i + 1] <= offsets[i])
-      user_error("{}: {}/offsets must increase (token {} is empty or negative)", file_name, path, i);
+      user_error("{}: {}/offsets must increase (token {} is empty)", file_name, path, i);
     tokens[i].assign(reinterpret_cast<const char*>(bytes.data()) + offsets[i],
                      size_t(offsets[i + 1] - offsets[i]));
   }

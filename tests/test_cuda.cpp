@@ -1,0 +1,572 @@
+// CUDA backend against the CPU reference: each op on random inputs (normalised error per dtype),
+// the whole model's logits on the fixtures, layers split over two GPU stages, and 50 steps of
+// greedy decoding of three batched samples (tokens identical in fp32). Every test skips with a
+// visible message when no GPU is visible (CI); built only when CMake found a CUDA compiler.
+#include <gtest/gtest.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <tuple>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/check.h"
+#include "cuda/ops.h"
+#include "mdi/backend.h"
+#include "mdi/cpu_ops.h"
+#include "mdi/cuda_backend.h"
+#include "mdi/weights.h"
+
+namespace {
+
+using mdi::DType;
+
+const std::string kFixtures = MDI_FIXTURES;
+
+std::string no_gpu_reason() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  cudaGetLastError();
+  if (e != cudaSuccess) return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+  return "cudaGetDeviceCount found 0 devices";
+}
+
+#define MDI_REQUIRE_GPU()                                                               \
+  do {                                                                                  \
+    if (!mdi::cuda_available()) GTEST_SKIP() << "no CUDA device: " << no_gpu_reason(); \
+  } while (0)
+
+// Skips bf16 on GPUs below compute capability 8.0 (the backend refuses it there).
+#define MDI_REQUIRE_DTYPE(dt)                                                           \
+  do {                                                                                  \
+    cudaDeviceProp p{};                                                                 \
+    MDI_CUDA_CHECK(cudaGetDeviceProperties(&p, 0));                                     \
+    if ((dt) == DType::kBF16 && p.major < 8)                                            \
+      GTEST_SKIP() << "bf16 needs compute capability 8.0, device 0 is " << p.major << "." << p.minor; \
+  } while (0)
+
+// Normalised error ||got - want||_2 / ||want||_2 over all elements.
+double norm_err(const std::vector<float>& got, const std::vector<float>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += double(got[i] - want[i]) * (got[i] - want[i]);
+    den += double(want[i]) * want[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+double max_abs(const std::vector<float>& got, const std::vector<float>& want) {
+  double m = 0;
+  for (size_t i = 0; i < want.size(); ++i) m = std::max(m, double(std::fabs(got[i] - want[i])));
+  return m;
+}
+
+// Per-op normalised error thresholds: fp32 is exact up to summation order; the 16-bit types
+// round inputs and outputs to 11 (fp16) or 8 (bf16) significant bits.
+double op_tol(DType dt) {
+  switch (dt) {
+    case DType::kF16: return 2e-3;
+    case DType::kBF16: return 1.6e-2;
+    case DType::kF32: break;
+  }
+  return 1e-5;
+}
+
+std::vector<float> randn(size_t n, std::mt19937& g, float mean = 0.0f, float sd = 1.0f) {
+  std::normal_distribution<float> d(mean, sd);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(g);
+  return v;
+}
+
+// A device allocation, freed on scope exit.
+struct DevBuf {
+  void* p = nullptr;
+  explicit DevBuf(size_t bytes) { MDI_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 1))); }
+  DevBuf(DevBuf&& o) noexcept : p(o.p) { o.p = nullptr; }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  ~DevBuf() {
+    if (p) cudaFree(p);
+  }
+  float* f() const { return static_cast<float*>(p); }
+  int* i() const { return static_cast<int*>(p); }
+};
+
+// Host fp32 -> device, stored as dt (converted on the device by the backend's own kernel).
+DevBuf to_dev(const std::vector<float>& h, DType dt = DType::kF32) {
+  DevBuf d(h.size() * mdi::dtype_size(dt));
+  if (dt == DType::kF32) {
+    MDI_CUDA_CHECK(cudaMemcpy(d.p, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
+    return d;
+  }
+  DevBuf tmp = to_dev(h);
+  mdi::cuda::convert_forward(d.p, tmp.f(), long(h.size()), dt, nullptr);
+  MDI_CUDA_CHECK(cudaDeviceSynchronize());
+  return d;
+}
+
+DevBuf to_dev(const std::vector<int>& h) {
+  DevBuf d(h.size() * sizeof(int));
+  MDI_CUDA_CHECK(cudaMemcpy(d.p, h.data(), h.size() * sizeof(int), cudaMemcpyHostToDevice));
+  return d;
+}
+
+// n elements of dt on the device -> host fp32.
+std::vector<float> from_dev(const void* d, size_t n, DType dt = DType::kF32) {
+  std::vector<float> h(n);
+  if (dt == DType::kF32) {
+    MDI_CUDA_CHECK(cudaDeviceSynchronize());
+    MDI_CUDA_CHECK(cudaMemcpy(h.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost));
+    return h;
+  }
+  DevBuf tmp(n * sizeof(float));
+  mdi::cuda::to_float_forward(tmp.f(), d, long(n), dt, nullptr);
+  MDI_CUDA_CHECK(cudaDeviceSynchronize());
+  MDI_CUDA_CHECK(cudaMemcpy(h.data(), tmp.p, n * sizeof(float), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+void report(const char* what, DType dt, double err, double tol) {
+  std::printf("[ figure ] cuda %s %s: normalised error vs CPU %.3g (threshold %.3g)\n", what,
+              mdi::dtype_name(dt), err, tol);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per op, CUDA vs CPU.
+
+class CudaOps : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override {
+    MDI_REQUIRE_GPU();
+    MDI_REQUIRE_DTYPE(GetParam());
+    MDI_CUDA_CHECK(cudaSetDevice(0));
+    mdi::cpu::set_threads(1);
+  }
+  std::mt19937 g{42};
+};
+
+TEST_P(CudaOps, LayerNorm) {
+  const DType dt = GetParam();
+  for (bool with_bias : {true, false}) {
+    const int B = 7, C = 200;
+    const std::vector<float> x = randn(size_t(B) * C, g, 0.5f, 2.0f), w = randn(C, g, 1.0f, 0.1f),
+                             b = randn(C, g, 0.0f, 0.1f);
+    std::vector<float> want(x.size());
+    mdi::cpu::layernorm_forward(want.data(), x.data(), w.data(), with_bias ? b.data() : nullptr, B, C, 1e-5f);
+    DevBuf dx = to_dev(x), dw = to_dev(w), db = to_dev(b), out(x.size() * mdi::dtype_size(dt));
+    mdi::cuda::layernorm_forward(out.p, dx.f(), dw.f(), with_bias ? db.f() : nullptr, B, C, 1e-5f, dt, nullptr);
+    const double err = norm_err(from_dev(out.p, x.size(), dt), want);
+    report(with_bias ? "layernorm" : "layernorm (no bias)", dt, err, op_tol(dt));
+    EXPECT_LE(err, op_tol(dt));
+  }
+}
+
+TEST_P(CudaOps, Matmul) {
+  const DType dt = GetParam();
+  cublasHandle_t h;
+  MDI_CUBLAS_CHECK(cublasCreate(&h));
+  for (const auto& [B, IC, OC] : std::vector<std::array<int, 3>>{{1, 96, 136}, {5, 96, 136}, {33, 200, 600}}) {
+    const std::vector<float> x = randn(size_t(B) * IC, g), w = randn(size_t(OC) * IC, g, 0.0f, 0.1f);
+    std::vector<float> want(size_t(B) * OC);
+    mdi::cpu::matmul_forward(want.data(), x.data(), w.data(), nullptr, B, IC, OC);
+    DevBuf dx = to_dev(x, dt), dw = to_dev(w, dt), out(want.size() * sizeof(float));
+    mdi::cuda::matmul_forward(out.f(), dx.p, dw.p, B, IC, OC, dt, h);
+    const double err = norm_err(from_dev(out.p, want.size()), want);
+    report(("matmul B=" + std::to_string(B)).c_str(), dt, err, op_tol(dt));
+    EXPECT_LE(err, op_tol(dt)) << "B " << B << " IC " << IC << " OC " << OC;
+  }
+  MDI_CUBLAS_CHECK(cublasDestroy(h));
+}
+
+TEST_P(CudaOps, BiasGelu) {
+  const DType dt = GetParam();
+  const int B = 9, OC = 260;
+  const std::vector<float> x = randn(size_t(B) * OC, g, 0.0f, 2.0f), b = randn(OC, g, 0.0f, 0.5f);
+  std::vector<float> want(x.size());
+  for (size_t i = 0; i < x.size(); ++i) want[i] = x[i] + b[i % OC];
+  mdi::cpu::gelu_forward(want.data(), long(want.size()));
+  DevBuf dx = to_dev(x), db = to_dev(b), out(x.size() * mdi::dtype_size(dt));
+  mdi::cuda::gelu_forward(out.p, dx.f(), db.f(), B, OC, dt, nullptr);
+  const double err = norm_err(from_dev(out.p, x.size(), dt), want);
+  report("bias+gelu", dt, err, op_tol(dt));
+  EXPECT_LE(err, op_tol(dt));
+}
+
+TEST_P(CudaOps, Embedding) {
+  const DType dt = GetParam();
+  const int V = 50, T = 20, C = 72;
+  const std::vector<float> wte = randn(size_t(V) * C, g), wpe = randn(size_t(T) * C, g);
+  const std::vector<int> tok = {3, 49, 0, 7, 7, 21}, pos = {0, 1, 2, 19, 5, 0};
+  const int R = int(tok.size());
+  std::vector<float> want(size_t(R) * C);
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) want[size_t(r) * C + c] = wte[size_t(tok[r]) * C + c] + wpe[size_t(pos[r]) * C + c];
+  DevBuf dte = to_dev(wte, dt), dpe = to_dev(wpe, dt), dtok = to_dev(tok), dpos = to_dev(pos),
+         out(want.size() * sizeof(float));
+  mdi::cuda::embedding_forward(out.f(), dtok.i(), dpos.i(), dte.p, dpe.p, R, C, dt, nullptr);
+  const double err = norm_err(from_dev(out.p, want.size()), want);
+  report("embedding", dt, err, op_tol(dt));
+  EXPECT_LE(err, op_tol(dt));
+}
+
+// The QKV split writes q (fp32, + bias) and the rows' keys / values at their (sample, position)
+// in the cache, and nothing else.
+TEST_P(CudaOps, QkvScatter) {
+  const DType dt = GetParam();
+  const int S = 3, T = 10, C = 40;
+  const std::vector<int> rs = {0, 2, 2, 1}, rp = {0, 4, 5, 9};
+  const int B = int(rs.size());
+  const std::vector<float> qkv = randn(size_t(B) * 3 * C, g), bias = randn(3 * C, g);
+  std::vector<float> q(size_t(B) * C), k(size_t(S) * T * C, 0.0f), v(k.size(), 0.0f);
+  for (int b = 0; b < B; ++b)
+    for (int c = 0; c < C; ++c) {
+      const float* row = qkv.data() + size_t(b) * 3 * C;
+      q[size_t(b) * C + c] = row[c] + bias[c];
+      k[(size_t(rs[b]) * T + rp[b]) * C + c] = row[C + c] + bias[C + c];
+      v[(size_t(rs[b]) * T + rp[b]) * C + c] = row[2 * C + c] + bias[2 * C + c];
+    }
+  DevBuf dqkv = to_dev(qkv), db = to_dev(bias), drs = to_dev(rs), drp = to_dev(rp),
+         dq(q.size() * sizeof(float)), dk = to_dev(std::vector<float>(k.size(), 0.0f), dt),
+         dv = to_dev(std::vector<float>(v.size(), 0.0f), dt);
+  mdi::cuda::qkv_scatter_forward(dq.f(), dk.p, dv.p, dqkv.f(), db.f(), drs.i(), drp.i(), B, C, T, dt, nullptr);
+  EXPECT_EQ(0.0, max_abs(from_dev(dq.p, q.size()), q));
+  const double err = std::max(norm_err(from_dev(dk.p, k.size(), dt), k), norm_err(from_dev(dv.p, v.size(), dt), v));
+  report("qkv scatter", dt, err, op_tol(dt));
+  EXPECT_LE(err, op_tol(dt));
+}
+
+// Rows of several samples at various positions attend over their own sample's cache.
+TEST_P(CudaOps, Attention) {
+  const DType dt = GetParam();
+  for (const auto& [C, NH, T] : std::vector<std::array<int, 3>>{{64, 4, 20}, {48, 2, 300}}) {
+    const int S = 3;
+    const std::vector<int> rs = {0, 0, 1, 2, 2, 1, 0}, rp = {0, 5, T - 1, 7, 8, 3, T - 1};
+    const int B = int(rs.size());
+    const std::vector<float> q = randn(size_t(B) * C, g), k = randn(size_t(S) * T * C, g),
+                             v = randn(size_t(S) * T * C, g);
+    std::vector<float> want(size_t(B) * C), scratch(T);
+    std::vector<const float*> kp(B), vp(B);
+    for (int b = 0; b < B; ++b) {
+      kp[b] = k.data() + size_t(rs[b]) * T * C;
+      vp[b] = v.data() + size_t(rs[b]) * T * C;
+    }
+    mdi::cpu::attention_forward(want.data(), q.data(), kp.data(), vp.data(), rp.data(), B, C, NH, T,
+                                scratch.data());
+    DevBuf dq = to_dev(q), dk = to_dev(k, dt), dv = to_dev(v, dt), drs = to_dev(rs), drp = to_dev(rp),
+           out(want.size() * mdi::dtype_size(dt));
+    mdi::cuda::attention_forward(out.p, dq.f(), dk.p, dv.p, drs.i(), drp.i(), B, C, NH, T, dt, nullptr);
+    const double err = norm_err(from_dev(out.p, want.size(), dt), want);
+    report(("attention T=" + std::to_string(T)).c_str(), dt, err, op_tol(dt));
+    EXPECT_LE(err, op_tol(dt)) << "C " << C << " NH " << NH << " T " << T;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaOps,
+                         ::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
+                         [](const ::testing::TestParamInfo<DType>& i) {
+                           return std::string(mdi::dtype_name(i.param));
+                         });
+
+TEST(CudaOpsF32, ResidualIsExact) {
+  MDI_REQUIRE_GPU();
+  std::mt19937 g(7);
+  const int B = 5, C = 130;
+  const std::vector<float> x = randn(size_t(B) * C, g), y = randn(x.size(), g), b = randn(C, g);
+  std::vector<float> want(x.size());
+  for (size_t i = 0; i < x.size(); ++i) want[i] = x[i] + (y[i] + b[i % C]);
+  DevBuf dx = to_dev(x), dy = to_dev(y), db = to_dev(b);
+  mdi::cuda::residual_forward(dx.f(), dy.f(), db.f(), B, C, nullptr);
+  EXPECT_EQ(0.0, max_abs(from_dev(dx.p, x.size()), want));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole model, CUDA vs CPU.
+
+// Logits at every position of a prefill of `tokens` through the stages (the first has the head).
+std::vector<float> prefill_logits(const std::vector<mdi::Backend*>& stages, const mdi::Config& cfg,
+                                  const std::vector<int>& tokens) {
+  const int T = int(tokens.size()), C = cfg.n_embd, V = cfg.vocab_size;
+  std::vector<float> x(size_t(T) * C), out(size_t(T) * V);
+  const mdi::BatchItem all{0, 0, T};
+  stages[0]->embed(x.data(), tokens.data(), &all, 1);
+  for (mdi::Backend* s : stages) s->forward(x.data(), &all, 1);
+  std::vector<mdi::BatchItem> rows;  // one item per row: logits of every position
+  for (int p = 0; p < T; ++p) rows.push_back({0, p, 1});
+  stages[0]->logits(out.data(), x.data(), rows.data(), T);
+  return out;
+}
+
+std::vector<int> fixture_tokens(const mdi::Config& cfg) {
+  std::vector<int> t(cfg.block_size);
+  for (int i = 0; i < cfg.block_size; ++i) t[i] = (i * 7 + 3) % cfg.vocab_size;
+  return t;
+}
+
+// Model-level thresholds: fp32 max abs <= 1e-3; 16-bit normalised error <= 2e-2.
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, DType dt,
+                  const std::string& what) {
+  const double ma = max_abs(got, want), ne = norm_err(got, want);
+  std::printf("[ figure ] cuda %s %s: logits vs CPU max abs %.3g, normalised %.3g\n", what.c_str(),
+              mdi::dtype_name(dt), ma, ne);
+  if (dt == DType::kF32)
+    EXPECT_LE(ma, 1e-3) << what;
+  else
+    EXPECT_LE(ne, 2e-2) << what;
+}
+
+using ModelParam = std::tuple<const char*, DType>;
+class CudaModel : public ::testing::TestWithParam<ModelParam> {};
+
+TEST_P(CudaModel, LogitsMatchCpu) {
+  MDI_REQUIRE_GPU();
+  const auto [name, dt] = GetParam();
+  MDI_REQUIRE_DTYPE(dt);
+  const std::string path = kFixtures + "/" + name + ".h5";
+  const mdi::Config cfg = mdi::read_config(path);
+  const mdi::Weights w = mdi::load_weights(path, cfg, 0, cfg.n_layer, true);
+  const mdi::BackendSpec spec{cfg.block_size, 1, 1};
+  auto cpu = mdi::make_cpu_backend(cfg, w, spec);
+  auto gpu = mdi::make_cuda_backend(cfg, w, spec, 0, dt);
+  std::printf("[ info ] %s, workspace %zu bytes\n", gpu->name().c_str(), gpu->workspace_bytes());
+  const std::vector<int> tokens = fixture_tokens(cfg);
+  expect_close(prefill_logits({gpu.get()}, cfg, tokens), prefill_logits({cpu.get()}, cfg, tokens), dt,
+               std::string(name) + " prefill");
+}
+
+// Layers split over two GPU backends (as over two ranks) against the whole model on the CPU.
+TEST_P(CudaModel, SplitStagesMatchCpu) {
+  MDI_REQUIRE_GPU();
+  const auto [name, dt] = GetParam();
+  MDI_REQUIRE_DTYPE(dt);
+  const std::string path = kFixtures + "/" + name + ".h5";
+  const mdi::Config cfg = mdi::read_config(path);
+  const int mid = cfg.n_layer / 2;
+  const mdi::Weights whole = mdi::load_weights(path, cfg, 0, cfg.n_layer, true);
+  const mdi::Weights w0 = mdi::load_weights(path, cfg, 0, mid, true);
+  const mdi::Weights w1 = mdi::load_weights(path, cfg, mid, cfg.n_layer, false);
+  const mdi::BackendSpec spec{cfg.block_size, 1, 1};
+  auto cpu = mdi::make_cpu_backend(cfg, whole, spec);
+  auto g0 = mdi::make_cuda_backend(cfg, w0, spec, 0, dt);
+  auto g1 = mdi::make_cuda_backend(cfg, w1, spec, 0, dt);
+  const std::vector<int> tokens = fixture_tokens(cfg);
+  expect_close(prefill_logits({g0.get(), g1.get()}, cfg, tokens), prefill_logits({cpu.get()}, cfg, tokens),
+               dt, std::string(name) + " split");
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaModel,
+                         ::testing::Combine(::testing::Values("tiny_gpt2", "tiny_nanogpt"),
+                                            ::testing::Values(DType::kF32, DType::kF16, DType::kBF16)),
+                         [](const ::testing::TestParamInfo<ModelParam>& i) {
+                           return std::string(std::get<0>(i.param)) + "_" + mdi::dtype_name(std::get<1>(i.param));
+                         });
+
+// A random GPT-2-shaped model held in memory (no file): long enough a context for 50 decode steps.
+mdi::Weights random_model(const mdi::Config& cfg, unsigned seed) {
+  const size_t C = cfg.n_embd, V = cfg.vocab_size, T = cfg.block_size;
+  mdi::Weights w;
+  w.layer_begin = 0;
+  w.layer_end = cfg.n_layer;
+  w.has_head = true;
+  const size_t per_layer[12] = {C, C, 3 * C * C, 3 * C, C * C, C, C, C, 4 * C * C, 4 * C, 4 * C * C, C};
+  size_t total = 0;
+  auto pad = [](size_t n) { return (n + 15) / 16 * 16; };
+  for (int l = 0; l < cfg.n_layer; ++l)
+    for (size_t n : per_layer) total += pad(n);
+  total += pad(V * C) + pad(T * C) + 2 * pad(C);
+  w.storage.resize(total);
+  // Uniform on [-a, a] with a = 0.1 sqrt(3) (std 0.1), from a 64-bit LCG: fast enough to fill a
+  // GPT-2 XL-shaped model (1.6e9 floats) for the benchmark.
+  uint64_t st = 0x9E3779B97F4A7C15ull * (seed + 1);
+  const float a = 0.1f * std::sqrt(3.0f);
+  for (float& x : w.storage) {
+    st = st * 6364136223846793005ull + 1442695040888963407ull;
+    x = a * (float(st >> 40) * (2.0f / 16777216.0f) - 1.0f);
+  }
+  size_t off = 0;
+  auto take = [&](size_t n, bool is_ln_weight) {
+    float* p = w.storage.data() + off;
+    if (is_ln_weight)
+      for (size_t i = 0; i < n; ++i) p[i] += 1.0f;
+    off += pad(n);
+    return static_cast<const float*>(p);
+  };
+  for (int l = 0; l < cfg.n_layer; ++l) {
+    mdi::LayerWeights L{};
+    L.ln1_w = take(C, true);
+    L.ln1_b = take(C, false);
+    L.attn_w = take(3 * C * C, false);
+    L.attn_b = take(3 * C, false);
+    L.aproj_w = take(C * C, false);
+    L.aproj_b = take(C, false);
+    L.ln2_w = take(C, true);
+    L.ln2_b = take(C, false);
+    L.fc_w = take(4 * C * C, false);
+    L.fc_b = take(4 * C, false);
+    L.mproj_w = take(4 * C * C, false);
+    L.mproj_b = take(C, false);
+    w.layers.push_back(L);
+  }
+  w.head.wte = take(V * C, false);
+  w.head.wpe = take(T * C, false);
+  w.head.lnf_w = take(C, true);
+  w.head.lnf_b = take(C, false);
+  w.head.lm_head = w.head.wte;
+  return w;
+}
+
+int argmax(const float* v, int n) { return int(std::max_element(v, v + n) - v); }
+
+// Greedy decoding of three samples batched together (a prefill of three prompts of different
+// lengths, then 50 steps of one row per sample): the same tokens on the GPU (fp32) as on the CPU.
+// First, logits of 96 single-row items (more than one ln_f / lm_head pass) match too.
+TEST(CudaGreedy, FiftyStepsIdenticalTokensFp32) {
+  MDI_REQUIRE_GPU();
+  mdi::Config cfg;
+  cfg.model_type = "gpt2";
+  cfg.n_layer = 3;
+  cfg.n_head = 4;
+  cfg.n_embd = 64;
+  cfg.block_size = 96;
+  cfg.vocab_size = 80;
+  const mdi::Weights w = random_model(cfg, 99);
+  const int S = 3, C = cfg.n_embd, V = cfg.vocab_size, steps = 50;
+  const mdi::BackendSpec spec{S * cfg.block_size, S, 1};
+  auto cpu = mdi::make_cpu_backend(cfg, w, spec);
+  auto gpu = mdi::make_cuda_backend(cfg, w, spec, 0, DType::kF32);
+  setenv("MDI_CUDA_GRAPHS", "0", 1);  // a third run launching kernel by kernel
+  auto gpu_eager = mdi::make_cuda_backend(cfg, w, spec, 0, DType::kF32);
+  unsetenv("MDI_CUDA_GRAPHS");
+
+  std::vector<int> long_prompt(cfg.block_size);
+  for (int i = 0; i < cfg.block_size; ++i) long_prompt[i] = (i * 13 + 5) % V;
+  expect_close(prefill_logits({gpu.get()}, cfg, long_prompt), prefill_logits({cpu.get()}, cfg, long_prompt),
+               DType::kF32, "random model, 96 items");
+
+  const std::vector<std::vector<int>> prompts = {{1, 2, 3, 4}, {10, 20, 30, 40, 50, 60, 70}, {5, 5, 5, 9, 9}};
+  std::vector<std::vector<int>> out[3];  // tokens generated by cpu, gpu, gpu without graphs
+  for (int k = 0; k < 3; ++k) {
+    mdi::Backend* be = k == 0 ? cpu.get() : k == 1 ? gpu.get() : gpu_eager.get();
+    std::vector<mdi::BatchItem> items;
+    std::vector<int> toks;
+    for (int s = 0; s < S; ++s) {
+      items.push_back({s, 0, int(prompts[s].size())});
+      toks.insert(toks.end(), prompts[s].begin(), prompts[s].end());
+    }
+    out[k].assign(S, {});
+    std::vector<float> x(toks.size() * C), logits(size_t(S) * V);
+    for (int step = 0; step <= steps; ++step) {
+      be->embed(x.data(), toks.data(), items.data(), S);
+      be->forward(x.data(), items.data(), S);
+      be->logits(logits.data(), x.data(), items.data(), S);
+      for (int s = 0; s < S; ++s) {
+        const int next = argmax(logits.data() + size_t(s) * V, V);
+        out[k][s].push_back(next);
+        items[s] = {s, items[s].pos + items[s].rows, 1};
+        toks[s] = next;
+      }
+      toks.resize(S);
+    }
+  }
+  for (int s = 0; s < S; ++s) {
+    EXPECT_EQ(out[0][s], out[1][s]) << "sample " << s;
+    EXPECT_EQ(out[1][s], out[2][s]) << "sample " << s << ", graphs vs kernel by kernel";
+  }
+  std::printf("[ figure ] cuda greedy: sample 1 tokens:");
+  for (int t : out[1][1]) std::printf(" %d", t);
+  std::printf("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Benchmark (not a test; run with --gtest_also_run_disabled_tests): a GPT-2 XL-shaped random model
+// in fp16 on one GPU, decode step time (embed + 48 layers + logits) for 1 and 8 samples, against
+// the bound weight bytes / memory bandwidth (measured by a device-to-device copy).
+
+double measure_bandwidth() {
+  const size_t bytes = size_t(1) << 30;
+  DevBuf a(bytes), b(bytes);
+  MDI_CUDA_CHECK(cudaMemset(a.p, 1, bytes));
+  cudaEvent_t e0, e1;
+  MDI_CUDA_CHECK(cudaEventCreate(&e0));
+  MDI_CUDA_CHECK(cudaEventCreate(&e1));
+  MDI_CUDA_CHECK(cudaMemcpy(b.p, a.p, bytes, cudaMemcpyDeviceToDevice));
+  const int reps = 10;
+  MDI_CUDA_CHECK(cudaEventRecord(e0));
+  for (int i = 0; i < reps; ++i) MDI_CUDA_CHECK(cudaMemcpy(b.p, a.p, bytes, cudaMemcpyDeviceToDevice));
+  MDI_CUDA_CHECK(cudaEventRecord(e1));
+  MDI_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0;
+  MDI_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  MDI_CUDA_CHECK(cudaEventDestroy(e0));
+  MDI_CUDA_CHECK(cudaEventDestroy(e1));
+  return 2.0 * bytes * reps / (ms * 1e-3);  // read + write
+}
+
+TEST(CudaBench, DISABLED_DecodeStepGpt2XlFp16) {
+  MDI_REQUIRE_GPU();
+  mdi::Config cfg;
+  cfg.model_type = "gpt2";
+  cfg.n_layer = 48;
+  cfg.n_head = 25;
+  cfg.n_embd = 1600;
+  cfg.block_size = 1024;
+  cfg.vocab_size = 50257;
+  const int C = cfg.n_embd, V = cfg.vocab_size;
+  const double bw = measure_bandwidth();
+  const mdi::Weights w = random_model(cfg, 1);
+  const double wbytes = 2.0 * (double(cfg.n_layer) * 12 * C * C + double(V) * C + double(cfg.block_size) * C);
+  std::printf("[ figure ] bench: device-to-device bandwidth %.0f GB/s; fp16 matrices %.2f GB; bound "
+              "%.3f ms per decode step\n", bw / 1e9, wbytes / 1e9, wbytes / bw * 1e3);
+  for (int S : {1, 8}) {
+    for (const char* graphs : {"1", "0"}) {
+      setenv("MDI_CUDA_GRAPHS", graphs, 1);
+      auto gpu = mdi::make_cuda_backend(cfg, w, mdi::BackendSpec{S * 64, S, 1}, 0, DType::kF16);
+      unsetenv("MDI_CUDA_GRAPHS");
+      // Prefill 64 tokens per sample, then time decode steps at positions 64 .. 64 + steps.
+      std::vector<mdi::BatchItem> items;
+      std::vector<int> toks;
+      for (int s = 0; s < S; ++s) {
+        items.push_back({s, 0, 64});
+        for (int t = 0; t < 64; ++t) toks.push_back((t * 31 + s) % V);
+      }
+      std::vector<float> x(toks.size() * C), logits(size_t(S) * V);
+      gpu->embed(x.data(), toks.data(), items.data(), S);
+      gpu->forward(x.data(), items.data(), S);
+      const int steps = 40, warm = 5;
+      double fwd_s = 0, all_s = 0;
+      for (int step = 0; step < warm + steps; ++step) {
+        for (int s = 0; s < S; ++s) items[s] = {s, 64 + step, 1};
+        toks.resize(S);
+        const auto t0 = std::chrono::steady_clock::now();
+        gpu->embed(x.data(), toks.data(), items.data(), S);
+        const auto t1 = std::chrono::steady_clock::now();
+        gpu->forward(x.data(), items.data(), S);
+        const auto t2 = std::chrono::steady_clock::now();
+        gpu->logits(logits.data(), x.data(), items.data(), S);
+        const auto t3 = std::chrono::steady_clock::now();
+        for (int s = 0; s < S; ++s) toks[s] = argmax(logits.data() + size_t(s) * V, V);
+        if (step >= warm) {
+          fwd_s += std::chrono::duration<double>(t2 - t1).count();
+          all_s += std::chrono::duration<double>(t3 - t0).count();
+        }
+      }
+      const double step_ms = all_s / steps * 1e3, bound_ms = wbytes / bw * 1e3;
+      std::printf("[ figure ] bench: %s, %d sample(s), graphs %s: decode step %.3f ms (layers %.3f ms), "
+                  "%.2fx the bound, %.0f tokens/s\n",
+                  gpu->name().c_str(), S, graphs, step_ms, fwd_s / steps * 1e3, step_ms / bound_ms,
+                  S / (step_ms * 1e-3));
+    }
+  }
+}
+
+}  // namespace
