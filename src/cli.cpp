@@ -41,6 +41,11 @@ ParseResult parse_cli(int argc, const char* const* argv) {
                  "Default: cost-balanced split");
   app.add_option("--threads", o.threads, "CPU threads per rank (default: cores / ranks on this host)")
       ->check(CLI::Range(1, 1024));
+  app.add_option("--device", o.device,
+                 "cpu, cuda (GPU = node-local rank mod GPUs), cuda:K, or one per rank: cuda,cpu,cpu")
+      ->capture_default_str();
+  app.add_option("--dtype", o.dtype, "Weights and KV cache on CUDA ranks: fp32, fp16 or bf16")
+      ->capture_default_str()->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
   app.add_option("--micro-batches", o.micro_batches,
                  "Micro-batches in flight (default: number of ranks, at most samples)")
       ->check(CLI::PositiveNumber);

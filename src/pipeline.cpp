@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "mdi/backend.h"
+#include "mdi/cuda_backend.h"
 #include "mdi/error.h"
 #include "mdi/partition.h"
 #include "mdi/report.h"
@@ -95,21 +96,75 @@ bool agree(MPI_Comm comm, const std::string& err) {
   return false;
 }
 
-// Default threads per rank: the cores this rank may run on, shared with the other ranks of the
-// host (Open MPI binds ranks to cores or sockets; unbound ranks share all cores).
-int default_threads(MPI_Comm world) {
+// This rank's place among the ranks of its host (MPI_COMM_TYPE_SHARED): GPUs and cores are
+// shared out by it.
+struct LocalRank {
+  int rank = 0, size = 1;
+};
+
+LocalRank local_rank(MPI_Comm world) {
   MPI_Comm local;
   MDI_MPI_CHECK(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local));
-  int local_n = 1;
-  MDI_MPI_CHECK(MPI_Comm_size(local, &local_n));
+  LocalRank l;
+  MDI_MPI_CHECK(MPI_Comm_rank(local, &l.rank));
+  MDI_MPI_CHECK(MPI_Comm_size(local, &l.size));
   MDI_MPI_CHECK(MPI_Comm_free(&local));
+  return l;
+}
+
+// Default threads per rank: the cores this rank may run on, shared with the other ranks of the
+// host (Open MPI binds ranks to cores or sockets; unbound ranks share all cores).
+int default_threads(const LocalRank& local) {
   int hw = int(std::max(1u, std::thread::hardware_concurrency()));
-  int t = hw / local_n;
+  int t = hw / local.size;
   cpu_set_t set;
   CPU_ZERO(&set);
   if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) < hw)
     t = std::min(t, int(CPU_COUNT(&set)));
   return std::max(1, t);
+}
+
+// This rank's backend from --device ("cpu", "cuda", "cuda:K", or one entry per rank) and --dtype.
+// "cuda" picks GPU (node-local rank mod GPUs of the host), so ranks of a host spread over its GPUs.
+std::unique_ptr<Backend> make_backend(const Options& o, const Config& cfg, const Weights& w,
+                                      const BackendSpec& spec, int rank, int N, const LocalRank& local,
+                                      std::string& device_used) {
+  std::vector<std::string> list;
+  for (size_t start = 0;;) {
+    const size_t comma = o.device.find(',', start);
+    list.push_back(o.device.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (list.size() != 1 && int(list.size()) != N)
+    user_error("--device {} lists {} devices for {} ranks (give one for all, or one per rank)", o.device,
+               list.size(), N);
+  const std::string dev = list.size() == 1 ? list[0] : list[rank];
+  DType dt = DType::kF32;
+  if (o.dtype == "fp16") dt = DType::kF16;
+  else if (o.dtype == "bf16") dt = DType::kBF16;
+  else if (o.dtype != "fp32") user_error("--dtype {}: expected fp32, fp16 or bf16", o.dtype);
+  if (dev == "cpu") {
+    if (dt != DType::kF32 && list.size() == 1)
+      user_error("--dtype {} needs --device cuda: the CPU backend computes in fp32", o.dtype);
+    device_used = "cpu";
+    return make_cpu_backend(cfg, w, spec);
+  }
+  if (dev == "cuda" || dev.rfind("cuda:", 0) == 0) {
+    int gpu = 0;
+    if (dev == "cuda") {
+      const int n = cuda_device_count();
+      gpu = n > 0 ? local.rank % n : 0;
+    } else {
+      const std::string k = dev.substr(5);
+      if (k.empty() || k.find_first_not_of("0123456789") != std::string::npos || k.size() > 4)
+        user_error("--device {}: expected cuda:K with a GPU number K", dev);
+      gpu = std::stoi(k);
+    }
+    device_used = fmt::format("cuda:{} {}", gpu, dtype_name(dt));
+    return make_cuda_backend(cfg, w, spec, gpu, dt);
+  }
+  user_error("--device {}: expected cpu, cuda or cuda:K (or a comma-separated list, one per rank)", dev);
 }
 
 double peak_rss_bytes() {
@@ -620,15 +675,19 @@ int run(const Options& o, MPI_Comm world) {
   // Phase 3, every rank: its weights and its backend.
   Weights w;
   std::unique_ptr<Backend> be;
-  st.threads = o.threads > 0 ? o.threads : default_threads(world);
+  const LocalRank local = local_rank(world);
+  st.threads = o.threads > 0 ? o.threads : default_threads(local);
   if (!agree(ring.comm(), attempt([&] {
         const double t0 = now();
         w = load_weights(o.model, cfg, st.layer_begin, st.layer_end, starter);
-        st.load_s = now() - t0;
         BackendSpec spec{plan.max_rows, plan.samples, st.threads};
-        be = make_cpu_backend(cfg, w, spec);
+        std::string device;
+        be = make_backend(o, cfg, w, spec, rank, N, local, device);
+        st.load_s = now() - t0;
+        std::snprintf(st.device, sizeof st.device, "%s", device.c_str());
         st.weights_bytes = double(w.bytes());
         st.workspace_bytes = double(be->workspace_bytes());
+        if (device != "cpu") w = Weights{};  // the GPU holds its own copy
       })))
     return 1;
 

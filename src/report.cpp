@@ -59,6 +59,7 @@ void print_report(std::FILE* out, const RunSummary& run, const std::vector<RankS
                              ? fmt::format("{}-{}", r.layer_begin, r.layer_end - 1)
                              : std::string("-");
     if (i == 0) layers = "H " + layers;
+    if (std::string(r.device) != "cpu") layers += " " + std::string(r.device);
     fmt::print(out, "{:>4} {:<16} {:>9} {:>4} {:>7.3f} {:>10.1f} {:>8.1f} {:>8.1f} {:>9.3f} {:>8.3f} {:>8.3f} {:>11.1f}\n",
                i, std::string(r.host).substr(0, 16), layers, r.threads, r.load_s,
                mib(r.weights_bytes), mib(r.workspace_bytes), mib(r.peak_rss_bytes), r.compute_s,
@@ -82,7 +83,7 @@ void write_report_json(const std::string& path, const RunSummary& run, const std
   }
   for (size_t i = 0; i < ranks.size(); ++i) {
     const RankStats& r = ranks[i];
-    jr.push_back({{"rank", i}, {"host", std::string(r.host)}, {"layer_begin", r.layer_begin},
+    jr.push_back({{"rank", i}, {"host", std::string(r.host)}, {"device", std::string(r.device)}, {"layer_begin", r.layer_begin},
                   {"layer_end", r.layer_end}, {"threads", r.threads}, {"load_s", r.load_s},
                   {"compute_s", r.compute_s}, {"comm_s", r.comm_s}, {"wait_s", r.wait_s},
                   {"bytes_sent", r.bytes_sent}, {"messages_sent", r.messages_sent},

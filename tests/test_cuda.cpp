@@ -172,19 +172,41 @@ TEST_P(CudaOps, LayerNorm) {
   }
 }
 
+// Both paths (the fused matrix-vector kernel up to kMatvecRows rows, cuBLAS beyond) and every
+// epilogue: out = y, gelu(y), x + y with y = inp . W^T + bias.
 TEST_P(CudaOps, Matmul) {
+  using mdi::cuda::Epilogue;
   const DType dt = GetParam();
   cublasHandle_t h;
   MDI_CUBLAS_CHECK(cublasCreate(&h));
-  for (const auto& [B, IC, OC] : std::vector<std::array<int, 3>>{{1, 96, 136}, {5, 96, 136}, {33, 200, 600}}) {
-    const std::vector<float> x = randn(size_t(B) * IC, g), w = randn(size_t(OC) * IC, g, 0.0f, 0.1f);
-    std::vector<float> want(size_t(B) * OC);
-    mdi::cpu::matmul_forward(want.data(), x.data(), w.data(), nullptr, B, IC, OC);
-    DevBuf dx = to_dev(x, dt), dw = to_dev(w, dt), out(want.size() * sizeof(float));
-    mdi::cuda::matmul_forward(out.f(), dx.p, dw.p, B, IC, OC, dt, h);
-    const double err = norm_err(from_dev(out.p, want.size()), want);
-    report(("matmul B=" + std::to_string(B)).c_str(), dt, err, op_tol(dt));
-    EXPECT_LE(err, op_tol(dt)) << "B " << B << " IC " << IC << " OC " << OC;
+  for (const auto& [B, IC, OC] : std::vector<std::array<int, 3>>{
+           {1, 96, 136}, {3, 200, 600}, {8, 640, 160}, {9, 96, 136}, {33, 200, 600}, {2, 100, 30}}) {
+    const std::vector<float> x = randn(size_t(B) * IC, g), w = randn(size_t(OC) * IC, g, 0.0f, 0.1f),
+                             b = randn(OC, g, 0.0f, 0.5f), x0 = randn(size_t(B) * OC, g);
+    std::vector<float> y(size_t(B) * OC);
+    mdi::cpu::matmul_forward(y.data(), x.data(), w.data(), b.data(), B, IC, OC);
+    DevBuf dx = to_dev(x, dt), dw = to_dev(w, dt), db = to_dev(b), scratch(y.size() * sizeof(float));
+    for (Epilogue epi : {Epilogue::kStore, Epilogue::kGelu, Epilogue::kResidual}) {
+      for (bool with_bias : {true, false}) {
+        if (!with_bias && epi != Epilogue::kStore) continue;
+        std::vector<float> want = y;
+        if (!with_bias) mdi::cpu::matmul_forward(want.data(), x.data(), w.data(), nullptr, B, IC, OC);
+        if (epi == Epilogue::kGelu) mdi::cpu::gelu_forward(want.data(), long(want.size()));
+        if (epi == Epilogue::kResidual)
+          for (size_t i = 0; i < want.size(); ++i) want[i] += x0[i];
+        const DType out_dt = epi == Epilogue::kGelu ? dt : DType::kF32;
+        DevBuf out = to_dev(x0);  // (B, OC) fp32: the residual stream for kResidual
+        DevBuf out16(y.size() * mdi::dtype_size(dt));
+        void* o = epi == Epilogue::kGelu ? out16.p : out.p;
+        mdi::cuda::matmul_forward(o, dx.p, dw.p, with_bias ? db.f() : nullptr, B, IC, OC, epi,
+                                  scratch.f(), dt, h, nullptr);
+        const double err = norm_err(from_dev(o, y.size(), out_dt), want);
+        const char* names[] = {"store", "gelu", "residual"};
+        report(("matmul B=" + std::to_string(B) + " IC=" + std::to_string(IC) + " " + names[int(epi)] +
+                (with_bias ? "" : " (no bias)")).c_str(), dt, err, op_tol(dt));
+        EXPECT_LE(err, op_tol(dt)) << "B " << B << " IC " << IC << " OC " << OC << " epilogue " << names[int(epi)];
+      }
+    }
   }
   MDI_CUBLAS_CHECK(cublasDestroy(h));
 }

@@ -11,6 +11,8 @@ case "$what" in run|test|build) ;; *) echo "usage: $0 run|test|build" >&2; exit 
 packages=(build-essential cmake ninja-build pkg-config libopenmpi-dev openmpi-bin libhdf5-dev
           libeigen3-dev libcli11-dev nlohmann-json3-dev libfmt-dev libgtest-dev libgmock-dev python3
           shellcheck iproute2 procps)
+# node + npm run the GPT-2 BPE reference test (gpt-3-encoder); many machines have them already.
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -18,6 +18,8 @@ struct Options {
   SamplingParams sampling;           // --temperature --top-k --top-p --seed
   std::string layers;                // --layers a,b,c; empty = cost-balanced split
   int threads = 0;                   // --threads; 0 = cores / ranks on this host
+  std::string device = "cpu";        // --device cpu|cuda|cuda:K, or one per rank: cuda,cpu,cpu
+  std::string dtype = "fp32";        // --dtype fp32|fp16|bf16 (CUDA ranks)
   int micro_batches = 0;             // --micro-batches; 0 = number of ranks (at most samples)
   std::string output;                // --output FILE.jsonl
   std::string timings;               // --timings FILE.csv

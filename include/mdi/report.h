@@ -12,6 +12,7 @@ namespace mdi {
 // Per-rank counters; gathered to rank 0 as raw bytes (the ranks run the same binary).
 struct RankStats {
   char host[64] = {0};
+  char device[32] = {0};       // "cpu", "cuda:0 fp16"
   int layer_begin = 0, layer_end = 0, threads = 1;
   double load_s = 0;           // weight loading
   double compute_s = 0;        // backend work (and sampling on rank 0)

@@ -193,7 +193,8 @@ class CudaBackend final : public Backend {
       MDI_CUDA_CHECK(cudaMemcpyAsync(d_in, h_x_, n * C * sizeof(float), cudaMemcpyHostToDevice, st_));
       cuda::layernorm_forward(d_ln, d_in, head_.lnf_w, head_.lnf_b, n, int(C), cfg_.layer_norm_eps,
                               dt_, st_);
-      cuda::matmul_forward(d_logits, d_ln, head_.lm_head, n, int(C), int(V), dt_, cublas_);
+      cuda::matmul_forward(d_logits, d_ln, head_.lm_head, nullptr, n, int(C), int(V),
+                           cuda::Epilogue::kStore, nullptr, dt_, cublas_, st_);
       MDI_CUDA_CHECK(cudaMemcpyAsync(h_logits_, d_logits, n * V * sizeof(float),
                                      cudaMemcpyDeviceToHost, st_));
       MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
@@ -254,6 +255,8 @@ class CudaBackend final : public Backend {
   // One transformer block (layer l of this rank) on rows [r0, r0 + B) of the batch; x is on the
   // device and updated in place.
   void block_forward(int l, float* x, int r0, int B) {
+    constexpr cuda::Epilogue kStore = cuda::Epilogue::kStore, kGelu = cuda::Epilogue::kGelu,
+                             kResidual = cuda::Epilogue::kResidual;
     const DevLayer& w = layers_[l];
     const int C = cfg_.n_embd, T = cfg_.block_size;
     const float eps = cfg_.layer_norm_eps;
@@ -270,16 +273,13 @@ class CudaBackend final : public Backend {
     const int* rp = work_.at<int>(off_pos_) + r0;
 
     cuda::layernorm_forward(ln, x, w.ln1_w, w.ln1_b, B, C, eps, dt_, st_);
-    cuda::matmul_forward(qkv, ln, w.attn_w, B, C, 3 * C, dt_, cublas_);
+    cuda::matmul_forward(qkv, ln, w.attn_w, nullptr, B, C, 3 * C, kStore, nullptr, dt_, cublas_, st_);
     cuda::qkv_scatter_forward(q, k, v, qkv, w.attn_b, rs, rp, B, C, T, dt_, st_);
     cuda::attention_forward(att, q, k, v, rs, rp, B, C, cfg_.n_head, T, dt_, st_);
-    cuda::matmul_forward(y, att, w.aproj_w, B, C, C, dt_, cublas_);
-    cuda::residual_forward(x, y, w.aproj_b, B, C, st_);
+    cuda::matmul_forward(x, att, w.aproj_w, w.aproj_b, B, C, C, kResidual, y, dt_, cublas_, st_);
     cuda::layernorm_forward(ln, x, w.ln2_w, w.ln2_b, B, C, eps, dt_, st_);
-    cuda::matmul_forward(y, ln, w.fc_w, B, C, 4 * C, dt_, cublas_);
-    cuda::gelu_forward(h, y, w.fc_b, B, 4 * C, dt_, st_);
-    cuda::matmul_forward(y, h, w.mproj_w, B, 4 * C, C, dt_, cublas_);
-    cuda::residual_forward(x, y, w.mproj_b, B, C, st_);
+    cuda::matmul_forward(h, ln, w.fc_w, w.fc_b, B, C, 4 * C, kGelu, y, dt_, cublas_, st_);
+    cuda::matmul_forward(x, h, w.mproj_w, w.mproj_b, B, 4 * C, C, kResidual, y, dt_, cublas_, st_);
   }
 
   // --- start-up: sizes, allocation, upload ---------------------------------------------------

@@ -38,6 +38,11 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+__device__ __forceinline__ float gelu_f(float x) {
+  const float s = 0.7978845608028654f;  // sqrt(2 / pi)
+  return 0.5f * x * (1.0f + tanhf(s * (x + 0.044715f * x * x * x)));
+}
+
 // Sum (or max) over the block; every thread gets the result. `red` holds 32 floats of shared
 // memory; blockDim.x is a multiple of 32.
 template <bool kMax>
@@ -188,11 +193,6 @@ struct Vec16 {
     for (int j = 0; j < N; ++j) f[j] = to_f(e[j]);
   }
 };
-
-__device__ __forceinline__ float gelu_f(float x) {
-  const float s = 0.7978845608028654f;  // sqrt(2 / pi)
-  return 0.5f * x * (1.0f + tanhf(s * (x + 0.044715f * x * x * x)));
-}
 
 template <typename T, Epilogue E>
 __device__ __forceinline__ void epilogue(void* out, long i, float y) {
