@@ -55,6 +55,11 @@ ParseResult parse_cli(int argc, const char* const* argv) {
   app.add_option("--eval", o.eval_file,
                  "Instead of generating: mean cross-entropy of the model on the text in FILE, through "
                  "the ring (windows of block_size tokens)");
+  auto* tk = app.add_flag("--tokenize", o.tokenize,
+                          "Instead of generating: read UTF-8 text on stdin, print its token ids on one line");
+  auto* dtk = app.add_flag("--detokenize", o.detokenize,
+                           "Instead of generating: read token ids on stdin, print their text");
+  tk->excludes(dtk);
   app.add_flag("-v,--verbose", o.verbose, "More detail in the report (repeatable)");
   try {
     app.parse(argc, argv);

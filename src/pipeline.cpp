@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <iostream>
 #include <iterator>
 #include <chrono>
 #include <cstring>
@@ -614,6 +615,31 @@ Plan plan_eval(const Options& o, const Config& cfg, const Tokenizer& tok, int N,
   return plan;
 }
 
+// --tokenize / --detokenize on rank 0: the model file's tokenizer between stdin and stdout.
+void tokenize_stdio(const Options& o) {
+  std::unique_ptr<Tokenizer> tok = load_tokenizer(o.model);
+  std::string in((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  std::string out;
+  if (o.tokenize) {
+    for (int id : tok->encode(in)) out += (out.empty() ? "" : " ") + std::to_string(id);
+    out += '\n';
+  } else {
+    size_t i = 0;
+    while (true) {
+      i = in.find_first_not_of(" \t\r\n", i);
+      if (i == std::string::npos) break;
+      size_t j = in.find_first_of(" \t\r\n", i);
+      const std::string word = in.substr(i, j == std::string::npos ? std::string::npos : j - i);
+      if (word.find_first_not_of("0123456789") != std::string::npos || word.size() > 9)
+        user_error("--detokenize: '{}' is not a token id", word);
+      tok->decode_token(std::stoi(word), out);
+      i = j;
+    }
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  std::fflush(stdout);
+}
+
 void print_samples(std::vector<SampleResult>& results, const Tokenizer& tok) {
   for (SampleResult& r : results) {
     r.text = tok.decode(r.tokens);
@@ -634,6 +660,7 @@ int run(const Options& o, MPI_Comm world) {
   const bool eval = !o.eval_file.empty();
   RankStats st;
   gethostname(st.host, sizeof st.host - 1);
+  if (o.tokenize || o.detokenize) return agree(ring.comm(), starter ? attempt([&] { tokenize_stdio(o); }) : "") ? 0 : 1;
 
   // Phase 1, every rank: the model's shape and the split.
   Config cfg;
