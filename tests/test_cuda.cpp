@@ -180,7 +180,7 @@ TEST_P(CudaOps, Matmul) {
   cublasHandle_t h;
   MDI_CUBLAS_CHECK(cublasCreate(&h));
   for (const auto& [B, IC, OC] : std::vector<std::array<int, 3>>{
-           {1, 96, 136}, {3, 200, 600}, {8, 640, 160}, {9, 96, 136}, {33, 200, 600}, {2, 100, 30}}) {
+           {1, 96, 136}, {3, 200, 600}, {4, 640, 160}, {5, 96, 136}, {33, 200, 600}, {2, 100, 30}}) {
     const std::vector<float> x = randn(size_t(B) * IC, g), w = randn(size_t(OC) * IC, g, 0.0f, 0.1f),
                              b = randn(OC, g, 0.0f, 0.5f), x0 = randn(size_t(B) * OC, g);
     std::vector<float> y(size_t(B) * OC);
@@ -271,7 +271,7 @@ TEST_P(CudaOps, QkvScatter) {
 // Rows of several samples at various positions attend over their own sample's cache.
 TEST_P(CudaOps, Attention) {
   const DType dt = GetParam();
-  for (const auto& [C, NH, T] : std::vector<std::array<int, 3>>{{64, 4, 20}, {48, 2, 300}}) {
+  for (const auto& [C, NH, T] : std::vector<std::array<int, 3>>{{64, 4, 20}, {48, 2, 300}, {48, 4, 33}, {512, 2, 40}, {128, 2, 1024}, {1600, 25, 70}}) {
     const int S = 3;
     const std::vector<int> rs = {0, 0, 1, 2, 2, 1, 0}, rp = {0, 5, T - 1, 7, 8, 3, T - 1};
     const int B = int(rs.size());
@@ -291,6 +291,76 @@ TEST_P(CudaOps, Attention) {
     const double err = norm_err(from_dev(out.p, want.size(), dt), want);
     report(("attention T=" + std::to_string(T)).c_str(), dt, err, op_tol(dt));
     EXPECT_LE(err, op_tol(dt)) << "C " << C << " NH " << NH << " T " << T;
+  }
+}
+
+// The decode kernel with the LayerNorm fused in front, every epilogue (the QKV one writes q and
+// the cache), against LayerNorm + matmul on the CPU; and each row's result bit-identical however
+// the rows are batched (all at once, one by one, in chunks of several launches).
+TEST_P(CudaOps, MatvecLayerNorm) {
+  using mdi::cuda::Epilogue;
+  const DType dt = GetParam();
+  mdi::cuda::configure_kernels();
+  for (const auto& [B, C] : std::vector<std::array<int, 2>>{{1, 64}, {3, 200}, {8, 96}, {11, 1600}}) {
+    const int OC = 3 * C, S = 4, T = 6;
+    const std::vector<float> x = randn(size_t(B) * C, g, 0.3f, 1.5f), lw = randn(C, g, 1.0f, 0.1f),
+                             lb = randn(C, g, 0.0f, 0.1f), w = randn(size_t(OC) * C, g, 0.0f, 0.1f),
+                             bias = randn(OC, g, 0.0f, 0.5f), x0 = randn(size_t(B) * OC, g);
+    std::vector<float> ln(x.size()), y(size_t(B) * OC);
+    mdi::cpu::layernorm_forward(ln.data(), x.data(), lw.data(), lb.data(), B, C, 1e-5f);
+    mdi::cpu::matmul_forward(y.data(), ln.data(), w.data(), bias.data(), B, C, OC);
+    std::vector<int> rs(B), rp(B);
+    for (int b = 0; b < B; ++b) rs[b] = b % S, rp[b] = (b / S) % T;  // distinct (sample, pos)
+    DevBuf dx = to_dev(x), dlw = to_dev(lw), dlb = to_dev(lb), dw = to_dev(w, dt), dbias = to_dev(bias),
+           drs = to_dev(rs), drp = to_dev(rp);
+    for (Epilogue epi : {Epilogue::kStore, Epilogue::kGelu, Epilogue::kResidual, Epilogue::kQkv}) {
+      const char* names[] = {"store", "gelu", "residual", "qkv"};
+      std::vector<float> want = y;
+      if (epi == Epilogue::kGelu) mdi::cpu::gelu_forward(want.data(), long(want.size()));
+      if (epi == Epilogue::kResidual)
+        for (size_t i = 0; i < want.size(); ++i) want[i] += x0[i];
+      // Three batchings of the same rows: all in one call, one call per row, and 1 + the rest.
+      std::vector<std::vector<float>> got;
+      for (int batching = 0; batching < 3; ++batching) {
+        DevBuf out = epi == Epilogue::kGelu ? DevBuf(y.size() * mdi::dtype_size(dt)) : to_dev(x0);
+        DevBuf q(size_t(B) * C * sizeof(float)), kc = to_dev(std::vector<float>(size_t(S) * T * C, 0.0f), dt),
+            vc = to_dev(std::vector<float>(size_t(S) * T * C, 0.0f), dt);
+        std::vector<std::array<int, 2>> parts;
+        if (batching == 0) parts = {{0, B}};
+        if (batching == 1) for (int b = 0; b < B; ++b) parts.push_back({b, 1});
+        if (batching == 2) parts = {{0, 1}, {1, B - 1}};
+        for (const auto& [r0, n] : parts) {
+          if (n == 0) continue;
+          const mdi::cuda::QkvOut qkv{q.f() + size_t(r0) * C, kc.p, vc.p, drs.i() + r0, drp.i() + r0, T};
+          const size_t out_row = size_t(OC) * (epi == Epilogue::kGelu ? mdi::dtype_size(dt) : sizeof(float));
+          mdi::cuda::matvec_forward(static_cast<char*>(out.p) + r0 * out_row, dx.f() + size_t(r0) * C, dlw.f(),
+                                    dlb.f(), 1e-5f, dw.p, dbias.f(), n, C, OC, epi, &qkv, dt, nullptr);
+        }
+        std::vector<float> res;
+        if (epi == Epilogue::kQkv) {  // gather q, k, v back into (B, 3C) rows
+          const std::vector<float> hq = from_dev(q.p, size_t(B) * C), hk = from_dev(kc.p, size_t(S) * T * C, dt),
+                                   hv = from_dev(vc.p, size_t(S) * T * C, dt);
+          res.resize(y.size());
+          for (int b = 0; b < B; ++b)
+            for (int c = 0; c < C; ++c) {
+              const size_t at = (size_t(rs[b]) * T + rp[b]) * C + c;
+              res[size_t(b) * OC + c] = hq[size_t(b) * C + c];
+              res[size_t(b) * OC + C + c] = hk[at];
+              res[size_t(b) * OC + 2 * C + c] = hv[at];
+            }
+        } else {
+          res = from_dev(out.p, y.size(), epi == Epilogue::kGelu ? dt : DType::kF32);
+        }
+        got.push_back(res);
+      }
+      // q stays fp32; k and v are stored in dt: the 16-bit error bound covers the whole row.
+      const double err = norm_err(got[0], want);
+      report(("layernorm+matvec B=" + std::to_string(B) + " C=" + std::to_string(C) + " " + names[int(epi)]).c_str(),
+             dt, err, op_tol(dt));
+      EXPECT_LE(err, op_tol(dt)) << "B " << B << " C " << C << " " << names[int(epi)];
+      EXPECT_EQ(got[0], got[1]) << "one call vs one row per call, B " << B << " " << names[int(epi)];
+      EXPECT_EQ(got[0], got[2]) << "one call vs 1 + rest, B " << B << " " << names[int(epi)];
+    }
   }
 }
 
@@ -384,6 +454,58 @@ TEST_P(CudaModel, SplitStagesMatchCpu) {
   const std::vector<int> tokens = fixture_tokens(cfg);
   expect_close(prefill_logits({g0.get(), g1.get()}, cfg, tokens), prefill_logits({cpu.get()}, cfg, tokens),
                dt, std::string(name) + " split");
+}
+
+// How a row is computed must not depend on what else shares its batch (the micro-batches differ
+// with the number of ranks): a batch of prefills and decode rows of several samples, run as one
+// forward and item by item, gives bit-identical activations and logits.
+TEST_P(CudaModel, RowsDoNotDependOnTheBatch) {
+  MDI_REQUIRE_GPU();
+  const auto [name, dt] = GetParam();
+  MDI_REQUIRE_DTYPE(dt);
+  const std::string path = kFixtures + "/" + name + ".h5";
+  const mdi::Config cfg = mdi::read_config(path);
+  const mdi::Weights w = mdi::load_weights(path, cfg, 0, cfg.n_layer, true);
+  const int S = 6, C = cfg.n_embd, V = cfg.vocab_size;
+  const mdi::BackendSpec spec{S * cfg.block_size, S, 1};
+  // Prompts of lengths 5, 1, 9, 3, 2, 7; then decode rows for all six, twice.
+  const std::vector<int> len = {5, 1, 9, 3, 2, 7};
+  std::vector<float> outs[2];  // per step, per sample: its rows' activations, then its logits
+  for (int split = 0; split < 2; ++split) {
+    auto gpu = mdi::make_cuda_backend(cfg, w, spec, 0, dt);
+    std::vector<float>& all = outs[split];
+    for (int step = 0; step < 3; ++step) {
+      std::vector<mdi::BatchItem> items;
+      std::vector<int> toks;
+      for (int s = 0; s < S; ++s) {
+        const int rows = step == 0 ? len[s] : 1, pos = step == 0 ? 0 : len[s] + step - 1;
+        items.push_back({s, pos, rows});
+        for (int r = 0; r < rows; ++r) toks.push_back((s * 11 + (pos + r) * 5 + 1) % V);
+      }
+      std::vector<std::vector<mdi::BatchItem>> calls;
+      if (split == 0) calls = {items};
+      else for (const mdi::BatchItem& it : items) calls.push_back({it});
+      size_t t0 = 0;
+      for (const auto& c : calls) {
+        int rows = 0;
+        for (const mdi::BatchItem& it : c) rows += it.rows;
+        std::vector<float> x(size_t(rows) * C), logits(c.size() * V);
+        gpu->embed(x.data(), toks.data() + t0, c.data(), int(c.size()));
+        gpu->forward(x.data(), c.data(), int(c.size()));
+        gpu->logits(logits.data(), x.data(), c.data(), int(c.size()));
+        size_t r = 0;
+        for (size_t i = 0; i < c.size(); ++i) {  // item by item, in sample order either way
+          all.insert(all.end(), x.begin() + r * C, x.begin() + (r + c[i].rows) * C);
+          all.insert(all.end(), logits.begin() + i * V, logits.begin() + (i + 1) * V);
+          r += c[i].rows;
+        }
+        t0 += rows;
+      }
+    }
+  }
+  ASSERT_EQ(outs[0].size(), outs[1].size());
+  EXPECT_TRUE(outs[0] == outs[1]) << name << " " << mdi::dtype_name(dt) << ": max abs difference "
+                                  << max_abs(outs[0], outs[1]);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaModel,
@@ -534,6 +656,63 @@ double measure_bandwidth() {
   return 2.0 * bytes * reps / (ms * 1e-3);  // read + write
 }
 
+// Microseconds per call of f (after a warm-up), timed with events on the legacy stream.
+template <typename F>
+double time_us(F&& f, int reps = 200) {
+  f();
+  cudaEvent_t e0, e1;
+  MDI_CUDA_CHECK(cudaEventCreate(&e0));
+  MDI_CUDA_CHECK(cudaEventCreate(&e1));
+  MDI_CUDA_CHECK(cudaEventRecord(e0));
+  for (int i = 0; i < reps; ++i) f();
+  MDI_CUDA_CHECK(cudaEventRecord(e1));
+  MDI_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0;
+  MDI_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  MDI_CUDA_CHECK(cudaEventDestroy(e0));
+  MDI_CUDA_CHECK(cudaEventDestroy(e1));
+  return ms * 1e3 / reps;
+}
+
+// The ops one at a time at GPT-2 XL shapes, fp16 (back-to-back launches: includes launch gaps).
+TEST(CudaBench, DISABLED_OpsGpt2XlFp16) {
+  MDI_REQUIRE_GPU();
+  using mdi::cuda::Epilogue;
+  const DType dt = DType::kF16;
+  const int C = 1600, NH = 25, T = 1024, S = 8;
+  std::mt19937 g(3);
+  cublasHandle_t h;
+  MDI_CUBLAS_CHECK(cublasCreate(&h));
+  DevBuf x = to_dev(randn(size_t(S) * 4 * C, g)), ln(size_t(S) * 4 * C * 2), y(size_t(S) * 4 * C * 4),
+      w = to_dev(randn(size_t(4) * C * C, g, 0.0f, 0.02f), dt), lw = to_dev(randn(C, g, 1.0f, 0.1f)),
+      kc = to_dev(randn(size_t(S) * T * C, g), dt), vc = to_dev(randn(size_t(S) * T * C, g), dt),
+      bias = to_dev(randn(size_t(4) * C, g));
+  mdi::cuda::convert_forward(ln.p, x.f(), long(S) * 4 * C, dt, nullptr);
+  std::printf("[ figure ] ops: layernorm B=1 %.1f us, B=8 %.1f us\n",
+              time_us([&] { mdi::cuda::layernorm_forward(ln.p, x.f(), lw.f(), lw.f(), 1, C, 1e-5f, dt, nullptr); }),
+              time_us([&] { mdi::cuda::layernorm_forward(ln.p, x.f(), lw.f(), lw.f(), 8, C, 1e-5f, dt, nullptr); }));
+  for (const auto& [IC, OC] : std::vector<std::pair<int, int>>{{C, 3 * C}, {C, C}, {C, 4 * C}, {4 * C, C}}) {
+    for (int B : {1, 2, 4, 5, 8}) {
+      const double us = time_us([&] {
+        mdi::cuda::matmul_forward(y.p, ln.p, w.p, bias.f(), B, IC, OC, Epilogue::kStore, y.f(), dt, h, nullptr);
+      });
+      std::printf("[ figure ] ops: matmul %s IC=%d OC=%d B=%d: %.1f us, %.0f GB/s of weights\n",
+                  B <= mdi::cuda::kMatvecRows ? "matvec" : "cublas", IC, OC, B, us, 2.0 * IC * OC / (us * 1e3));
+    }
+  }
+  std::vector<int> rs(S), rp(S, 100), rp2(S, 1000);
+  for (int s = 0; s < S; ++s) rs[s] = s;
+  DevBuf drs = to_dev(rs), drp = to_dev(rp), drp2 = to_dev(rp2);
+  for (int B : {1, 8})
+    std::printf("[ figure ] ops: attention B=%d pos 100: %.1f us, pos 1000: %.1f us\n", B,
+                time_us([&] { mdi::cuda::attention_forward(ln.p, x.f(), kc.p, vc.p, drs.i(), drp.i(), B, C, NH, T, dt, nullptr); }),
+                time_us([&] { mdi::cuda::attention_forward(ln.p, x.f(), kc.p, vc.p, drs.i(), drp2.i(), B, C, NH, T, dt, nullptr); }));
+  std::printf("[ figure ] ops: qkv scatter B=1 %.1f us\n", time_us([&] {
+    mdi::cuda::qkv_scatter_forward(x.f(), kc.p, vc.p, y.f(), bias.f(), drs.i(), drp.i(), 1, C, T, dt, nullptr);
+  }));
+  MDI_CUBLAS_CHECK(cublasDestroy(h));
+}
+
 TEST(CudaBench, DISABLED_DecodeStepGpt2XlFp16) {
   MDI_REQUIRE_GPU();
   mdi::Config cfg;
@@ -550,7 +729,8 @@ TEST(CudaBench, DISABLED_DecodeStepGpt2XlFp16) {
   std::printf("[ figure ] bench: device-to-device bandwidth %.0f GB/s; fp16 matrices %.2f GB; bound "
               "%.3f ms per decode step\n", bw / 1e9, wbytes / 1e9, wbytes / bw * 1e3);
   for (int S : {1, 8}) {
-    for (const char* graphs : {"1", "0"}) {
+    for (const auto& [graphs, pdl] : std::vector<std::pair<const char*, bool>>{{"1", true}, {"1", false}, {"0", true}}) {
+      mdi::cuda::set_pdl(pdl);
       setenv("MDI_CUDA_GRAPHS", graphs, 1);
       auto gpu = mdi::make_cuda_backend(cfg, w, mdi::BackendSpec{S * 64, S, 1}, 0, DType::kF16);
       unsetenv("MDI_CUDA_GRAPHS");
@@ -583,12 +763,13 @@ TEST(CudaBench, DISABLED_DecodeStepGpt2XlFp16) {
         }
       }
       const double step_ms = all_s / steps * 1e3, bound_ms = wbytes / bw * 1e3;
-      std::printf("[ figure ] bench: %s, %d sample(s), graphs %s: decode step %.3f ms (layers %.3f ms), "
+      std::printf("[ figure ] bench: %s, %d sample(s), graphs %s, PDL %d: decode step %.3f ms (layers %.3f ms), "
                   "%.2fx the bound, %.0f tokens/s\n",
-                  gpu->name().c_str(), S, graphs, step_ms, fwd_s / steps * 1e3, step_ms / bound_ms,
+                  gpu->name().c_str(), S, graphs, int(pdl), step_ms, fwd_s / steps * 1e3, step_ms / bound_ms,
                   S / (step_ms * 1e-3));
     }
   }
+  mdi::cuda::set_pdl(true);
 }
 
 }  // namespace

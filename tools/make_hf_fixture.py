@@ -78,10 +78,11 @@ def hf_state_dict(t, cfg):
     return sd
 
 
-def write_ref(path, tokens, logits):
+def write_ref(path, tokens, logits, generator):
     with mdi_h5.create_file(path) as f:
         mdi_h5.create_dataset(f, "tokens", np.asarray(tokens, dtype=np.int64))
         mdi_h5.create_dataset(f, "logits", np.asarray(logits, dtype=np.float32))
+        f.attrs["generator"] = generator
 
 
 def make_hf(out, gpt2_vocab, seed=1):
@@ -119,10 +120,20 @@ def make_hf(out, gpt2_vocab, seed=1):
         missing, unexpected = model.load_state_dict(sd, strict=False)
         assert not unexpected and all(k.endswith(("attn.bias", "attn.masked_bias", "lm_head.weight"))
                                       for k in missing), (missing, unexpected)
-        model.save_pretrained(d, safe_serialization=True)
-        model.save_pretrained(d + "_bin_tmp", safe_serialization=False)
-        shutil.move(os.path.join(d + "_bin_tmp", "pytorch_model.bin"), os.path.join(d, "pytorch_model.bin"))
-        shutil.rmtree(d + "_bin_tmp")
+        model.save_pretrained(d)  # model.safetensors: the default (transformers >= 5: the only) format
+        try:  # pytorch_model.bin: transformers < 5 write it themselves
+            model.save_pretrained(d + "_bin_tmp", safe_serialization=False)
+        except TypeError:
+            pass
+        binf = os.path.join(d + "_bin_tmp", "pytorch_model.bin")
+        if os.path.exists(binf):
+            shutil.move(binf, os.path.join(d, "pytorch_model.bin"))
+        else:  # what they wrote: torch.save of the state dict (lm_head.weight shares wte's storage)
+            torch.save(model.state_dict(), os.path.join(d, "pytorch_model.bin"))
+        shutil.rmtree(d + "_bin_tmp", ignore_errors=True)
+        for extra in ("generation_config.json",):  # not read by mdi-convert: keep the fixture small
+            if os.path.exists(os.path.join(d, extra)):
+                os.remove(os.path.join(d, extra))
         with torch.no_grad():
             logits = model.double()(torch.as_tensor(tokens)[None]).logits[0].numpy()
         how = f"transformers {transformers.__version__}"
@@ -140,7 +151,7 @@ def make_hf(out, gpt2_vocab, seed=1):
         torch.save(bin_sd, os.path.join(d, "pytorch_model.bin"))
         logits = gpt_ref.forward(t, cfg, tokens).numpy()
         how = "gpt_ref.py (no transformers)"
-    write_ref(os.path.join(out, "hf_tiny_ref.h5"), tokens, logits)
+    write_ref(os.path.join(out, "hf_tiny_ref.h5"), tokens, logits, how)
     print(f"wrote {d}/ and hf_tiny_ref.h5: L={L} NH={NH} C={C} T={T} V={V}, logits by {how}")
 
 
@@ -167,7 +178,8 @@ def make_nanogpt(out, seed=2):
             "config": {"dataset": "shakespeare_char", "compile": True}, "optimizer": {}}
     torch.save(ckpt, os.path.join(d, "ckpt.pt"))
     tokens = [stoi[ch] for ch in CHAR_TEXT[:T]]
-    write_ref(os.path.join(out, "nanogpt_tiny_ref.h5"), tokens, gpt_ref.forward(t, cfg, tokens).numpy())
+    write_ref(os.path.join(out, "nanogpt_tiny_ref.h5"), tokens, gpt_ref.forward(t, cfg, tokens).numpy(),
+              f"gpt_ref.py (float64), ckpt.pt by torch {torch.__version__}")
     print(f"wrote {d}/ and nanogpt_tiny_ref.h5: L={L} NH={NH} C={C} T={T} V={V} bias=0")
 
 

@@ -11,6 +11,9 @@ case "$what" in run|test|build) ;; *) echo "usage: $0 run|test|build" >&2; exit 
 packages=(build-essential cmake ninja-build pkg-config libopenmpi-dev openmpi-bin libhdf5-dev
           libeigen3-dev libcli11-dev nlohmann-json3-dev libfmt-dev libgtest-dev libgmock-dev python3
           shellcheck iproute2 procps)
+# Debian's Python with torch, h5py and numpy: the .pt / .bin conversions (tools/convert_pickle.py)
+# and their tests, the fixture and training scripts.
+[ "$what" = run ] || packages+=(python3-torch python3-h5py python3-numpy)
 # node + npm run the GPT-2 BPE reference test (gpt-3-encoder); many machines have them already.
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()

@@ -25,7 +25,8 @@ int cuda_device_count();
 
 // Throws mdi::UserError when built without CUDA ("this build has no CUDA support"), when no GPU
 // is visible, when `device` is out of range, when the GPU cannot hold weights + workspace, or
-// when bf16 is asked of a GPU below compute capability 8.0.
+// when bf16 is asked of a GPU below compute capability 8.0. The weights are copied to the GPU:
+// w may be freed once this returns.
 std::unique_ptr<Backend> make_cuda_backend(const Config& cfg, const Weights& w,
                                            const BackendSpec& spec, int device, DType dtype);
 

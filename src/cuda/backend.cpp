@@ -2,8 +2,10 @@
 // the CPU backend (src/cpu/backend.cpp): rows of several samples per batch, a per-sample KV cache,
 // rows processed in chunks. Weights, KV cache, activations, cuBLAS workspace and pinned host
 // staging are allocated once in the constructor; the per-call path only copies and launches on
-// one stream. Small batches (decode) replay CUDA graphs. Not here (yet): overlap of
-// the host copies with the ring's MPI, a CUDA-aware MPI path.
+// one stream. Decode rows take fused kernels (src/cuda/ops.h: LayerNorm inside the matrix-vector
+// kernels, programmatic dependent launch) and small decode batches replay CUDA graphs; how a row
+// is computed never depends on the other rows of its batch. Not here (yet): overlap of the host
+// copies with the ring's MPI, a CUDA-aware MPI path.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -56,7 +58,7 @@ struct DevHead {
 class CudaBackend final : public Backend {
  public:
   CudaBackend(const Config& cfg, const Weights& w, const BackendSpec& spec, int device, DType dt)
-      : cfg_(cfg), w_(w), spec_(spec), device_(device), dt_(dt),
+      : cfg_(cfg), w_(w), has_head_(w.has_head), spec_(spec), device_(device), dt_(dt),
         chunk_(std::min(kChunkRows, std::max(1, spec.max_rows))),
         lchunk_(std::min(kLogitRows, std::max(1, spec.max_rows))) {
     const int n = cuda_device_count();
@@ -74,6 +76,10 @@ class CudaBackend final : public Backend {
       abort_job(fmt::format("internal error: CUDA backend needs max_rows and samples >= 1 (got {}, {})",
                             spec.max_rows, spec.samples));
 
+    // The fused decode kernels need C and 4C to be multiples of 8 (16-byte rows).
+    fused_ = cuda::matvec_ok(cfg_.n_embd) && cuda::matvec_ok(4 * cfg_.n_embd);
+    decode_rows_ = cuda::matvec_rows(cfg_.n_embd, true);
+    segs_.reserve(size_t(spec.max_rows) + 1);
     plan_weights();
     plan_workspace();
     size_t free_b = 0, total_b = 0;
@@ -95,6 +101,7 @@ class CudaBackend final : public Backend {
     MDI_CUBLAS_CHECK(cublasCreate(&cublas_));
     MDI_CUBLAS_CHECK(cublasSetStream(cublas_, st_));
     MDI_CUBLAS_CHECK(cublasSetWorkspace(cublas_, work_.at<void>(off_cublas_), kCublasWorkspace));
+    cuda::configure_kernels();
     upload_weights();
     const char* env = std::getenv("MDI_CUDA_GRAPHS");  // "0": launch kernel by kernel always
     if (!(env && std::string(env) == "0")) graphs_.assign(std::min(kGraphRows, spec.max_rows), nullptr);
@@ -124,19 +131,21 @@ class CudaBackend final : public Backend {
 
   size_t workspace_bytes() const override {
     return work_.size + pinned_x_bytes() + pinned_meta_bytes() +
-           (w_.has_head ? pinned_logits_bytes() : 0);
+           (has_head_ ? pinned_logits_bytes() : 0);
   }
 
-  // Small batches (decode steps) replay a CUDA graph captured at their first use, one per row
-  // count: launching ~11 kernels per layer one by one costs more than they run at one row.
-  // The graph's copies read the pinned buffers, so it serves any batch of that many rows.
+  // Decode batches (every item one row) of at most kGraphRows rows replay a CUDA graph captured
+  // at their first use, one per row count: launching 5 kernels per layer one by one costs more
+  // than they run at one row. The graph's copies read the pinned buffers, so it serves any such
+  // batch of that many rows.
   void forward(float* x, const BatchItem* items, int n_items) override {
     const int R = expand_rows(items, n_items);
     if (R == 0) return;
     const size_t C = cfg_.n_embd;
     MDI_CUDA_CHECK(cudaSetDevice(device_));
     std::memcpy(h_x_, x, R * C * sizeof(float));
-    if (R <= int(graphs_.size())) {
+    const bool all_decode = plan_segments(items, n_items);
+    if (all_decode && R <= int(graphs_.size())) {
       cudaGraphExec_t& g = graphs_[R - 1];
       if (!g) {
         cudaGraph_t graph;
@@ -191,10 +200,15 @@ class CudaBackend final : public Backend {
         std::memcpy(h_x_ + size_t(i) * C, x + (row - 1) * C, C * sizeof(float));
       }
       MDI_CUDA_CHECK(cudaMemcpyAsync(d_in, h_x_, n * C * sizeof(float), cudaMemcpyHostToDevice, st_));
-      cuda::layernorm_forward(d_ln, d_in, head_.lnf_w, head_.lnf_b, n, int(C), cfg_.layer_norm_eps,
-                              dt_, st_);
-      cuda::matmul_forward(d_logits, d_ln, head_.lm_head, nullptr, n, int(C), int(V),
-                           cuda::Epilogue::kStore, nullptr, dt_, cublas_, st_);
+      if (fused_) {  // ln_f inside the lm_head's matrix-vector kernel: each row alone, any n
+        cuda::matvec_forward(d_logits, d_in, head_.lnf_w, head_.lnf_b, cfg_.layer_norm_eps, head_.lm_head,
+                             nullptr, n, int(C), int(V), cuda::Epilogue::kStore, nullptr, dt_, st_);
+      } else {
+        cuda::layernorm_forward(d_ln, d_in, head_.lnf_w, head_.lnf_b, n, int(C), cfg_.layer_norm_eps,
+                                dt_, st_);
+        cuda::matmul_forward(d_logits, d_ln, head_.lm_head, nullptr, n, int(C), int(V),
+                             cuda::Epilogue::kStore, nullptr, dt_, cublas_, st_);
+      }
       MDI_CUDA_CHECK(cudaMemcpyAsync(h_logits_, d_logits, n * V * sizeof(float),
                                      cudaMemcpyDeviceToHost, st_));
       MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
@@ -212,7 +226,7 @@ class CudaBackend final : public Backend {
   int* h_tokens() { return h_meta_ + 2 * spec_.max_rows; }
 
   void require_head(const char* what) const {
-    if (!w_.has_head) abort_job(fmt::format("internal error: {} called on a rank without the head", what));
+    if (!has_head_) abort_job(fmt::format("internal error: {} called on a rank without the head", what));
   }
 
   // Fills the pinned row_sample / row_pos for the batch and checks it against the sizes fixed at
@@ -241,15 +255,78 @@ class CudaBackend final : public Backend {
                                    cudaMemcpyHostToDevice, st_));
   }
 
-  // Copies h_x_ (R rows) and the row metadata in, runs every layer, copies the result back to h_x_.
+  // Rows of the batch in the pieces a layer processes, in order: runs of one-row items (decode)
+  // in chunks of decode_rows_, and each longer item (a prefill) in chunks of chunk_ rows. So how
+  // a row is computed depends on its own item only, never on what else shares the batch: the
+  // same tokens on any number of ranks. Returns whether every item is one row.
+  bool plan_segments(const BatchItem* items, int n_items) {
+    segs_.clear();
+    bool all_decode = true;
+    for (int i = 0, r = 0; i < n_items;) {
+      if (items[i].rows == 1 && fused_) {
+        int j = i;
+        while (j < n_items && items[j].rows == 1 && j - i < decode_rows_) ++j;
+        segs_.push_back({r, j - i, true});
+        r += j - i;
+        i = j;
+        continue;
+      }
+      all_decode = false;
+      for (int r0 = 0; r0 < items[i].rows; r0 += chunk_)
+        segs_.push_back({r + r0, std::min(chunk_, items[i].rows - r0), false});
+      r += items[i].rows;
+      ++i;
+    }
+    return all_decode;
+  }
+
+  // Copies h_x_ (R rows) and the row metadata in, runs every layer over the planned segments,
+  // copies the result back to h_x_.
   void enqueue_forward(int R) {
     const size_t C = cfg_.n_embd;
     float* d_x = work_.at<float>(off_x_);
     MDI_CUDA_CHECK(cudaMemcpyAsync(d_x, h_x_, R * C * sizeof(float), cudaMemcpyHostToDevice, st_));
     upload_rows(R);
     for (int l = 0; l < int(layers_.size()); ++l)
-      for (int r0 = 0; r0 < R; r0 += chunk_) block_forward(l, d_x + r0 * C, r0, std::min(chunk_, R - r0));
+      for (const Segment& sg : segs_) {
+        if (sg.decode) decode_block_forward(l, d_x + sg.r0 * C, sg.r0, sg.rows);
+        else block_forward(l, d_x + sg.r0 * C, sg.r0, sg.rows);
+      }
     MDI_CUDA_CHECK(cudaMemcpyAsync(h_x_, d_x, R * C * sizeof(float), cudaMemcpyDeviceToHost, st_));
+  }
+
+  // One transformer block on B decode rows [r0, r0 + B): five kernels, both LayerNorms fused into
+  // the matrix-vector kernel that follows them and the QKV split into the first one's epilogue.
+  // The scratch buffers of a pass and layer l's KV cache; row metadata from row r0 on.
+  struct Bufs {
+    void *ln, *att, *h, *k, *v;
+    float *qkv, *q, *y;
+    const int *rs, *rp;
+  };
+  Bufs bufs(int l, int r0) {
+    const size_t kv_layer = size_t(spec_.samples) * cfg_.block_size * cfg_.n_embd * esize();
+    return Bufs{work_.at<void>(off_ln_), work_.at<void>(off_att_), work_.at<void>(off_h_),
+                work_.at<char>(off_k_) + l * kv_layer, work_.at<char>(off_v_) + l * kv_layer,
+                work_.at<float>(off_qkv_), work_.at<float>(off_q_), work_.at<float>(off_y_),
+                work_.at<int>(off_sample_) + r0, work_.at<int>(off_pos_) + r0};
+  }
+
+  void decode_block_forward(int l, float* x, int r0, int B) {
+    const DevLayer& w = layers_[l];
+    const int C = cfg_.n_embd, T = cfg_.block_size;
+    const float eps = cfg_.layer_norm_eps;
+    const auto [ln, att, h, k, v, qkv_unused, q, y, rs, rp] = bufs(l, r0);
+    const cuda::QkvOut qkv{q, k, v, rs, rp, T};
+    using cuda::Epilogue;
+    cuda::matvec_forward(nullptr, x, w.ln1_w, w.ln1_b, eps, w.attn_w, w.attn_b, B, C, 3 * C, Epilogue::kQkv,
+                         &qkv, dt_, st_);
+    cuda::attention_forward(att, q, k, v, rs, rp, B, C, cfg_.n_head, T, dt_, st_);
+    cuda::matvec_forward(x, att, nullptr, nullptr, 0.0f, w.aproj_w, w.aproj_b, B, C, C, Epilogue::kResidual,
+                         nullptr, dt_, st_);
+    cuda::matvec_forward(h, x, w.ln2_w, w.ln2_b, eps, w.fc_w, w.fc_b, B, C, 4 * C, Epilogue::kGelu, nullptr,
+                         dt_, st_);
+    cuda::matvec_forward(x, h, nullptr, nullptr, 0.0f, w.mproj_w, w.mproj_b, B, 4 * C, C, Epilogue::kResidual,
+                         nullptr, dt_, st_);
   }
 
   // One transformer block (layer l of this rank) on rows [r0, r0 + B) of the batch; x is on the
@@ -260,17 +337,7 @@ class CudaBackend final : public Backend {
     const DevLayer& w = layers_[l];
     const int C = cfg_.n_embd, T = cfg_.block_size;
     const float eps = cfg_.layer_norm_eps;
-    void* ln = work_.at<void>(off_ln_);
-    float* qkv = work_.at<float>(off_qkv_);
-    float* q = work_.at<float>(off_q_);
-    void* att = work_.at<void>(off_att_);
-    float* y = work_.at<float>(off_y_);
-    void* h = work_.at<void>(off_h_);
-    const size_t kv_layer = size_t(spec_.samples) * T * C * esize();
-    void* k = work_.at<char>(off_k_) + l * kv_layer;
-    void* v = work_.at<char>(off_v_) + l * kv_layer;
-    const int* rs = work_.at<int>(off_sample_) + r0;
-    const int* rp = work_.at<int>(off_pos_) + r0;
+    const auto [ln, att, h, k, v, qkv, q, y, rs, rp] = bufs(l, r0);
 
     cuda::layernorm_forward(ln, x, w.ln1_w, w.ln1_b, B, C, eps, dt_, st_);
     cuda::matmul_forward(qkv, ln, w.attn_w, nullptr, B, C, 3 * C, kStore, nullptr, dt_, cublas_, st_);
@@ -343,7 +410,9 @@ class CudaBackend final : public Backend {
   }
 
   // Copies every planned tensor to the GPU; 16-bit ones go through an fp32 device buffer (freed
-  // at the end of start-up) and a conversion kernel.
+  // at the end of start-up) and a conversion kernel. Copies and conversions are ordered on st_:
+  // a plain cudaMemcpy from pageable memory may return before its DMA lands, and st_ does not
+  // wait for the legacy stream, so a conversion on st_ could read the buffer half-written.
   void upload_weights() {
     const size_t kStage = size_t(4) << 20;  // floats per conversion pass
     float* stage = nullptr;
@@ -351,16 +420,16 @@ class CudaBackend final : public Backend {
     for (const Upload& u : uploads_) {
       char* dst = wts_.base + u.off;
       if (!u.as_dtype || dt_ == DType::kF32) {
-        MDI_CUDA_CHECK(cudaMemcpy(dst, u.src, u.n * sizeof(float), cudaMemcpyHostToDevice));
+        MDI_CUDA_CHECK(cudaMemcpyAsync(dst, u.src, u.n * sizeof(float), cudaMemcpyHostToDevice, st_));
         continue;
       }
       for (size_t i = 0; i < u.n; i += kStage) {
         const size_t m = std::min(kStage, u.n - i);
-        MDI_CUDA_CHECK(cudaMemcpy(stage, u.src + i, m * sizeof(float), cudaMemcpyHostToDevice));
+        MDI_CUDA_CHECK(cudaMemcpyAsync(stage, u.src + i, m * sizeof(float), cudaMemcpyHostToDevice, st_));
         cuda::convert_forward(dst + i * esize(), stage, long(m), dt_, st_);
-        MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
       }
     }
+    MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
     if (stage) MDI_CUDA_CHECK(cudaFree(stage));
     uploads_.clear();
     uploads_.shrink_to_fit();
@@ -376,12 +445,21 @@ class CudaBackend final : public Backend {
                f32(head_off_[4])};
   }
 
+  struct Segment {
+    int r0, rows;
+    bool decode;
+  };
+
   Config cfg_;
-  const Weights& w_;
+  const Weights& w_;  // read during construction only: the caller may free the host weights after
+  bool has_head_;
   BackendSpec spec_;
   int device_;
   DType dt_;
   int chunk_, lchunk_;
+  bool fused_ = false;   // the decode kernels apply (C % 8 == 0)
+  int decode_rows_ = 1;  // decode rows per launch
+  std::vector<Segment> segs_;  // this forward's pieces (plan_segments); reserved at start-up
   std::string gpu_name_;
 
   Arena wts_, work_;

@@ -7,11 +7,16 @@
 #include <cuda_fp16.h>
 #include <cublas_v2.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "check.h"
+#include "mdi/error.h"
 #include "ops.h"
 
 namespace mdi::cuda {
@@ -54,6 +59,38 @@ __device__ float block_reduce(float v, float* red) {
   __syncthreads();
   float r = lane < nw ? red[lane] : (kMax ? -INFINITY : 0.0f);
   return kMax ? warp_max(r) : warp_sum(r);
+}
+
+// Sums NB values over the block at once (two barriers for all of them); every thread gets the
+// results. `red` holds NB * 32 floats of shared memory.
+template <int NB>
+__device__ void block_sum_n(float (&v)[NB], float* red) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
+#pragma unroll
+  for (int b = 0; b < NB; ++b) v[b] = warp_sum(v[b]);
+  __syncthreads();  // red may still be read by a previous reduction
+  if (lane == 0)
+#pragma unroll
+    for (int b = 0; b < NB; ++b) red[b * 32 + warp] = v[b];
+  __syncthreads();
+#pragma unroll
+  for (int b = 0; b < NB; ++b) v[b] = warp_sum(lane < nw ? red[b * 32 + lane] : 0.0f);
+}
+
+// Programmatic dependent launch (Hopper and newer; no-ops below): a kernel launched with the
+// programmatic-serialization attribute may start while the previous kernel of the stream still
+// runs. pdl_wait() blocks until that kernel has finished and its writes are visible: everything
+// before it may only read what no earlier kernel writes (weights). pdl_launch_dependents() lets
+// the next kernel start early.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
 }
 
 // Grid for an elementwise kernel over N elements with grid-stride loops.
@@ -122,49 +159,64 @@ __global__ void qkv_scatter_kernel(float* q, T* k, T* v, const float* qkv, const
   }
 }
 
-// One block per (head, row). Shared memory: the query head (HS floats) then the scores of
-// positions 0 .. P (P + 1 <= T floats). Scores: one warp per position, lanes over the head dims;
-// softmax with block reductions; output: threads over the head dims, positions in order.
+// One block per (head, row). Shared memory: the query head (HS floats), the scores of positions
+// 0 .. P (P + 1 <= T floats), and G * HS partial outputs. Scores: a thread per position (all its
+// key loads independent); softmax with block reductions; output: G groups of HS threads, group g
+// summing positions g, g + G, ..., then the groups added in order.
 template <typename T>
 __global__ void attention_kernel(T* out, const float* q, const T* k, const T* v,
                                  const int* row_sample, const int* row_pos, int C, int NH, int T_,
                                  float scale) {
   extern __shared__ float sm[];
   __shared__ float red[32];
-  const int h = blockIdx.x, b = blockIdx.y, HS = C / NH;
-  const int P = row_pos[b];
+  const int h = blockIdx.x, b = blockIdx.y, HS = C / NH, P = row_pos[b];
   const long base = long(row_sample[b]) * T_ * C + long(h) * HS;  // (sample, t = 0, head h)
   float* qs = sm;
   float* att = sm + HS;
+  float* part = att + T_;
   for (int d = threadIdx.x; d < HS; d += blockDim.x) qs[d] = q[long(b) * C + h * HS + d];
   __syncthreads();
 
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
-  for (int t = warp; t <= P; t += nw) {
+  float m = -INFINITY;
+  for (int t = threadIdx.x; t <= P; t += blockDim.x) {
     const T* kt = k + base + long(t) * C;
     float s = 0.0f;
-    for (int d = lane; d < HS; d += 32) s += qs[d] * to_f(kt[d]);
-    s = warp_sum(s);
-    if (lane == 0) att[t] = s * scale;
+#pragma unroll 8
+    for (int d = 0; d < HS; ++d) s = fmaf(qs[d], to_f(kt[d]), s);
+    att[t] = s * scale;
+    m = fmaxf(m, att[t]);
   }
-  __syncthreads();
-
-  float m = -INFINITY;
-  for (int t = threadIdx.x; t <= P; t += blockDim.x) m = fmaxf(m, att[t]);
   m = block_reduce<true>(m, red);
   float s = 0.0f;
-  for (int t = threadIdx.x; t <= P; t += blockDim.x) {
+  for (int t = threadIdx.x; t <= P; t += blockDim.x) {  // the same positions as above: no barrier
     const float e = expf(att[t] - m);
     att[t] = e;
     s += e;
   }
   const float inv = 1.0f / block_reduce<false>(s, red);  // its barriers also publish att[]
 
-  for (int d = threadIdx.x; d < HS; d += blockDim.x) {
-    const T* vd = v + base + d;
-    float acc = 0.0f;
-    for (int t = 0; t <= P; ++t) acc += att[t] * to_f(vd[long(t) * C]);
-    out[long(b) * C + h * HS + d] = from_f<T>(acc * inv);
+  if (HS <= int(blockDim.x)) {
+    const int G = blockDim.x / HS, g = threadIdx.x / HS, d = threadIdx.x % HS;
+    if (g < G) {
+      const T* vd = v + base + d;
+      float acc = 0.0f;
+#pragma unroll 4
+      for (int t = g; t <= P; t += G) acc = fmaf(att[t], to_f(vd[long(t) * C]), acc);
+      part[g * HS + d] = acc;
+    }
+    __syncthreads();
+    if (threadIdx.x < HS) {
+      float acc = 0.0f;
+      for (int j = 0; j < G; ++j) acc += part[j * HS + threadIdx.x];
+      out[long(b) * C + h * HS + threadIdx.x] = from_f<T>(acc * inv);
+    }
+  } else {
+    for (int d = threadIdx.x; d < HS; d += blockDim.x) {
+      const T* vd = v + base + d;
+      float acc = 0.0f;
+      for (int t = 0; t <= P; ++t) acc = fmaf(att[t], to_f(vd[long(t) * C]), acc);
+      out[long(b) * C + h * HS + d] = from_f<T>(acc * inv);
+    }
   }
 }
 
@@ -186,12 +238,12 @@ template <typename T>
 struct Vec16 {
   static constexpr int N = 16 / sizeof(T);
   float f[N];
-  __device__ __forceinline__ void load(const T* p) {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+  __device__ __forceinline__ void from(const uint4& raw) {
     const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
     for (int j = 0; j < N; ++j) f[j] = to_f(e[j]);
   }
+  __device__ __forceinline__ void load(const T* p) { from(__ldg(reinterpret_cast<const uint4*>(p))); }
 };
 
 template <typename T, Epilogue E>
@@ -201,40 +253,200 @@ __device__ __forceinline__ void epilogue(void* out, long i, float y) {
   if constexpr (E == Epilogue::kResidual) static_cast<float*>(out)[i] += y;
 }
 
-// A warp per output column oc: the weight row (IC) is read once, in 16-byte loads, kUnroll
-// loads in flight per lane, and dotted with each of the NB input rows (cached in L1); then a
-// warp reduction and lane b writes row b's element through the epilogue.
-template <typename T, int NB, Epilogue E>
-__global__ void matvec_kernel(void* out, const T* inp, const T* w, const float* bias, int IC, int OC) {
-  constexpr int N = Vec16<T>::N, kUnroll = 4;
-  const int oc = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (oc >= OC) return;  // the whole warp
-  const T* wr = w + long(oc) * IC;
-  float acc[NB] = {};
-  for (int i0 = lane * N; i0 < IC; i0 += 32 * N * kUnroll) {
-    Vec16<T> wv[kUnroll];
+struct MatvecParams {
+  void* out;
+  const void* inp;     // (NB, IC): in T, or fp32 when the LayerNorm is fused (kLN)
+  const float* ln_w;   // kLN: LayerNorm weight and bias (IC; bias may be nullptr)
+  const float* ln_b;
+  float eps;
+  const void* w;       // (OC, IC) in T
+  const float* bias;   // (OC) or nullptr
+  int IC, OC;
+  QkvOut qkv;          // Epilogue::kQkv
+};
+
+// Decode rows: a warp per output column oc. The weight row (IC) is read once, in 16-byte loads,
+// the first kPre per lane (a whole row of IC <= 2048 halves) issued before waiting for the
+// previous kernel (they do not depend on it), and dotted with each of the NB input rows; then a warp reduction and lane b writes row b
+// through the epilogue. With kLN the block first normalises the NB fp32 rows into shared memory
+// (two-pass mean / variance). Row b's arithmetic is the same for every NB: results do not depend
+// on which rows share a launch.
+template <typename T, int NB, Epilogue E, bool kLN>
+__global__ void __launch_bounds__(256) matvec_kernel(MatvecParams p) {
+  constexpr int N = Vec16<T>::N, kPre = 8, kUnroll = 4;
+  extern __shared__ float xs[];  // kLN: (NB, IC) normalised rows
+  __shared__ float red[NB * 32];
+  const int lane = threadIdx.x % 32, oc = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  const bool active = oc < p.OC;
+  const int IC = p.IC, nvec = IC / N;  // 16-byte vectors per weight row
+  const uint4* wr = reinterpret_cast<const uint4*>(static_cast<const T*>(p.w) + long(active ? oc : 0) * IC);
+  uint4 pre[kPre];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      if (i0 + u * 32 * N < IC) wv[u].load(wr + i0 + u * 32 * N);
+  for (int u = 0; u < kPre; ++u)
+    if (active && lane + 32 * u < nvec) pre[u] = __ldg(wr + lane + 32 * u);
+  pdl_launch_dependents();
+  pdl_wait();
+
+  if constexpr (kLN) {
+    const float4* x = static_cast<const float4*>(p.inp);  // 16-byte loads: few rounds of L2 latency
+    float s[NB];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int i = i0 + u * 32 * N;
-      if (i < IC) {
-#pragma unroll
-        for (int b = 0; b < NB; ++b) {
-          Vec16<T> xv;
-          xv.load(inp + long(b) * IC + i);
-#pragma unroll
-          for (int j = 0; j < N; ++j) acc[b] = fmaf(wv[u].f[j], xv.f[j], acc[b]);
-        }
+    for (int b = 0; b < NB; ++b) {
+      s[b] = 0.0f;
+      for (int i = threadIdx.x; i < IC / 4; i += blockDim.x) {
+        const float4 v = x[long(b) * (IC / 4) + i];
+        reinterpret_cast<float4*>(xs + b * IC)[i] = v;
+        s[b] += (v.x + v.y) + (v.z + v.w);
       }
     }
+    block_sum_n<NB>(s, red);
+    float mean[NB], var[NB];
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      mean[b] = s[b] / IC;
+      var[b] = 0.0f;
+      for (int i = threadIdx.x; i < IC; i += blockDim.x) {
+        const float d = xs[b * IC + i] - mean[b];
+        var[b] += d * d;
+      }
+    }
+    block_sum_n<NB>(var, red);
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      const float rstd = rsqrtf(var[b] / IC + p.eps);
+      for (int i = threadIdx.x; i < IC; i += blockDim.x)
+        xs[b * IC + i] = (xs[b * IC + i] - mean[b]) * rstd * p.ln_w[i] + (p.ln_b ? p.ln_b[i] : 0.0f);
+    }
+    __syncthreads();
   }
-  const float bo = bias ? bias[oc] : 0.0f;
+  if (!active) return;  // the whole warp, after the block's barriers
+
+  float acc[NB] = {};
+  auto dot = [&](const uint4& raw, int j) {  // weight vector j (elements j*N ..) with every row
+    Vec16<T> wv;
+    wv.from(raw);
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      float xv[N];
+      if constexpr (kLN) {
+        const float4* src = reinterpret_cast<const float4*>(xs + b * IC + j * N);
+#pragma unroll
+        for (int q = 0; q < N / 4; ++q) {
+          const float4 f = src[q];
+          xv[4 * q] = f.x, xv[4 * q + 1] = f.y, xv[4 * q + 2] = f.z, xv[4 * q + 3] = f.w;
+        }
+      } else {
+        Vec16<T> in;
+        in.load(static_cast<const T*>(p.inp) + long(b) * IC + j * N);
+#pragma unroll
+        for (int e = 0; e < N; ++e) xv[e] = in.f[e];
+      }
+#pragma unroll
+      for (int e = 0; e < N; ++e) acc[b] = fmaf(wv.f[e], xv[e], acc[b]);
+    }
+  };
+#pragma unroll
+  for (int u = 0; u < kPre; ++u)
+    if (lane + 32 * u < nvec) dot(pre[u], lane + 32 * u);
+  for (int j0 = lane + 32 * kPre; j0 < nvec; j0 += 32 * kUnroll) {
+    uint4 raw[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (j0 + 32 * u < nvec) raw[u] = __ldg(wr + j0 + 32 * u);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (j0 + 32 * u < nvec) dot(raw[u], j0 + 32 * u);
+  }
+  const float bo = p.bias ? p.bias[oc] : 0.0f;
 #pragma unroll
   for (int b = 0; b < NB; ++b) {
-    const float y = warp_sum(acc[b]);
-    if (lane == b) epilogue<T, E>(out, long(b) * OC + oc, y + bo);
+    const float y = warp_sum(acc[b]) + bo;
+    if (lane != b % 32) continue;
+    if constexpr (E == Epilogue::kQkv) {  // q, or the row's key / value into the KV cache
+      const QkvOut& o = p.qkv;
+      const int C = p.OC / 3, part = oc / C, c = oc % C;
+      if (part == 0) {
+        o.q[long(b) * C + c] = y;
+      } else {
+        const long dst = (long(o.row_sample[b]) * o.T + o.row_pos[b]) * C + c;
+        static_cast<T*>(part == 1 ? o.k : o.v)[dst] = from_f<T>(y);
+      }
+    } else {
+      epilogue<T, E>(p.out, long(b) * p.OC + oc, y);
+    }
+  }
+}
+
+// Attention for head sizes HS = G * (16 / sizeof(T)), G a power of two <= 32: one block per
+// (head, row). Scores: a group of G threads per position, one 16-byte key load each and a
+// shuffle sum within the group; softmax with block reductions; output: group g sums positions
+// g, g + NG, ... (16 bytes of V per thread), then the NG partial rows are added in order. All
+// loads of a pass are independent, so long contexts keep many in flight. Any row (decode or
+// prefill) takes it, so a row's result does not depend on what else is in the batch.
+template <typename T, int G>
+__global__ void __launch_bounds__(256) attention_decode_kernel(T* out, const float* q, const T* k,
+                                                                const T* v, const int* row_sample,
+                                                                const int* row_pos, int C, int T_,
+                                                                float scale) {
+  constexpr int VN = 16 / sizeof(T), HS = G * VN;
+  extern __shared__ float sm[];  // scores (T_), then NG partial outputs (NG, HS)
+  __shared__ float qs[HS];
+  __shared__ float red[32];
+  const int h = blockIdx.x, b = blockIdx.y, NG = blockDim.x / G;
+  const int g = threadIdx.x / G, l = threadIdx.x % G;
+  pdl_launch_dependents();
+  pdl_wait();
+  const int P = row_pos[b];
+  const long base = long(row_sample[b]) * T_ * C + long(h) * HS;  // (sample, t = 0, head h)
+  for (int d = threadIdx.x; d < HS; d += blockDim.x) qs[d] = q[long(b) * C + h * HS + d] * scale;
+  __syncthreads();
+  float qv[VN];
+#pragma unroll
+  for (int e = 0; e < VN; ++e) qv[e] = qs[l * VN + e];
+
+  float* att = sm;
+  float m = -INFINITY;
+  for (int t0 = 0; t0 <= P; t0 += NG) {  // the same trip count for every thread: shuffles stay full
+    const int t = t0 + g;
+    float s = 0.0f;
+    if (t <= P) {
+      Vec16<T> kv;
+      kv.load(k + base + long(t) * C + l * VN);
+#pragma unroll
+      for (int e = 0; e < VN; ++e) s = fmaf(qv[e], kv.f[e], s);
+    }
+#pragma unroll
+    for (int o = G / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (t <= P) {
+      if (l == 0) att[t] = s;
+      m = fmaxf(m, s);
+    }
+  }
+  m = block_reduce<true>(m, red);  // its barriers publish att[]
+  float sum = 0.0f;
+  for (int t = threadIdx.x; t <= P; t += blockDim.x) {
+    const float e = expf(att[t] - m);
+    att[t] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / block_reduce<false>(sum, red);  // and publish the exponentials
+
+  float acc[VN] = {};
+  for (int t = g; t <= P; t += NG) {
+    Vec16<T> vv;
+    vv.load(v + base + long(t) * C + l * VN);
+    const float a = att[t];
+#pragma unroll
+    for (int e = 0; e < VN; ++e) acc[e] = fmaf(a, vv.f[e], acc[e]);
+  }
+  float* part = sm + T_;
+#pragma unroll
+  for (int e = 0; e < VN; ++e) part[g * HS + l * VN + e] = acc[e];
+  __syncthreads();
+  for (int d = threadIdx.x; d < HS; d += blockDim.x) {
+    float o = 0.0f;
+    for (int j = 0; j < NG; ++j) o += part[j * HS + d];
+    out[long(b) * C + h * HS + d] = from_f<T>(o * inv);
   }
 }
 
@@ -315,46 +527,179 @@ void gemm(float* out, const void* inp, const void* weight, int B, int IC, int OC
                                 CUBLAS_GEMM_DEFAULT));
 }
 
-template <typename T, Epilogue E, int NB>
-void launch_matvec(void* out, const void* inp, const void* weight, const float* bias, int B, int IC,
-                   int OC, cudaStream_t st) {
-  if constexpr (NB > 1) {
-    if (B < NB) return launch_matvec<T, E, NB - 1>(out, inp, weight, bias, B, IC, OC, st);
+// What the kernels need to know of the current device, read once per device.
+struct DeviceInfo {
+  int major = 0;          // compute capability
+  size_t smem_optin = 0;  // most dynamic shared memory a block may ask for
+};
+
+const DeviceInfo& device_info() {
+  static DeviceInfo info[64];
+  static std::atomic<bool> known[64];
+  int dev = 0;
+  MDI_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) abort_job(fmt::format("internal error: CUDA device {} out of range", dev));
+  if (!known[dev].load(std::memory_order_acquire)) {
+    int major = 0, smem = 0;
+    MDI_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    MDI_CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    info[dev] = DeviceInfo{major, size_t(smem)};
+    known[dev].store(true, std::memory_order_release);
   }
-  constexpr int kWarps = 8;
-  matvec_kernel<T, NB, E><<<(OC + kWarps - 1) / kWarps, kWarps * 32, 0, st>>>(
-      out, static_cast<const T*>(inp), static_cast<const T*>(weight), bias, IC, OC);
+  return info[dev];
+}
+
+// Dynamic shared memory the LayerNorm-fused matvec and the attention kernels may use.
+size_t smem_limit() { return std::min<size_t>(200 * 1024, device_info().smem_optin - 1024); }
+
+// Kernels go out with the programmatic-serialization attribute (see pdl_wait) on GPUs of compute
+// capability 9.0 and newer, on a stream of their own (not the legacy stream), unless
+// MDI_CUDA_PDL=0 or set_pdl() turned it off.
+std::atomic<int> pdl_mode{-1};  // -1: not yet decided, 0 off, 1 on (for GPUs that support it)
+
+bool pdl_enabled(cudaStream_t st) {
+  if (st == nullptr) return false;
+  int mode = pdl_mode.load(std::memory_order_relaxed);
+  if (mode < 0) {
+    const char* env = std::getenv("MDI_CUDA_PDL");
+    mode = env && std::string(env) == "0" ? 0 : 1;
+    pdl_mode.store(mode, std::memory_order_relaxed);
+  }
+  return mode == 1 && device_info().major >= 9;
+}
+
+template <typename... KArgs, typename... Args>
+void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+            Args&&... args) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st;
+  cfg.attrs = &attr;
+  cfg.numAttrs = pdl_enabled(st) ? 1 : 0;
+  MDI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
+constexpr int kMatvecWarps = 8;
+
+template <typename T, Epilogue E, bool kLN, int NB>
+void launch_matvec(const MatvecParams& p, int B, cudaStream_t st) {
+  if constexpr (NB > 1) {
+    if (B < NB) return launch_matvec<T, E, kLN, NB - 1>(p, B, st);
+  }
+  const size_t smem = kLN ? size_t(NB) * p.IC * sizeof(float) : 0;
+  launch(matvec_kernel<T, NB, E, kLN>, dim3((p.OC + kMatvecWarps - 1) / kMatvecWarps),
+         dim3(kMatvecWarps * 32), smem, st, p);
   MDI_LAUNCH_CHECK();
+}
+
+// Lets every LayerNorm-fused instantiation use up to smem_limit() of dynamic shared memory.
+template <typename T, Epilogue E, int NB>
+void allow_matvec_smem() {
+  MDI_CUDA_CHECK(cudaFuncSetAttribute(matvec_kernel<T, NB, E, true>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_limit())));
+  if constexpr (NB > 1) allow_matvec_smem<T, E, NB - 1>();
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
+void set_pdl(bool on) { pdl_mode.store(on ? 1 : 0, std::memory_order_relaxed); }
+
+void configure_kernels() {
+  for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
+    dispatch(dt, [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      allow_matvec_smem<T, Epilogue::kStore, kDecodeRows>();
+      allow_matvec_smem<T, Epilogue::kGelu, kDecodeRows>();
+      allow_matvec_smem<T, Epilogue::kResidual, kDecodeRows>();
+      allow_matvec_smem<T, Epilogue::kQkv, kDecodeRows>();
+    });
+  }
+}
+
+bool matvec_ok(int IC) {
+  return IC > 0 && IC % 8 == 0 && size_t(IC) * sizeof(float) <= smem_limit();
+}
+
+int matvec_rows(int IC, bool layernorm) {
+  if (!layernorm) return kDecodeRows;
+  return int(std::max<size_t>(1, std::min<size_t>(kDecodeRows, smem_limit() / (size_t(IC) * sizeof(float)))));
+}
+
+void matvec_forward(void* out, const void* inp, const float* ln_w, const float* ln_b, float eps,
+                    const void* weight, const float* bias, int B, int IC, int OC, Epilogue epi,
+                    const QkvOut* qkv, DType dt, cudaStream_t st) {
+  if (!matvec_ok(IC) || !aligned16(inp) || !aligned16(weight) || (epi == Epilogue::kQkv && !qkv))
+    abort_job(fmt::format("internal error: matvec_forward needs IC % 8 == 0 ({}) and 16-byte aligned "
+                          "operands", IC));
+  const bool ln = ln_w != nullptr;
+  const int rows = matvec_rows(IC, ln);
+  const size_t in_row = size_t(IC) * (ln ? sizeof(float) : dtype_size(dt));
+  const size_t out_row = size_t(OC) * (epi == Epilogue::kGelu ? dtype_size(dt) : sizeof(float));
+  dispatch(dt, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    for (int r0 = 0; r0 < B; r0 += rows) {  // chunks of rows: each row's result is the same in any chunk
+      const int nb = std::min(rows, B - r0);
+      MatvecParams p{};
+      p.out = out ? static_cast<char*>(out) + r0 * out_row : nullptr;
+      p.inp = static_cast<const char*>(inp) + r0 * in_row;
+      p.ln_w = ln_w;
+      p.ln_b = ln_b;
+      p.eps = eps;
+      p.w = weight;
+      p.bias = bias;
+      p.IC = IC;
+      p.OC = OC;
+      if (qkv) {
+        p.qkv = *qkv;
+        p.qkv.q += size_t(r0) * (OC / 3);
+        p.qkv.row_sample += r0;
+        p.qkv.row_pos += r0;
+      }
+      auto run = [&](auto e) {
+        constexpr Epilogue E = decltype(e)::value;
+        if (ln) launch_matvec<T, E, true, kDecodeRows>(p, nb, st);
+        else launch_matvec<T, E, false, kDecodeRows>(p, nb, st);
+      };
+      switch (epi) {
+        case Epilogue::kStore: run(std::integral_constant<Epilogue, Epilogue::kStore>{}); break;
+        case Epilogue::kGelu: run(std::integral_constant<Epilogue, Epilogue::kGelu>{}); break;
+        case Epilogue::kResidual: run(std::integral_constant<Epilogue, Epilogue::kResidual>{}); break;
+        case Epilogue::kQkv: run(std::integral_constant<Epilogue, Epilogue::kQkv>{}); break;
+      }
+    }
+  });
+}
+
 void matmul_forward(void* out, const void* inp, const void* weight, const float* bias, int B,
                     int IC, int OC, Epilogue epi, float* scratch, DType dt, cublasHandle_t h,
                     cudaStream_t st) {
-  const bool matvec = B <= kMatvecRows && IC % 8 == 0 && aligned16(inp) && aligned16(weight);
-  if (!matvec && epi == Epilogue::kStore && !bias) {
+  if (epi == Epilogue::kQkv) abort_job("internal error: matmul_forward has no QKV epilogue (use matvec_forward)");
+  if (B <= kMatvecRows && matvec_ok(IC) && aligned16(inp) && aligned16(weight))
+    return matvec_forward(out, inp, nullptr, nullptr, 0.0f, weight, bias, B, IC, OC, epi, nullptr, dt, st);
+  if (epi == Epilogue::kStore && !bias) {
     gemm(static_cast<float*>(out), inp, weight, B, IC, OC, dt, h);
     return;
   }
-  if (!matvec) gemm(scratch, inp, weight, B, IC, OC, dt, h);
+  gemm(scratch, inp, weight, B, IC, OC, dt, h);
   dispatch(dt, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     auto run = [&](auto e) {
       constexpr Epilogue E = decltype(e)::value;
-      if (matvec) {
-        launch_matvec<T, E, kMatvecRows>(out, inp, weight, bias, B, IC, OC, st);
-      } else {
-        epilogue_kernel<T, E><<<grid_for(long(B) * OC, kThreads), kThreads, 0, st>>>(out, scratch, bias, B, OC);
-        MDI_LAUNCH_CHECK();
-      }
+      epilogue_kernel<T, E><<<grid_for(long(B) * OC, kThreads), kThreads, 0, st>>>(out, scratch, bias, B, OC);
+      MDI_LAUNCH_CHECK();
     };
     switch (epi) {
       case Epilogue::kStore: run(std::integral_constant<Epilogue, Epilogue::kStore>{}); break;
       case Epilogue::kGelu: run(std::integral_constant<Epilogue, Epilogue::kGelu>{}); break;
       case Epilogue::kResidual: run(std::integral_constant<Epilogue, Epilogue::kResidual>{}); break;
+      case Epilogue::kQkv: break;
     }
   });
 }
@@ -374,16 +719,39 @@ void attention_forward(void* out, const float* q, const void* k, const void* v,
                        const int* row_sample, const int* row_pos, int B, int C, int NH, int T,
                        DType dt, cudaStream_t st) {
   const int HS = C / NH;
-  const size_t smem = size_t(HS + T) * sizeof(float);
   const float scale = 1.0f / std::sqrt(float(HS));
   const dim3 grid(NH, B);
-  constexpr int kAttThreads = 128;
   dispatch(dt, [&](auto* tag) {
     using E = std::remove_pointer_t<decltype(tag)>;
-    if (smem > 48 * 1024)  // beyond the default dynamic limit (very long contexts)
+    constexpr int VN = 16 / sizeof(E), kThreadsAtt = 256;
+    const int G = HS % VN == 0 ? HS / VN : 0;
+    const size_t smem = size_t(T + (G ? kThreadsAtt / G : 0) * HS) * sizeof(float);
+    auto fast = [&](auto g) {
+      constexpr int kG = decltype(g)::value;
+      auto* kernel = attention_decode_kernel<E, kG>;
+      if (smem > 48 * 1024)
+        MDI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+      launch(kernel, grid, dim3(kThreadsAtt), smem, st, static_cast<E*>(out), q, static_cast<const E*>(k),
+             static_cast<const E*>(v), row_sample, row_pos, C, T, scale);
+      MDI_LAUNCH_CHECK();
+    };
+    const bool aligned = aligned16(k) && aligned16(v) && (size_t(C) * sizeof(E)) % 16 == 0;
+    if (aligned && smem <= smem_limit()) {
+      switch (G) {
+        case 2: return fast(std::integral_constant<int, 2>{});
+        case 4: return fast(std::integral_constant<int, 4>{});
+        case 8: return fast(std::integral_constant<int, 8>{});
+        case 16: return fast(std::integral_constant<int, 16>{});
+        case 32: return fast(std::integral_constant<int, 32>{});
+        default: break;
+      }
+    }
+    constexpr int kAttThreads = 128;
+    const size_t smem_g = size_t(HS + T + std::max(kAttThreads, HS)) * sizeof(float);
+    if (smem_g > 48 * 1024)  // beyond the default dynamic limit (very long contexts)
       MDI_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<E>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    attention_kernel<E><<<grid, kAttThreads, smem, st>>>(
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_g)));
+    attention_kernel<E><<<grid, kAttThreads, smem_g, st>>>(
         static_cast<E*>(out), q, static_cast<const E*>(k), static_cast<const E*>(v), row_sample,
         row_pos, C, NH, T, scale);
     MDI_LAUNCH_CHECK();

@@ -30,16 +30,51 @@ enum class Epilogue {
   kStore,     // out (B, OC) fp32 = y
   kGelu,      // out (B, OC) dt = gelu_tanh(y)
   kResidual,  // out (B, OC) fp32 += y  (the residual stream)
+  kQkv,       // matvec_forward only, OC = 3C: q (B, C) fp32, keys and values into the KV cache
 };
 
-// Batches of at most this many rows take the fused matrix-vector kernel.
-constexpr int kMatvecRows = 8;
+// Where Epilogue::kQkv writes: q (B, C) fp32; row b's key and value at (row_sample[b],
+// row_pos[b]) of this layer's cache k, v (S, T, C) in dt.
+struct QkvOut {
+  float* q;
+  void* k;
+  void* v;
+  const int* row_sample;
+  const int* row_pos;
+  int T;
+};
+
+// matmul_forward takes the matrix-vector kernel for batches of at most this many rows.
+constexpr int kMatvecRows = 4;
+// Rows one launch of the matrix-vector kernel serves (more are done in chunks).
+// (8 was slower on an H200: 51 KB of shared memory per block at C = 1600 took two waves.)
+constexpr int kDecodeRows = 4;
+
+// Once per process and device, before the first matvec_forward: lets the LayerNorm-fused kernels
+// use more than 48 KiB of shared memory.
+void configure_kernels();
+// Turns programmatic dependent launch (Hopper+: the next kernel starts while the previous
+// finishes; on by default, MDI_CUDA_PDL=0 turns it off) on or off for later launches.
+void set_pdl(bool on);
+
+// Whether matvec_forward takes IC (IC % 8 == 0, a LayerNorm row fits in shared memory), and how
+// many rows one of its launches serves (fewer with the LayerNorm for very wide rows).
+bool matvec_ok(int IC);
+int matvec_rows(int IC, bool layernorm);
+
+// Decode rows (any B, in chunks of matvec_rows): out = epi(x . weight (OC, IC)^T + bias), a warp
+// per output column, each weight row read once per chunk, fp32 accumulation. With ln_w, x = the
+// LayerNorm (ln_w, ln_b (may be nullptr), eps) of inp (B, IC) fp32, computed in the kernel;
+// without, x = inp (B, IC) in dt. Each row's result is bit-identical whatever else shares the
+// batch. qkv: where kQkv writes (out unused then). inp and weight 16-byte aligned.
+void matvec_forward(void* out, const void* inp, const float* ln_w, const float* ln_b, float eps,
+                    const void* weight, const float* bias, int B, int IC, int OC, Epilogue epi,
+                    const QkvOut* qkv, DType dt, cudaStream_t st);
 
 // out = epi(inp (B, IC) . weight (OC, IC)^T + bias (OC)); inp and weight in dt, fp32 accumulation;
-// bias may be nullptr. B <= kMatvecRows (decode; IC % 8 == 0, 16-byte aligned rows): one fused
-// kernel, a warp per output column reading the weight row once for all B rows. Otherwise
-// cublasGemmEx (CUBLAS_COMPUTE_32F) into `scratch` (B, OC) fp32 (unused for kStore, may be nullptr
-// then) and an elementwise epilogue. The handle must be bound to `st`.
+// bias may be nullptr. B <= kMatvecRows (IC % 8 == 0, 16-byte aligned rows): matvec_forward.
+// Otherwise cublasGemmEx (CUBLAS_COMPUTE_32F) into `scratch` (B, OC) fp32 (unused for kStore
+// without bias, may be nullptr then) and an elementwise epilogue. The handle must be bound to `st`.
 void matmul_forward(void* out, const void* inp, const void* weight, const float* bias, int B,
                     int IC, int OC, Epilogue epi, float* scratch, DType dt, cublasHandle_t h,
                     cudaStream_t st);
@@ -52,7 +87,8 @@ void qkv_scatter_forward(float* q, void* k, void* v, const float* qkv, const flo
 
 // Causal self-attention of B query rows against the KV cache (the softmax is inside): row b
 // attends to positions 0 .. row_pos[b] of sample row_sample[b]. q (B, C) fp32; k, v (S, T, C) in
-// dt; out (B, C) in dt: per head softmax(q.k / sqrt(HS)) . v.
+// dt; out (B, C) in dt: per head softmax(q.k / sqrt(HS)) . v. Each row's result is independent
+// of the other rows (one kernel per head shape, whatever the batch).
 void attention_forward(void* out, const float* q, const void* k, const void* v,
                        const int* row_sample, const int* row_pos, int B, int C, int NH, int T,
                        DType dt, cudaStream_t st);

@@ -6,6 +6,8 @@ same-tokens: N ranks produce exactly the token ids of 1 rank (started without mp
 bad-input:   each bad input ends every rank quickly, non-zero, with one clear error line.
 report:      the report, --output JSONL and --timings CSV say what the run did.
 kill-rank:   a rank killed mid-run ends the whole job quickly, with a message naming rank and host.
+cuda:        1 to N ranks sharing the GPU(s) give the tokens of 1 rank on a GPU, per dtype; mixed
+             --device lists run. Exit 77 (skipped) where mdi-llm sees no CUDA device.
 Only the standard library: CI's Python has no numpy.
 """
 import argparse
@@ -241,9 +243,32 @@ def report(r, N):
     check(len(starts) == 1, "the split is printed once at start")
 
 
+def same_tokens_cuda(r, N):
+    tiny = ["--model", r.model("tiny_gpt2.h5"), "--prompt", "First Citizen:", "--prompt", "ok!\n"]
+    probe, _ = run(r.cmd(0, tiny + ["--device", "cuda", "--tokens", "2"]))
+    if probe.returncode != 0:
+        print("SKIP: mdi-llm --device cuda cannot run here:", probe.stderr.strip()[-400:])
+        sys.exit(77)
+    sampled = ["--temperature", "0.9", "--top-k", "20", "--seed", "4242", "--tokens", "60"]
+    for dtype in ("fp32", "fp16", "bf16"):
+        dev = ["--device", "cuda", "--dtype", dtype]
+        for S in sorted({N, 2 * N + 1}):
+            flags = tiny + dev + sampled + ["--samples", str(S)]
+            ref = r.tokens(0, flags)
+            for n in range(2, N + 1):
+                got = r.tokens(n, flags)
+                check(ref is not None and got is not None and len(ref) == S and ref == got,
+                      f"np {n} on the GPU, {dtype}, S={S}: token ids equal to 1 rank on the GPU")
+    # Mixed boards: the head on a GPU, the other ranks on CPUs (and the other way round).
+    for devices in (["cuda"] + ["cpu"] * (N - 1), ["cpu"] * (N - 1) + ["cuda"]):
+        got = r.tokens(N, tiny + ["--device", ",".join(devices)] + sampled + ["--samples", str(N)])
+        check(got is not None and len(got) == N and all(len(t) == 60 for t in got),
+              f"--device {','.join(devices)} runs ({N} samples of 60 tokens)")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["same-tokens", "bad-input", "report", "kill-rank"])
+    ap.add_argument("what", choices=["same-tokens", "bad-input", "report", "kill-rank", "cuda"])
     ap.add_argument("--ranks", type=int, required=True)
     ap.add_argument("--exe", required=True)
     ap.add_argument("--fixtures", required=True)
@@ -251,7 +276,7 @@ def main():
     args = ap.parse_args()
     r = Runner(args)
     {"same-tokens": same_tokens, "bad-input": bad_input, "report": report,
-     "kill-rank": kill_rank}[args.what](r, args.ranks)
+     "kill-rank": kill_rank, "cuda": same_tokens_cuda}[args.what](r, args.ranks)
     print(f"{args.what}: {len(FAILS)} failed")
     sys.exit(1 if FAILS else 0)
 
