@@ -32,7 +32,8 @@ COLUMNS = [
     "compute_s_total", "compute_s_max", "comm_s_total", "comm_s_max", "wait_s_total", "wait_s_max",
     "busy_fraction", "bytes_per_token_per_hop", "load_s_max", "peak_rss_MB", "peak_rss_MB_max",
     "generated", "gen_s", "wall_s", "pipeline_efficiency", "speedup_vs_1x1",
-    "repeats", "tokens_per_s_runs", "cores", "load1", "status", "extra", "timings_csv", "report_json", "git", "date",
+    "repeats", "tokens_per_s_runs", "cores", "load1", "status", "extra", "timings_csv", "report_json",
+    "git", "date",
 ]
 
 
@@ -69,7 +70,9 @@ def fmt(x, digits=4):
         return ""
     if isinstance(x, int):
         return str(x)
-    return f"{x:.{digits}g}" if abs(x) < 1e-3 or abs(x) >= 1e6 else f"{x:.{digits}f}".rstrip("0").rstrip(".")
+    if abs(x) < 1e-3 or abs(x) >= 1e6:
+        return f"{x:.{digits}g}"
+    return f"{x:.{digits}f}".rstrip("0").rstrip(".")
 
 
 def joined(xs, digits=4):
@@ -204,12 +207,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=str_list, required=True, help="weight files, comma list")
-    ap.add_argument("--ranks", type=int_list, default=[1, 2, 3], help="rank counts, comma list (default 1,2,3)")
+    ap.add_argument("--ranks", type=int_list, default=[1, 2, 3],
+                    help="rank counts, comma list (default 1,2,3)")
     g = ap.add_mutually_exclusive_group()
-    g.add_argument("--samples", type=int_list, help="sample counts, comma list (default: samples = ranks)")
+    g.add_argument("--samples", type=int_list,
+                   help="sample counts, comma list (default: samples = ranks)")
     g.add_argument("--samples-per-rank", type=int_list, metavar="K",
                    help="samples = K x ranks, comma list of K")
-    ap.add_argument("--tokens", type=int_list, default=[100], help="new tokens per sample, comma list (default 100)")
+    ap.add_argument("--tokens", type=int_list, default=[100],
+                    help="new tokens per sample, comma list (default 100)")
     ap.add_argument("--out", required=True, help="CSV to append to (header written once)")
     ap.add_argument("--bin", default=os.environ.get("MDI_BIN", os.path.join(ROOT, "build", "mdi-llm")),
                     help="mdi-llm executable (default: env MDI_BIN, else build/mdi-llm)")
@@ -229,10 +235,13 @@ def main(argv=None):
                     help="--threads per rank; auto: mdi-llm's default (cores / ranks on a host) with "
                          "mpirun, cores / ranks with emucluster (every emulated host sees all cores). "
                          "Default auto")
-    ap.add_argument("--prompt", default="ROMEO:", help="prompt (default ROMEO:; '' = mdi-llm's own default)")
-    ap.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0 = greedy)")
+    ap.add_argument("--prompt", default="ROMEO:",
+                    help="prompt (default ROMEO:; '' = mdi-llm's own default)")
+    ap.add_argument("--temperature", type=float, default=0.0,
+                    help="sampling temperature (default 0 = greedy)")
     ap.add_argument("--seed", type=int, default=1337, help="default 1337")
-    ap.add_argument("--extra", default="", help="more mdi-llm flags, one string: --extra='--micro-batches 1'")
+    ap.add_argument("--extra", default="",
+                    help="more mdi-llm flags, one string: --extra='--micro-batches 1'")
     ap.add_argument("--repeat", type=int, default=1, help="runs per combination (default 1)")
     ap.add_argument("--pick", choices=("best", "median"), default="best",
                     help="which of the repeats makes the row, by aggregate tokens/s (default best)")

@@ -99,8 +99,8 @@ def plot_time_vs_tokens(ax, rows, spr):
         ks = sorted(by_tok)
         mean = [sum(by_tok[k]) / len(by_tok[k]) for k in ks]
         c = COLORS[i % len(COLORS)]
-        label = (f"{n} rank{'s' if n > 1 else ''}, {r['samples']} sample{'s' if r['samples'] > 1 else ''}"
-                 f": {r['tokens_per_s']:.1f} tok/s")
+        label = (f"{n} rank{'s' if n > 1 else ''}, {r['samples']} "
+                 f"sample{'s' if r['samples'] > 1 else ''}: {r['tokens_per_s']:.1f} tok/s")
         ax.plot(ks, mean, color=c, lw=2, label=label)
         if r["samples"] > 1:
             ax.fill_between(ks, [min(by_tok[k]) for k in ks], [max(by_tok[k]) for k in ks],
@@ -131,14 +131,16 @@ def plot_throughput(ax, rows):
     all_ranks = sorted({n for (_, n) in sel})
     for i, g in enumerate(sorted(groups)):
         pts = sorted(groups[g], key=lambda p: p[0])
-        label = (f"samples = {g} x ranks" if g > 1 else "samples = ranks") if by_spr else f"{g} samples"
+        label = ((f"samples = {g} x ranks" if g > 1 else "samples = ranks") if by_spr
+                 else f"{g} sample{'s' if g > 1 else ''}")
         ax.plot([p[0] for p in pts], [p[1]["tokens_per_s"] for p in pts], "o-", lw=2,
                 color=COLORS[i % len(COLORS)], label=label)
         for n, r in pts:
             eff = r["pipeline_efficiency"]
             if eff is not None and n > 1:
                 ax.annotate(f"eff {eff:.2f}", (n, r["tokens_per_s"]), textcoords="offset points",
-                            xytext=(6, -12), fontsize=9, color=COLORS[i % len(COLORS)])
+                            xytext=(6, -14), fontsize=9, color=COLORS[i % len(COLORS)],
+                            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
     base = sel.get((1, 1))
     if base:
         ideal = [n * base["tokens_per_s"] for n in all_ranks]
@@ -151,7 +153,7 @@ def plot_throughput(ax, rows):
     ax.set_title("Throughput vs ranks")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="upper left")
+    ax.legend(fontsize=9, loc="best")
 
 
 def plot_rank_times(ax, row):
