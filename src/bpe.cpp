@@ -199,8 +199,9 @@ struct Gpt2Bpe::Scratch {
 };
 
 Gpt2Bpe::Gpt2Bpe(std::vector<std::string> tokens, const std::vector<std::pair<int, int>>& merges,
-                 int eot)
-    : tokens_(std::move(tokens)), n_merges_(static_cast<int>(merges.size())), eot_(eot) {
+                 int eot, std::string type)
+    : tokens_(std::move(tokens)), n_merges_(static_cast<int>(merges.size())), eot_(eot),
+      type_(std::move(type)) {
   const int V = vocab_size();
   if (V == 0) user_error("the BPE vocabulary is empty");
   if (tokens_.size() >= size_t(INT_MAX)) user_error("the BPE vocabulary is too large");
@@ -240,6 +241,13 @@ Gpt2Bpe::Gpt2Bpe(std::vector<std::string> tokens, const std::vector<std::pair<in
     slot.rank = static_cast<int32_t>(r);
     slot.merged = it->second;
   }
+}
+
+std::vector<std::pair<int, int>> Gpt2Bpe::merges() const {
+  std::vector<std::pair<int, int>> m(static_cast<size_t>(n_merges_));
+  for (const Slot& s : table_)
+    if (s.rank >= 0) m[size_t(s.rank)] = {int(s.key >> 32), int(uint32_t(s.key))};
+  return m;
 }
 
 const Gpt2Bpe::Slot& Gpt2Bpe::find(int left, int right) const {
@@ -448,8 +456,8 @@ std::vector<std::pair<int, int>> read_pairs(hid_t loc, const std::string& name,
 
 std::unique_ptr<Tokenizer> make_bpe_tokenizer(hid_t file_or_group, const std::string& file_name,
                                               const std::string& type) {
-  if (type != "gpt2-bpe")
-    user_error("{}: /tokenizer type \"{}\" is not one this BPE reader knows (gpt2-bpe)", file_name,
+  if (type != "gpt2-bpe" && type != "bpe")
+    user_error("{}: /tokenizer type \"{}\" is not one this BPE reader knows (gpt2-bpe, bpe)", file_name,
                type);
   // Name every object by its absolute path, so errors say "/tokenizer/merges".
   std::string path = "/tokenizer";
@@ -482,7 +490,7 @@ std::unique_ptr<Tokenizer> make_bpe_tokenizer(hid_t file_or_group, const std::st
   if (eot < -1 || eot >= int64_t(tokens.size()))
     user_error("{}: eot_token {} is not -1 or a token id below {}", what, eot, tokens.size());
   try {
-    return std::make_unique<Gpt2Bpe>(std::move(tokens), merges, static_cast<int>(eot));
+    return std::make_unique<Gpt2Bpe>(std::move(tokens), merges, static_cast<int>(eot), type);
   } catch (const UserError& e) {
     user_error("{}: {}", what, e.what());
   }

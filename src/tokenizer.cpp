@@ -120,7 +120,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   const std::string what = path + ":/tokenizer";
   const std::string type = h5::read_string_attr(g.get(), "type", what);
   // Other tokenizer types dispatch here, before the character tokenizer's datasets are read.
-  if (type == "gpt2-bpe") return make_bpe_tokenizer(g.get(), path, type);
+  if (type == "gpt2-bpe" || type == "bpe") return make_bpe_tokenizer(g.get(), path, type);
   if (type != "char") user_error("{}: tokenizer type '{}' is not supported by this build", what, type);
   const std::vector<uint8_t> bytes = h5::read_bytes(f.get(), "/tokenizer/vocab", path);
   const std::vector<int64_t> off = h5::read_int64s(f.get(), "/tokenizer/offsets", path);

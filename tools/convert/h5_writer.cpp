@@ -8,10 +8,14 @@
 
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <set>
 
+#include "mdi/bpe.h"
 #include "mdi/error.h"
 #include "mdi/h5.h"
+#include "mdi/tokenizer.h"
+#include "mdi/weights.h"
 #include "safetensors.h"
 
 namespace mdi::convert {
@@ -200,6 +204,11 @@ ModelWriter::ModelWriter(const std::string& path, const Config& cfg, const Token
   const double eps = std::stod(fmt::format("{}", cfg.layer_norm_eps));
   write_scalar_attr(f, "layer_norm_eps", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &eps);
 
+  write_tokenizer_group(f, tok);
+}
+
+void write_tokenizer_group(int64_t file, const TokenizerData& tok) {
+  const hid_t f = hid_t(file);
   h5::Handle g(require_group(f, "tokenizer"));
   str_attr(g.get(), "type", tok.type);
   int_attr(g.get(), "eot_token", tok.eot);
@@ -218,6 +227,58 @@ ModelWriter::ModelWriter(const std::string& path, const Config& cfg, const Token
     write_dataset(f, "tokenizer/merges", {int64_t(tok.merges.size()), 2}, H5T_STD_I32LE, H5T_NATIVE_INT32,
                   m.data());
   }
+}
+
+TokenizerData read_tokenizer(const std::string& path) {
+  const std::unique_ptr<Tokenizer> t = load_tokenizer(path);
+  TokenizerData d;
+  d.type = t->type();
+  for (int i = 0; i < t->vocab_size(); ++i) {
+    d.tokens.emplace_back();
+    t->decode_token(i, d.tokens.back());
+  }
+  if (const auto* bpe = dynamic_cast<const Gpt2Bpe*>(t.get()))
+    for (auto [a, b] : bpe->merges()) d.merges.emplace_back(a, b);
+  d.eot = t->eot() ? *t->eot() : -1;
+  return d;
+}
+
+void write_tokenizer_file(const std::string& path, const TokenizerData& tok) {
+  check_tokenizer(tok, int(tok.tokens.size()));
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  const std::string tmp = path + ".partial";
+  Plist fapl(H5P_FILE_ACCESS);
+  MDI_H5_CHECK(H5Pset_libver_bounds(fapl.id, H5F_LIBVER_V18, H5F_LIBVER_V18));
+  NoTimes fcpl(H5P_FILE_CREATE);
+  hid_t f = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, fcpl.id, fapl.id);
+  if (f < 0) user_error("cannot create {} (directory missing or not writable?)", tmp);
+  try {
+    str_attr(f, "format", "mdi-llm-tokenizer");
+    int_attr(f, "format_version", kFormatVersion);
+    write_tokenizer_group(f, tok);
+  } catch (...) {
+    H5Fclose(f);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  MDI_H5_CHECK(H5Fclose(f));
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) user_error("cannot rename {} to {}", tmp, path);
+}
+
+void replace_tokenizer(const std::string& path, const TokenizerData& tok) {
+  const Config cfg = read_config(path);  // a model file, checked
+  check_tokenizer(tok, cfg.vocab_size);
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  if (f < 0) user_error("cannot open {} for writing", path);
+  try {
+    if (H5Lexists(f, "tokenizer", H5P_DEFAULT) > 0) MDI_H5_CHECK(H5Ldelete(f, "tokenizer", H5P_DEFAULT));
+    write_tokenizer_group(f, tok);
+  } catch (...) {
+    H5Fclose(f);
+    throw;
+  }
+  MDI_H5_CHECK(H5Fclose(f));
 }
 
 void ModelWriter::put(const std::string& name, const float* data, size_t n) {

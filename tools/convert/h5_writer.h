@@ -33,6 +33,17 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> tensor_shapes(const Co
 void check_config(const Config& cfg);
 void check_tokenizer(const TokenizerData& tok, int vocab_size);
 
+// The tokenizer of an mdi-llm file (its /tokenizer group, read and checked by the engine's own
+// loader). Throws UserError.
+TokenizerData read_tokenizer(const std::string& path);
+// Writes tok as the /tokenizer group of the open HDF5 file `file` (a hid_t).
+void write_tokenizer_group(int64_t file, const TokenizerData& tok);
+// A file that holds only a tokenizer (root attribute format = "mdi-llm-tokenizer"): what
+// mdi-train-bpe writes; mdi-llm --tokenize reads it, mdi-convert --tokenizer puts it in a model.
+void write_tokenizer_file(const std::string& path, const TokenizerData& tok);
+// Replaces the /tokenizer group of model file `path`; the model's vocab_size must hold the tokens.
+void replace_tokenizer(const std::string& path, const TokenizerData& tok);
+
 class ModelWriter {
  public:
   ModelWriter(const std::string& path, const Config& cfg, const TokenizerData& tok, Dtype dtype);

@@ -50,7 +50,7 @@ struct ScratchDir {
 int main(int argc, char** argv) {
   CLI::App app{"mdi-convert: writes an mdi-llm HDF5 weight file from a Hugging Face GPT-2 directory, "
                "a nanoGPT checkpoint or random weights"};
-  std::string hf, nanogpt, random, out, dtype_s = "fp32", gpt2_vocab, meta, st_in, info_in;
+  std::string hf, nanogpt, random, out, dtype_s = "fp32", gpt2_vocab, meta, st_in, info_in, tokenizer;
   std::string python = std::getenv("MDI_PYTHON") ? std::getenv("MDI_PYTHON") : "python3";
   std::string helper = std::getenv("MDI_CONVERT_HELPER") ? std::getenv("MDI_CONVERT_HELPER") : MDI_CONVERT_HELPER;
   uint64_t seed = 1337;
@@ -71,6 +71,8 @@ int main(int argc, char** argv) {
   app.add_option("--gpt2-vocab", gpt2_vocab, "directory with encoder.json + vocab.bpe (or vocab.json + "
                  "merges.txt): the GPT-2 tokenizer for --random and nanoGPT models without meta.pkl");
   app.add_option("--meta", meta, "nanoGPT meta.pkl (char models); default: meta.pkl next to ckpt.pt");
+  app.add_option("--tokenizer", tokenizer, "take the tokenizer of this mdi-llm file (e.g. a text-trained BPE "
+                 "from mdi-train-bpe) for --random and nanoGPT checkpoints");
   app.add_option("--seed", seed, "seed of --random");
   app.add_option("--python", python, "Python 3 with torch, for .pt/.bin (env MDI_PYTHON)");
   app.add_option("--helper", helper, "path of tools/convert_pickle.py (env MDI_CONVERT_HELPER)");
@@ -101,7 +103,7 @@ int main(int argc, char** argv) {
       }
     } else if (!nanogpt.empty()) {
       if (!is_file(nanogpt)) mdi::user_error("cannot open {}: no such file", nanogpt);
-      if (meta.empty() && gpt2_vocab.empty() && is_file(dir_of(nanogpt) + "/meta.pkl")) {
+      if (meta.empty() && gpt2_vocab.empty() && tokenizer.empty() && is_file(dir_of(nanogpt) + "/meta.pkl")) {
         meta = dir_of(nanogpt) + "/meta.pkl";
         log("using the char vocabulary of " + meta);
       }
@@ -111,12 +113,13 @@ int main(int argc, char** argv) {
       if (!meta.empty()) args.insert(args.end(), {"--meta", meta});
       log("reading " + nanogpt + " through " + helper);
       run_helper(python, helper, args);
-      convert_nanogpt(tmp.path + "/model.safetensors", tmp.path + "/info.json", out, dtype, log, gpt2_vocab);
+      convert_nanogpt(tmp.path + "/model.safetensors", tmp.path + "/info.json", out, dtype, log, gpt2_vocab,
+                      tokenizer);
     } else if (!st_in.empty()) {
       if (info_in.empty()) mdi::user_error("--nanogpt-safetensors needs --nanogpt-info");
-      convert_nanogpt(st_in, info_in, out, dtype, log, gpt2_vocab);
+      convert_nanogpt(st_in, info_in, out, dtype, log, gpt2_vocab, tokenizer);
     } else if (!random.empty()) {
-      write_random(random, out, dtype, seed, log, gpt2_vocab);
+      write_random(random, out, dtype, seed, log, gpt2_vocab, tokenizer);
     } else {
       mdi::user_error("nothing to convert: give --hf DIR, --nanogpt ckpt.pt or --random FLAVOR (see --help)");
     }
