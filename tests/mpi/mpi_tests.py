@@ -6,6 +6,7 @@ same-tokens: N ranks produce exactly the token ids of 1 rank (started without mp
 bad-input:   each bad input ends every rank quickly, non-zero, with one clear error line.
 report:      the report, --output JSONL and --timings CSV say what the run did.
 kill-rank:   a rank killed mid-run ends the whole job quickly, with a message naming rank and host.
+long:        10,000 tokens per sample (past block_size ~300 times) with flat peak memory.
 cuda:        1 to N ranks sharing the GPU(s) give the tokens of 1 rank on a GPU, per dtype; mixed
              --device lists run. Exit 77 (skipped) where mdi-llm sees no CUDA device.
 Only the standard library: CI's Python has no numpy.
@@ -243,6 +244,28 @@ def report(r, N):
     check(len(starts) == 1, "the split is printed once at start")
 
 
+def long_run(r, N):
+    """10,000 tokens per sample, past block_size (32) about 300 times: every sample runs to the end,
+    and no rank's peak memory grows from 1,000 to 10,000 tokens (nothing is allocated per token)."""
+    peaks = {}
+    for K in (1000, 10000):
+        rep = os.path.join(r.tmp, f"long{K}.json")
+        p, secs = run(r.cmd(N, ["--model", r.model("tiny_gpt2.h5"), "--prompt", "First", "--samples", str(N),
+                                "--tokens", str(K), "--report-json", rep]), timeout=600)
+        check(p.returncode == 0, f"np {N}, {N} samples x {K} tokens: exit {p.returncode} in {secs:.1f} s")
+        if p.returncode != 0:
+            print(p.stderr[-2000:])
+            return
+        j = json.load(open(rep))
+        check(j["generated"] == N * K, f"{K} tokens per sample generated ({j['generated']} in all)")
+        peaks[K] = [x["peak_rss_bytes"] / 2**20 for x in j["rank_stats"]]
+        print(f"[ figure ] np {N}, {N} samples x {K} tokens: peak resident MiB per rank "
+              + ", ".join(f"{m:.2f}" for m in peaks[K]) + f"; {j['tokens_per_s']:.0f} tokens/s")
+    grew = [b - a for a, b in zip(peaks[1000], peaks[10000])]
+    check(all(g <= 2.0 for g in grew), "peak memory flat from 1k to 10k tokens (growth per rank, MiB: "
+          + ", ".join(f"{g:.2f}" for g in grew) + ")")
+
+
 def same_tokens_cuda(r, N):
     tiny = ["--model", r.model("tiny_gpt2.h5"), "--prompt", "First Citizen:", "--prompt", "ok!\n"]
     probe, _ = run(r.cmd(0, tiny + ["--device", "cuda", "--tokens", "2"]))
@@ -268,7 +291,7 @@ def same_tokens_cuda(r, N):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["same-tokens", "bad-input", "report", "kill-rank", "cuda"])
+    ap.add_argument("what", choices=["same-tokens", "bad-input", "report", "kill-rank", "cuda", "long"])
     ap.add_argument("--ranks", type=int, required=True)
     ap.add_argument("--exe", required=True)
     ap.add_argument("--fixtures", required=True)
@@ -276,7 +299,7 @@ def main():
     args = ap.parse_args()
     r = Runner(args)
     {"same-tokens": same_tokens, "bad-input": bad_input, "report": report,
-     "kill-rank": kill_rank, "cuda": same_tokens_cuda}[args.what](r, args.ranks)
+     "kill-rank": kill_rank, "cuda": same_tokens_cuda, "long": long_run}[args.what](r, args.ranks)
     print(f"{args.what}: {len(FAILS)} failed")
     sys.exit(1 if FAILS else 0)
 
