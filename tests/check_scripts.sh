@@ -2,7 +2,7 @@
 # Static checks of the shell scripts users run (jobs/, tools/, tests/): bash -n, then shellcheck.
 set -u
 cd "$(dirname "$0")/.." || exit 2
-mapfile -t files < <(ls jobs/*.sbatch tools/*.sh tests/*.sh tests/*/*.sh .ci/run 2>/dev/null)
+mapfile -t files < <(ls jobs/*.sbatch jobs/*.sh tools/*.sh tests/*.sh tests/*/*.sh .ci/run 2>/dev/null)
 fail=0
 for f in "${files[@]}"; do
   bash -n "$f" || { echo "bash -n failed: $f"; fail=1; }
