@@ -39,9 +39,10 @@ if has sweep; then
     >"$sw/sweep.txt" 2>&1 || rc=1
   tail -n 8 "$sw/sweep.txt"
   python3 -c 'import csv, sys
-for r in csv.DictReader(open(sys.argv[1])):
+for r in [r for f in sys.argv[1:] for r in csv.DictReader(open(f))]:
     print("ranks", r["ranks"], "samples", r["samples"], "split", r["split"], "tokens/s", r["tokens_per_s"],
-          "efficiency", r["pipeline_efficiency"], "busy", r["busy_fraction"], r["status"])' "$sw/sweep_1core.csv"
+          "efficiency", r["pipeline_efficiency"], "busy", r["busy_fraction"], r["status"])' \
+    "$sw/sweep_1core.csv"
   tar -C "$sw" -cf "$out/sweep.tar" . && rm -rf "$sw" "$model"
 fi
 exit $rc
