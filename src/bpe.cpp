@@ -436,10 +436,8 @@ std::vector<std::pair<int, int>> read_pairs(hid_t loc, const std::string& name,
   h5::Handle type(H5Dget_type(d.get()));
   if (H5Tget_class(type.get()) != H5T_INTEGER)
     user_error("{}: dataset {} must hold integers", file_name, name);
-  h5::Handle space(H5Dget_space(d.get()));
-  hsize_t dims[2] = {0, 0};
-  if (H5Sget_simple_extent_ndims(space.get()) != 2 ||
-      H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0 || dims[1] != 2)
+  const std::vector<hsize_t> dims = h5::dataset_shape(loc, name, file_name);  // values in the file
+  if (dims.size() != 2 || dims[1] != 2)
     user_error("{}: dataset {} must have shape (n_merges, 2)", file_name, name);
   if (dims[0] >= hsize_t(INT_MAX / 2))
     user_error("{}: dataset {} is absurdly large", file_name, name);
@@ -483,6 +481,9 @@ std::unique_ptr<Tokenizer> make_bpe_tokenizer(hid_t file_or_group, const std::st
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (offsets[i + 1] <= offsets[i])
       user_error("{}: {}/offsets must increase (token {} is empty)", file_name, path, i);
+    if (offsets[i + 1] > offsets.back())  // an entry past the end, then a smaller one
+      user_error("{}: {}/offsets[{}] = {} runs past the end of {}/vocab ({} bytes)", file_name, path,
+                 i + 1, offsets[i + 1], path, bytes.size());
     tokens[i].assign(reinterpret_cast<const char*>(bytes.data()) + offsets[i],
                      size_t(offsets[i + 1] - offsets[i]));
   }

@@ -27,6 +27,7 @@ Handle::~Handle() {
     case H5I_ATTR: H5Aclose(id_); break;
     case H5I_DATATYPE: H5Tclose(id_); break;
     case H5I_DATASPACE: H5Sclose(id_); break;
+    case H5I_GENPROP_LST: H5Pclose(id_); break;
     default: break;
   }
   id_ = H5I_INVALID_HID;
@@ -154,6 +155,29 @@ std::vector<hsize_t> shape_of(hid_t dset) {
   return dims;
 }
 
+// A dataset's values must be in the file before they size an allocation: a few corrupt bytes can
+// declare (2^24, 65536) values that were never written. Without filters, the values take their
+// element size each in the file; compressed (HDF5 filters), one stored byte holds at most
+// kMaxRatio bytes (deflate's limit is 1032).
+void check_stored(hid_t dset, const std::vector<hsize_t>& dims, const std::string& name,
+                  const std::string& file_name) {
+  constexpr hsize_t kMaxRatio = 1032, kMax = ~hsize_t(0);
+  hsize_t n = 1;  // saturating: a corrupt shape may overflow
+  for (hsize_t d : dims) n = (d != 0 && n > kMax / d) ? kMax : n * d;
+  Handle type(H5Dget_type(dset)), dcpl(H5Dget_create_plist(dset)), file(H5Iget_file_id(dset));
+  hsize_t file_size = 0;
+  const size_t esize = type ? H5Tget_size(type.get()) : 0;
+  if (!dcpl || !file || esize == 0 || H5Fget_filesize(file.get(), &file_size) < 0)
+    user_error("{}: cannot inspect dataset {} (corrupt?)", file_name, name);
+  const bool filtered = H5Pget_nfilters(dcpl.get()) > 0;
+  const hsize_t stored = filtered ? H5Dget_storage_size(dset) : file_size;
+  const hsize_t room = filtered ? (stored > kMax / kMaxRatio ? kMax : stored * kMaxRatio) : stored;
+  if (n > room / esize)
+    user_error("{}: dataset {} declares shape {} of {}-byte values, more than the file can hold ({} "
+               "bytes{}): corrupt or truncated file?", file_name, name, shape_str(dims), esize,
+               stored, filtered ? " stored, compressed" : "");
+}
+
 template <typename T>
 std::vector<T> read_rank1(hid_t file, const std::string& name, const std::string& file_name,
                           hid_t memtype, const char* kind) {
@@ -164,6 +188,7 @@ std::vector<T> read_rank1(hid_t file, const std::string& name, const std::string
   auto dims = shape_of(d.get());
   if (dims.size() != 1) user_error("{}: dataset {} must be one-dimensional, got {}", file_name, name, shape_str(dims));
   if (dims[0] > (hsize_t(1) << 32)) user_error("{}: dataset {} is absurdly large", file_name, name);
+  check_stored(d.get(), dims, name, file_name);
   std::vector<T> out(dims[0]);
   if (!out.empty() && H5Dread(d.get(), memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
     user_error("{}: cannot read dataset {} (corrupt?)", file_name, name);
@@ -173,7 +198,9 @@ std::vector<T> read_rank1(hid_t file, const std::string& name, const std::string
 
 std::vector<hsize_t> dataset_shape(hid_t file, const std::string& name, const std::string& file_name) {
   Handle d = open_dataset(file, name, file_name);
-  return shape_of(d.get());
+  std::vector<hsize_t> dims = shape_of(d.get());
+  check_stored(d.get(), dims, name, file_name);  // a shape that sizes an allocation must be real
+  return dims;
 }
 
 float half_to_float(uint16_t h) {

@@ -105,6 +105,14 @@ Weights load_weights(const std::string& path, const Config& cfg, int layer_begin
   if (!cfg.bias && h5::exists(f.get(), "/h/0/attn/c_attn/bias"))
     user_error("{}: attribute bias = 0 but the file has bias datasets (e.g. /h/0/attn/c_attn/bias)", path);
 
+  // Every dataset's shape, and that the file holds its values, is checked before the attributes'
+  // sizes make the one allocation (a corrupt n_embd or vocab_size would ask for terabytes).
+  for (const Item& it : items) {
+    const std::vector<hsize_t> dims = h5::dataset_shape(f.get(), it.name, path);
+    if (dims != it.shape)
+      user_error("{}: dataset {}: expected shape {}, got {}", path, it.name, h5::shape_str(it.shape),
+                 h5::shape_str(dims));
+  }
   auto numel = [](const std::vector<hsize_t>& shape) {  // rounded up to 16 floats (64 bytes)
     size_t n = 1;
     for (hsize_t d : shape) n *= d;
