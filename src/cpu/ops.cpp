@@ -48,6 +48,19 @@ typedef float v8f __attribute__((vector_size(32)));
 
 std::atomic<int> g_threads{0};  // 0: not set yet, use omp_get_max_threads()
 
+// body(i) for i in [0, n), statically split over nt OpenMP threads when `parallel`, else a plain
+// loop: libgomp allocates a team even for a region its if() clause serialises, and small decode
+// steps would then allocate on every call.
+template <typename I, typename F>
+void parallel_for(I n, int nt, bool parallel, F&& body) {
+  if (!parallel || nt <= 1) {
+    for (I i = 0; i < n; i++) body(i);
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (I i = 0; i < n; i++) body(i);
+}
+
 inline v8f load8(const float* p) {
   v8f v;
   __builtin_memcpy(&v, p, sizeof v);
@@ -222,9 +235,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
       std::max(NR, std::min(256, (int)((128 * 1024) / (4L * std::max(IC, 1))) / NR * NR));
   const int ntiles = (OC + OT - 1) / OT;
   const int nt = threads();
-#pragma omp parallel for schedule(static) \
-    num_threads(nt) if (nt > 1 && ntiles > 1 && (long)B * IC * OC >= kParallelMin)
-  for (int t = 0; t < ntiles; t++) {
+  parallel_for(ntiles, nt, ntiles > 1 && (long)B * IC * OC >= kParallelMin, [&](int t) {
     const int o0 = t * OT, o1 = std::min(OC, o0 + OT);
     for (int b = 0; b < B; b += MR) {
       const int rb = std::min(MR, B - b);
@@ -234,14 +245,13 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
                                  weight + (size_t)o * IC, bias ? bias + o : nullptr, IC, OC);
       }
     }
-  }
+  });
 }
 
 void layernorm_forward(float* out, const float* inp, const float* weight, const float* bias, int B,
                        int C, float eps) {
   const int nt = threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (long)B * C >= kParallelMin)
-  for (int b = 0; b < B; b++) {
+  parallel_for(B, nt, (long)B * C >= kParallelMin, [&](int b) {
     const float* x = inp + (size_t)b * C;
     float* o = out + (size_t)b * C;
     const float m = sum_fixed(x, C) / (float)C;
@@ -253,25 +263,23 @@ void layernorm_forward(float* out, const float* inp, const float* weight, const 
     } else {
       for (int i = 0; i < C; i++) o[i] = ((x[i] - m) * rstd) * weight[i];
     }
-  }
+  });
 }
 
 void gelu_forward(float* x, long N) {
   const float s = 0.7978845608028654f;  // sqrt(2 / pi)
   const int nt = threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && N >= kParallelMin / 8)
-  for (long i = 0; i < N; i++) {
+  parallel_for(N, nt, N >= kParallelMin / 8, [&](long i) {
     // v + 0.044715 v^3 as one explicit fma1, so GCC (contracts) and Clang (does not) agree.
     const float v = x[i];
     const float u = fma1(0.044715f * v * v, v, v);
     x[i] = 0.5f * v * (1.0f + std::tanh(s * u));
-  }
+  });
 }
 
 void residual_forward(float* x, const float* y, long N) {
   const int nt = threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && N >= kParallelMin * 8)
-  for (long i = 0; i < N; i++) x[i] += y[i];
+  parallel_for(N, nt, N >= kParallelMin * 8, [&](long i) { x[i] += y[i]; });
 }
 
 void attention_forward(float* out, const float* q, const float* const* k, const float* const* v,
@@ -281,9 +289,7 @@ void attention_forward(float* out, const float* q, const float* const* k, const 
   long work = 0;  // multiply-adds: two passes over pos + 1 cached rows of HS
   for (int b = 0; b < B; b++) work += 2L * (pos[b] + 1) * C;
   const int nt = threads();
-#pragma omp parallel for schedule(static) \
-    num_threads(nt) if (nt > 1 && B * NH > 1 && work >= kParallelMin)
-  for (int bh = 0; bh < B * NH; bh++) {
+  parallel_for(B * NH, nt, B * NH > 1 && work >= kParallelMin, [&](int bh) {
     const int b = bh / NH, h = bh % NH, P = pos[b];
     const float* qh = q + (size_t)b * C + h * HS;
     const float* kh = k[b] + h * HS;
@@ -321,7 +327,7 @@ void attention_forward(float* out, const float* q, const float* const* k, const 
       for (int t = 0; t <= P; t++) acc = fma1(att[t], vh[(size_t)t * C + i], acc);
       oh[i] = acc;
     }
-  }
+  });
 }
 
 void softmax_forward(float* out, const float* in, int n) {
