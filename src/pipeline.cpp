@@ -6,6 +6,7 @@
 #include "mdi/pipeline.h"
 
 #include <sched.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -15,8 +16,11 @@
 #include <iostream>
 #include <iterator>
 #include <chrono>
+#include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 #include "mdi/backend.h"
@@ -96,6 +100,70 @@ bool agree(MPI_Comm comm, const std::string& err) {
   }
   return false;
 }
+
+// While the model file is read, HDF5 itself can loop forever or crash on a corrupt file (HDF5
+// 1.10.8 on a damaged global heap: tests/fuzz/README.md), which no error check of ours can catch.
+// A ReadGuard ends this process with one error line (printed by `report` ranks only) if the read
+// takes longer than `seconds` (0: no time limit) or dies of a fatal signal; mpirun then ends the
+// job. Metadata (attributes, the tokenizer) reads in milliseconds, so its limit is a few seconds.
+class ReadGuard {
+ public:
+  ReadGuard(const std::string& file, bool report, double seconds) {
+    if (report) {
+      crash_ = fmt::format("mdi-llm: error: reading {}: HDF5 crashed on it (a corrupt file?)\n", file);
+      hang_ = fmt::format("mdi-llm: error: reading {} took more than {:g} s: HDF5 did not return (a "
+                          "corrupt file?)\n", file, seconds);
+    }
+#ifndef __SANITIZE_ADDRESS__  // under ASan its own report of the fault is worth more
+    active_ = this;
+    for (int sig : kSignals) {
+      struct sigaction sa {};
+      sa.sa_handler = on_signal;
+      sigaction(sig, &sa, &old_[sig]);
+    }
+#endif
+    if (seconds > 0) watchdog_ = std::thread([this, seconds] {
+      std::unique_lock<std::mutex> lk(m_);
+      if (!cv_.wait_for(lk, std::chrono::duration<double>(seconds), [this] { return done_; })) {
+        if (!hang_.empty()) (void)!write(STDERR_FILENO, hang_.data(), hang_.size());
+        _exit(1);
+      }
+    });
+  }
+  ~ReadGuard() {
+    if (watchdog_.joinable()) {
+      {
+        std::lock_guard<std::mutex> lk(m_);
+        done_ = true;
+      }
+      cv_.notify_all();
+      watchdog_.join();
+    }
+#ifndef __SANITIZE_ADDRESS__
+    for (int sig : kSignals) sigaction(sig, &old_[sig], nullptr);
+    active_ = nullptr;
+#endif
+  }
+  ReadGuard(const ReadGuard&) = delete;
+  ReadGuard& operator=(const ReadGuard&) = delete;
+
+ private:
+  static constexpr int kSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+  static void on_signal(int) {  // async-signal-safe: write and _exit only
+    const ReadGuard* g = active_;
+    if (g && !g->crash_.empty()) (void)!write(STDERR_FILENO, g->crash_.data(), g->crash_.size());
+    _exit(1);
+  }
+  static inline ReadGuard* active_ = nullptr;
+  std::string crash_, hang_;  // empty where this rank does not report
+  struct sigaction old_[32] = {};
+  std::thread watchdog_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
+
+constexpr double kMetadataSeconds = 5;  // a few milliseconds when the file is sound
 
 // This rank's place among the ranks of its host (MPI_COMM_TYPE_SHARED): GPUs and cores are
 // shared out by it.
@@ -617,7 +685,11 @@ Plan plan_eval(const Options& o, const Config& cfg, const Tokenizer& tok, int N,
 
 // --tokenize / --detokenize on rank 0: the model file's tokenizer between stdin and stdout.
 void tokenize_stdio(const Options& o) {
-  std::unique_ptr<Tokenizer> tok = load_tokenizer(o.model);
+  std::unique_ptr<Tokenizer> tok;
+  {
+    ReadGuard guard(o.model, true, kMetadataSeconds);
+    tok = load_tokenizer(o.model);
+  }
   std::string in((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   std::string out;
   if (o.tokenize) {
@@ -666,7 +738,12 @@ int run(const Options& o, MPI_Comm world) {
   Config cfg;
   std::vector<int> split;
   if (!agree(ring.comm(), attempt([&] {
-        cfg = read_config(o.model);
+        {
+          ReadGuard guard(o.model, starter, kMetadataSeconds);
+          if (const char* stall = std::getenv("MDI_TEST_STALL_READ_S"))  // tests: a read that hangs
+            std::this_thread::sleep_for(std::chrono::duration<double>(std::atof(stall)));
+          cfg = read_config(o.model);
+        }
         split = o.layers.empty() ? balanced_split(cfg, N) : parse_split(o.layers, cfg, N);
       })))
     return 1;
@@ -681,7 +758,10 @@ int run(const Options& o, MPI_Comm world) {
   std::vector<std::string> notes;
   if (!agree(ring.comm(), attempt([&] {
         if (!starter) return;
-        tok = load_tokenizer(o.model);
+        {
+          ReadGuard guard(o.model, starter, kMetadataSeconds);
+          tok = load_tokenizer(o.model);
+        }
         if (tok->vocab_size() > cfg.vocab_size)
           user_error("{}: the tokenizer has {} tokens but the model's vocab_size is {}", o.model,
                      tok->vocab_size(), cfg.vocab_size);
@@ -706,7 +786,10 @@ int run(const Options& o, MPI_Comm world) {
   st.threads = o.threads > 0 ? o.threads : default_threads(local);
   if (!agree(ring.comm(), attempt([&] {
         const double t0 = now();
-        w = load_weights(o.model, cfg, st.layer_begin, st.layer_end, starter);
+        {
+          ReadGuard guard(o.model, starter, 0);  // big reads may take long: crashes only
+          w = load_weights(o.model, cfg, st.layer_begin, st.layer_end, starter);
+        }
         BackendSpec spec{plan.max_rows, plan.samples, st.threads};
         std::string device;
         be = make_backend(o, cfg, w, spec, rank, N, local, device);

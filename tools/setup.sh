@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # One-command set-up for Debian 12: installs the packages mdi-llm needs (as root), configures and
-# builds in ./build, then either runs the demo (`run`: 3 ranks on the bundled model) or every test
-# (`test`: unit, model and MPI tests through ctest). `build` stops after building.
-#   tools/setup.sh run | test | build
+# builds in ./build, then
+#   run       the demo: 3 ranks generate 3 samples with the bundled model
+#   test      every test: the unit, model and MPI tests (ctest) in ./build; the same suite built
+#             with AddressSanitizer + UndefinedBehaviorSanitizer in ./build-asan; each libFuzzer
+#             harness for 10 s (clang, ./build-fuzz). What CI runs (.ci/run); ~15 min on 2 cores
+#   check     only the first part of `test` (~3 min)
+#   sanitize  only the sanitizer part [extra ctest arguments]
+#   fuzz      only the fuzz part [seconds per harness, default 10]
+#   build     stops after building
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-run}
-case "$what" in run|test|build) ;; *) echo "usage: $0 run|test|build" >&2; exit 2 ;; esac
+case "$what" in run|test|check|sanitize|fuzz|build) ;;
+  *) echo "usage: $0 run|test|check|sanitize|fuzz|build" >&2; exit 2 ;;
+esac
 
 packages=(build-essential cmake ninja-build pkg-config libopenmpi-dev openmpi-bin libhdf5-dev
           libeigen3-dev libcli11-dev nlohmann-json3-dev libfmt-dev libgtest-dev libgmock-dev python3
@@ -14,6 +22,8 @@ packages=(build-essential cmake ninja-build pkg-config libopenmpi-dev openmpi-bi
 # Debian's Python with torch, h5py and numpy: the .pt / .bin conversions (tools/convert_pickle.py)
 # and their tests, the fixture and training scripts.
 [ "$what" = run ] || packages+=(python3-torch python3-h5py python3-numpy)
+# clang with its sanitizer and libFuzzer runtimes: the fuzz harnesses (tools/fuzz.sh).
+case "$what" in test|fuzz) packages+=(clang libclang-rt-14-dev) ;; esac
 # node + npm run the GPT-2 BPE reference test (gpt-3-encoder); many machines have them already.
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
@@ -31,14 +41,35 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 jobs=$(nproc)
+# Open MPI refuses root unless told; oversubscribe so tests and the demo run on small machines.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+sanitize() {  # ASan + UBSan on every C/C++ object (no CUDA: it cannot run here), then the suite
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMDI_SANITIZE=ON -DMDI_CUDA=OFF
+  cmake --build build-asan -j "$jobs"
+  ctest --test-dir build-asan --output-on-failure -j "$jobs" "$@"
+}
+fuzz() { tools/fuzz.sh build && tools/fuzz.sh run "${1:-10}"; }
+
+case "$what" in
+  sanitize) shift; sanitize "$@"; exit ;;
+  fuzz) fuzz "${2:-10}"; exit ;;
+esac
+
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$jobs"
 
-# Open MPI refuses root unless told; oversubscribe so tests and the demo run on small machines.
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 case "$what" in
+  check)
+    ctest --test-dir build --output-on-failure -j "$jobs"
+    ;;
   test)
     ctest --test-dir build --output-on-failure -j "$jobs"
+    # Under the sanitizers all but two tests that add no C++ path of their own: bpe_vs_js (its C++
+    # side is the BPE encoder: unit tests and fuzz_bpe cover it) and mpi_emulated_cluster (the
+    # mpi_* tests run the same mdi-llm code); the two cost ~3 of the sanitized suite's ~9 minutes.
+    sanitize -E '^(bpe_vs_js|mpi_emulated_cluster)$'
+    fuzz 10
     ;;
   run)
     mpirun -np 3 --oversubscribe --mca mpi_yield_when_idle 1 build/mdi-llm \

@@ -141,6 +141,14 @@ def bad_input(r, N):
         ("unwritable --output", N, ["--model", good, "--output", os.path.join(tmp, "no/dir/x.jsonl")] + base,
          "--output"),
     ]
+    # Corrupt model files the fuzzer found (tests/fuzz/regressions/fuzz_h5, models of one layer:
+    # 2 ranks), two of which make HDF5 itself crash or spin: each ends every rank with one error
+    # line naming the file.
+    regress = os.path.join(r.fixtures, "..", "fuzz", "regressions", "fuzz_h5")
+    corrupt = [os.path.join(regress, f) for f in sorted(os.listdir(regress))] if os.path.isdir(regress) else []
+    for path in corrupt:
+        cases.append((f"corrupt file {os.path.basename(path)}", 2,  # their vocabulary: a, b, c, \\n
+                      ["--model", path, "--tokens", "5", "--prompt", "ab"], path))
     for name, ranks, flags, expect in cases:
         try:
             p, secs = run(r.cmd(ranks, flags), timeout=60)
@@ -151,6 +159,34 @@ def bad_input(r, N):
         ok = p.returncode != 0 and secs < 10 and len(errors) == 1 and expect in errors[0]
         check(ok, f"{name}: exit {p.returncode} in {secs:.1f} s, one error line mentioning '{expect}'"
                   + ("" if ok else f"\n     stderr: {p.stderr.strip()[-1500:]}"))
+    # A read of the model file that never returns (HDF5 spinning on a corrupt file; simulated by
+    # the test hook MDI_TEST_STALL_READ_S) ends the job within 10 s with one error line.
+    env = dict(os.environ, MDI_TEST_STALL_READ_S="60")
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run(r.cmd(N, ["--model", good] + base), capture_output=True, text=True,
+                           errors="replace", timeout=30, env=env)
+        secs = time.monotonic() - t0
+        errors = [l for l in p.stderr.splitlines() if l.startswith("mdi-llm: error")]
+        check(p.returncode != 0 and secs < 10 and len(errors) == 1 and "did not return" in errors[0],
+              f"a read that hangs: exit {p.returncode} in {secs:.1f} s, one error line"
+              + ("" if errors else f"\n     stderr: {p.stderr.strip()[-800:]}"))
+    except subprocess.TimeoutExpired:
+        check(False, "a read that hangs: the job ended (it hung for 30 s)")
+    # --tokenize reads only the tokenizer: it works where that part of the file is sound, and
+    # otherwise fails like generation.
+    for path in corrupt:
+        try:
+            p = subprocess.run([r.exe, "--model", path, "--tokenize"], input="abc", capture_output=True,
+                               text=True, errors="replace", timeout=10)
+        except subprocess.TimeoutExpired:
+            check(False, f"--tokenize with {os.path.basename(path)}: ended (it hung for 10 s)")
+            continue
+        errors = [l for l in p.stderr.splitlines() if l.startswith("mdi-llm: error")]
+        ok = (p.returncode == 0 and not errors) or (p.returncode == 1 and len(errors) == 1 and path in errors[0])
+        check(ok, f"--tokenize with {os.path.basename(path)}: exit {p.returncode}"
+                  + (", one error line naming the file" if p.returncode else "")
+                  + ("" if ok else f"\n     stderr: {p.stderr.strip()[-800:]}"))
 
 
 def kill_rank(r, N):
