@@ -36,6 +36,17 @@ def run(cmd, timeout=300):
     return p, time.monotonic() - t0
 
 
+# Under the sanitizers (MDI_SANITIZE builds; the tests get ASAN_OPTIONS) mdi-llm's read guard
+# leaves fatal signals to AddressSanitizer, whose report is worth more to whoever runs that build.
+# The files that make libhdf5 itself overrun a buffer (tests/fuzz/regressions/fuzz_h5/hdf5_*) then
+# end the job with ASan's report of the bug inside the library instead of mdi-llm's one line.
+SANITIZED = "ASAN_OPTIONS" in os.environ
+
+
+def hdf5_bug(path):
+    return SANITIZED and os.path.basename(path).startswith("hdf5_")
+
+
 class Runner:
     def __init__(self, args):
         self.exe = args.exe
@@ -143,7 +154,7 @@ def bad_input(r, N):
     ]
     # Corrupt model files the fuzzer found (tests/fuzz/regressions/fuzz_h5, models of one layer:
     # 2 ranks), two of which make HDF5 itself crash or spin: each ends every rank with one error
-    # line naming the file.
+    # line naming the file (under the sanitizers, those two may end it with ASan's report instead).
     regress = os.path.join(r.fixtures, "..", "fuzz", "regressions", "fuzz_h5")
     corrupt = [os.path.join(regress, f) for f in sorted(os.listdir(regress))] if os.path.isdir(regress) else []
     for path in corrupt:
@@ -157,7 +168,11 @@ def bad_input(r, N):
             continue
         errors = [l for l in p.stderr.splitlines() if l.startswith("mdi-llm: error") or l.startswith("error:")]
         ok = p.returncode != 0 and secs < 10 and len(errors) == 1 and expect in errors[0]
-        check(ok, f"{name}: exit {p.returncode} in {secs:.1f} s, one error line mentioning '{expect}'"
+        what = f"one error line mentioning '{expect}'"
+        if hdf5_bug(expect) and not ok:
+            ok = p.returncode != 0 and secs < 10 and "AddressSanitizer" in p.stderr
+            what = "AddressSanitizer's report of the bug in libhdf5"
+        check(ok, f"{name}: exit {p.returncode} in {secs:.1f} s, {what}"
                   + ("" if ok else f"\n     stderr: {p.stderr.strip()[-1500:]}"))
     # A read of the model file that never returns (HDF5 spinning on a corrupt file; simulated by
     # the test hook MDI_TEST_STALL_READ_S) ends the job within 10 s with one error line.
@@ -184,8 +199,11 @@ def bad_input(r, N):
             continue
         errors = [l for l in p.stderr.splitlines() if l.startswith("mdi-llm: error")]
         ok = (p.returncode == 0 and not errors) or (p.returncode == 1 and len(errors) == 1 and path in errors[0])
-        check(ok, f"--tokenize with {os.path.basename(path)}: exit {p.returncode}"
-                  + (", one error line naming the file" if p.returncode else "")
+        what = ", one error line naming the file" if p.returncode else ""
+        if hdf5_bug(path) and not ok:
+            ok = p.returncode != 0 and "AddressSanitizer" in p.stderr
+            what = ", AddressSanitizer's report of the bug in libhdf5"
+        check(ok, f"--tokenize with {os.path.basename(path)}: exit {p.returncode}{what}"
                   + ("" if ok else f"\n     stderr: {p.stderr.strip()[-800:]}"))
 
 
