@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -355,6 +356,10 @@ def main():
     {"same-tokens": same_tokens, "bad-input": bad_input, "report": report,
      "kill-rank": kill_rank, "cuda": same_tokens_cuda, "long": long_run}[args.what](r, args.ranks)
     print(f"{args.what}: {len(FAILS)} failed")
+    if FAILS:
+        print(f"{args.what}: the runs' files are kept in {r.tmp}")
+    else:
+        shutil.rmtree(r.tmp, ignore_errors=True)
     sys.exit(1 if FAILS else 0)
 
 
