@@ -49,6 +49,9 @@ ParseResult parse_cli(int argc, const char* const* argv) {
   app.add_option("--micro-batches", o.micro_batches,
                  "Micro-batches in flight (default: number of ranks, at most samples)")
       ->check(CLI::PositiveNumber);
+  app.add_flag("--crop-prompts", o.crop_prompts,
+               "A prompt longer than the model's block_size keeps its last block_size tokens (with a "
+               "note) instead of being an error");
   app.add_option("--output", o.output, "Write one JSON line per sample to FILE.jsonl");
   app.add_option("--timings", o.timings, "Write time vs generated tokens per sample to FILE.csv");
   app.add_option("--report-json", o.report_json, "Write the end-of-run report as JSON to FILE.json");

@@ -621,7 +621,8 @@ void size_messages(Plan& plan, F rows_of) {
   plan.max_items = *std::max_element(items.begin(), items.end());
 }
 
-// Generation set-up on rank 0: prompts to token ids (cropped to block_size), one result per sample.
+// Generation set-up on rank 0: prompts to token ids (longer than block_size: an error, or with
+// --crop-prompts their last block_size tokens), one result per sample.
 Plan plan_generation(const Options& o, const Config& cfg, const Tokenizer& tok, int N,
                      std::vector<SampleResult>& results, std::vector<std::string>& notes) {
   Sampler check(o.sampling, tok.vocab_size());  // validates the sampling flags
@@ -638,6 +639,9 @@ Plan plan_generation(const Options& o, const Config& cfg, const Tokenizer& tok, 
       user_error("prompt {}: {}", p, e.what());
     }
     if (t.empty()) user_error("prompt {} encodes to no tokens", p);
+    if (int(t.size()) > cfg.block_size && !o.crop_prompts)
+      user_error("prompt {} has {} tokens, more than the model's block_size {} (--crop-prompts keeps its "
+                 "last {})", p, t.size(), cfg.block_size, cfg.block_size);
     if (int(t.size()) > cfg.block_size) {
       notes.push_back(fmt::format("prompt {} has {} tokens, more than block_size {}: keeping its last {}", p,
                                   t.size(), cfg.block_size, cfg.block_size));

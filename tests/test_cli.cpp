@@ -23,13 +23,14 @@ TEST(Cli, Defaults) {
   EXPECT_EQ(r.options.tokens, 200);
   EXPECT_EQ(r.options.threads, 0);
   EXPECT_TRUE(r.options.layers.empty());
+  EXPECT_FALSE(r.options.crop_prompts);
 }
 
 TEST(Cli, ParsesEverything) {
   mdi::ParseResult r = parse({"--model", "m.h5", "--prompt", "a", "--prompt", "b", "--samples", "5",
                               "--tokens", "7", "--temperature", "0", "--top-k", "3", "--top-p", "0.5",
                               "--seed", "9", "--layers", "0,2,2", "--threads", "2", "--micro-batches", "2",
-                              "--output", "o.jsonl", "--timings", "t.csv", "-vv"});
+                              "--output", "o.jsonl", "--timings", "t.csv", "--crop-prompts", "-vv"});
   ASSERT_FALSE(r.exit) << r.message;
   const mdi::Options& o = r.options;
   EXPECT_EQ(o.prompts, (std::vector<std::string>{"a", "b"}));
@@ -44,6 +45,7 @@ TEST(Cli, ParsesEverything) {
   EXPECT_EQ(o.micro_batches, 2);
   EXPECT_EQ(o.output, "o.jsonl");
   EXPECT_EQ(o.timings, "t.csv");
+  EXPECT_TRUE(o.crop_prompts);
   EXPECT_EQ(o.verbose, 2);
 }
 
@@ -73,7 +75,7 @@ TEST(Cli, HelpNamesEveryFlag) {
   EXPECT_EQ(r.exit_code, 0);
   for (const char* flag : {"--model", "--prompt", "--prompts-file", "--samples", "--tokens", "--temperature",
                            "--top-k", "--top-p", "--seed", "--layers", "--threads", "--micro-batches",
-                           "--output", "--timings", "--verbose"})
+                           "--crop-prompts", "--output", "--timings", "--verbose"})
     EXPECT_NE(r.message.find(flag), std::string::npos) << flag;
 }
 

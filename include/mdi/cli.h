@@ -27,6 +27,7 @@ struct Options {
   bool tokenize = false;             // --tokenize: stdin text -> token ids on stdout
   bool detokenize = false;           // --detokenize: stdin token ids -> text on stdout
   std::string eval_file;             // --eval FILE: mean cross-entropy on a text, no generation
+  bool crop_prompts = false;         // --crop-prompts: keep a long prompt's last block_size tokens
   int verbose = 0;                   // -v (repeatable)
 };
 

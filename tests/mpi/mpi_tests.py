@@ -147,6 +147,8 @@ def bad_input(r, N):
         ("missing --model", N, base, "--model"),
         ("prompt outside the vocabulary", N, ["--model", good, "--tokens", "5", "--prompt", "snow \u2603"],
          "prompt 0"),
+        ("prompt longer than block_size", N, ["--model", good, "--tokens", "5", "--prompt", "First Citizen: ok! " * 4],
+         "prompt 0 has 76 tokens, more than the model's block_size 32"),
         ("empty prompt", N, ["--model", good, "--tokens", "5", "--prompt", ""], "empty"),
         ("missing prompts file", N, ["--model", good, "--prompts-file", os.path.join(tmp, "none.txt")],
          "--prompts-file"),
@@ -282,10 +284,11 @@ def report(r, N):
         (x["stop"] == "eot" and x["text"].endswith("\n") and "\n" not in x["text"][:-1] and len(x["tokens"]) <= 60)
         or (x["stop"] == "length" and len(x["tokens"]) == 60 and "\n" not in x["text"]) for x in rows)
     check(ok and any(x["stop"] == "eot" for x in rows), "generation stops at the end-of-text token")
-    # A prompt longer than block_size (32) is cropped to its last 32 tokens, with a note.
+    # With --crop-prompts a prompt longer than block_size (32) keeps its last 32 tokens, with a
+    # note (without it, an error: bad_input).
     long_prompt = "First Citizen: ok! " * 4
     p3, _ = run(r.cmd(N, ["--model", r.model("tiny_gpt2.h5"), "--prompt", long_prompt, "--tokens", "10",
-                          "--samples", "1", "--output", eot_out]))
+                          "--samples", "1", "--crop-prompts", "--output", eot_out]))
     rows = [json.loads(l) for l in open(eot_out, encoding="utf-8")] if p3.returncode == 0 else []
     check(p3.returncode == 0 and "note: prompt 0 has 76 tokens, more than block_size 32: keeping its last 32"
           in p3.stderr and len(rows) == 1 and len(rows[0]["prompt_tokens"]) == 32 and len(rows[0]["tokens"]) == 10,

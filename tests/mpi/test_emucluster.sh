@@ -30,12 +30,12 @@ if ! "$(dirname "$exe")/mdi-convert" -q --random 2,12,768,64,96 -o "$wide"; then
   echo "FAIL: mdi-convert --random failed"; exit 1
 fi
 wflags=(--model "$wide" --prompt "First Citizen: we are accounted poor citizens, the patricians good." \
-        --temperature 0.8 --top-k 20 --seed 77 --samples 3 --tokens 30 --threads 1)
+        --crop-prompts --temperature 0.8 --top-k 20 --seed 77 --samples 3 --tokens 30 --threads 1)
 
 # Reference: one process, no mpirun.
 if ! "$exe" "${flags[@]}" --output "$tmp/ref.jsonl" >"$tmp/ref.out" 2>"$tmp/ref.err" ||
    ! "$exe" "${wflags[@]}" --output "$tmp/wref.jsonl" >"$tmp/wref.out" 2>"$tmp/wref.err"; then
-  echo "FAIL: the single-process run failed"; tail -20 "$tmp/ref.err" "$tmp/wref.err"; exit 1
+  echo "FAIL: the single-process run failed"; tail -n 20 "$tmp/ref.err" "$tmp/wref.err"; exit 1
 fi
 
 "$emu" down >/dev/null 2>&1           # a cluster left by a killed earlier run
