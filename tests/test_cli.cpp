@@ -69,6 +69,32 @@ TEST(Cli, RefusesBadValues) {
   }
 }
 
+// A mode that would ignore a flag refuses it: --eval generates nothing, --tokenize and
+// --detokenize run no model.
+TEST(Cli, RefusesContradictoryFlags) {
+  for (auto args : std::vector<std::vector<const char*>>{
+           {"--tokenize", "--detokenize"},
+           {"--tokenize", "--eval", "t.txt"},
+           {"--tokenize", "--prompt", "x"},
+           {"--detokenize", "--samples", "3"},
+           {"--detokenize", "--output", "o.jsonl"},
+           {"--eval", "t.txt", "--prompt", "x"},
+           {"--eval", "t.txt", "--tokens", "5"},
+           {"--eval", "t.txt", "--temperature", "0.5"},
+           {"--eval", "t.txt", "--output", "o.jsonl"},
+           {"--eval", "t.txt", "--report-json", "r.json"}}) {
+    std::vector<const char*> argv{"--model", "m"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    mdi::ParseResult r = parse(argv);
+    EXPECT_TRUE(r.exit && r.exit_code == 1) << args[0] << " " << args.back();
+    EXPECT_NE(r.message.find("excludes"), std::string::npos) << r.message;
+  }
+  for (auto args : std::vector<std::vector<const char*>>{
+           {"--model", "m", "--eval", "t.txt", "--samples", "4", "--layers", "0,2,2", "--micro-batches", "2"},
+           {"--model", "m", "--tokenize", "--threads", "2"}})
+    EXPECT_FALSE(parse(args).exit) << args[2];
+}
+
 TEST(Cli, HelpNamesEveryFlag) {
   mdi::ParseResult r = parse({"--help"});
   ASSERT_TRUE(r.exit);
