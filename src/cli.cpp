@@ -3,11 +3,19 @@
 
 #include <CLI/CLI.hpp>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "mdi/error.h"
 
 namespace mdi {
+
+namespace {
+// Integer ranges with readable messages ("Value 0 not in range 1 to 2147483647"; CLI11's
+// PositiveNumber prints its bound as a 300-digit double).
+const CLI::Range kPositive(1, std::numeric_limits<int>::max());
+const CLI::Range kNonNegative(0, std::numeric_limits<int>::max());
+}  // namespace
 
 ParseResult parse_cli(int argc, const char* const* argv) {
   ParseResult r;
@@ -25,13 +33,13 @@ ParseResult parse_cli(int argc, const char* const* argv) {
                  "File of prompts: one per line, or JSONL lines {\"prompt\": \"...\"}");
   auto* samples = app.add_option("--samples", o.samples,
                  "Number of samples; sample i continues prompt i mod P (default: max(ranks, prompts))")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   auto* tokens = app.add_option("--tokens", o.tokens, "New tokens per sample")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   auto* temperature = app.add_option("--temperature", o.sampling.temperature, "Sampling temperature; 0 = greedy")
       ->capture_default_str()->check(CLI::Range(0.0, 1e6));
   auto* top_k = app.add_option("--top-k", o.sampling.top_k, "Keep only the k most likely tokens; 0 = off")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   auto* top_p = app.add_option("--top-p", o.sampling.top_p, "Nucleus sampling mass in (0, 1]; 1 = off")
       ->capture_default_str()->check(CLI::Range(1e-9, 1.0));
   auto* seed = app.add_option("--seed", o.sampling.seed, "Random seed; each sample draws from its own stream")
@@ -48,7 +56,7 @@ ParseResult parse_cli(int argc, const char* const* argv) {
       ->capture_default_str()->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
   auto* micro_batches = app.add_option("--micro-batches", o.micro_batches,
                  "Micro-batches in flight (default: number of ranks, at most samples)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   auto* crop = app.add_flag("--crop-prompts", o.crop_prompts,
                "A prompt longer than the model's block_size keeps its last block_size tokens (with a "
                "note) instead of being an error");
@@ -87,7 +95,7 @@ ParseResult parse_cli(int argc, const char* const* argv) {
   } catch (const CLI::ParseError& e) {
     r.exit = true;
     r.exit_code = 1;
-    r.message = std::string("error: ") + e.what() + "\nRun with --help for the list of options.\n";
+    r.message = std::string("mdi-llm: error: ") + e.what() + " (see --help)\n";
   }
   return r;
 }

@@ -60,7 +60,8 @@ std::string attempt(F&& f) {
   } catch (const UserError& e) {
     return e.what();
   } catch (const std::bad_alloc&) {
-    return "out of memory (the model share, KV cache or buffers do not fit on this host)";
+    return "out of memory (the model share, KV cache, buffers or --samples x --tokens results do not fit on "
+           "this host)";
   } catch (const std::exception& e) {
     return std::string("internal error: ") + e.what();
   }
@@ -783,9 +784,13 @@ int run(const Options& o, MPI_Comm world) {
                    (sizeof(MsgHeader) + sizeof(BatchItem) * plan.max_items + 4.0 * plan.max_rows * cfg.n_embd) / 1024);
   }
 
-  // Phase 3, every rank: its weights and its backend.
+  // Phase 3, every rank: its weights and its backend; rank 0 also its driver (the sample states
+  // reserve room for every token to come, so an absurd --tokens fails here, cleanly).
   Weights w;
   std::unique_ptr<Backend> be;
+  std::unique_ptr<Head> head;
+  std::unique_ptr<Evaluator> evaluator;
+  Driver* driver = nullptr;
   const LocalRank local = local_rank(world);
   st.threads = o.threads > 0 ? o.threads : default_threads(local);
   if (!agree(ring.comm(), attempt([&] {
@@ -802,15 +807,12 @@ int run(const Options& o, MPI_Comm world) {
         st.weights_bytes = double(w.bytes());
         st.workspace_bytes = double(be->workspace_bytes());
         if (device != "cpu") w = Weights{};  // the GPU holds its own copy
+        if (starter && eval) driver = (evaluator = std::make_unique<Evaluator>(cfg, *be, plan, std::move(eval_ids))).get();
+        if (starter && !eval) driver = (head = std::make_unique<Head>(o, cfg, *tok, *be, plan, results)).get();
       })))
     return 1;
 
   // The run: rank 0 drives, the others serve their layers until STOP.
-  std::unique_ptr<Head> head;
-  std::unique_ptr<Evaluator> evaluator;
-  Driver* driver = nullptr;
-  if (starter && eval) driver = (evaluator = std::make_unique<Evaluator>(cfg, *be, plan, std::move(eval_ids))).get();
-  if (starter && !eval) driver = (head = std::make_unique<Head>(o, cfg, *tok, *be, plan, results)).get();
   MDI_MPI_CHECK(MPI_Barrier(ring.comm()));
   const double t0 = now();
   if (head) head->start_clock();

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -177,6 +178,19 @@ def bad_input(r, N):
             what = "AddressSanitizer's report of the bug in libhdf5"
         check(ok, f"{name}: exit {p.returncode} in {secs:.1f} s, {what}"
                   + ("" if ok else f"\n     stderr: {p.stderr.strip()[-1500:]}"))
+    # An absurd --tokens: the room for the results does not fit (address space capped at 4 GB,
+    # inherited by mpirun's ranks; not under ASan, whose shadow memory needs more).
+    if not SANITIZED:
+        def cap():
+            resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+        t0 = time.monotonic()
+        p = subprocess.run(r.cmd(N, ["--model", good, "--tokens", "2000000000", "--samples", str(N)]),
+                           capture_output=True, text=True, errors="replace", timeout=60, preexec_fn=cap)
+        secs = time.monotonic() - t0
+        errors = [l for l in p.stderr.splitlines() if l.startswith("mdi-llm: error")]
+        check(p.returncode != 0 and secs < 10 and len(errors) == 1 and "out of memory" in errors[0],
+              f"--tokens 2000000000 in 4 GB: exit {p.returncode} in {secs:.1f} s, one error line 'out of memory'"
+              + ("" if errors else f"\n     stderr: {p.stderr.strip()[-800:]}"))
     # A read of the model file that never returns (HDF5 spinning on a corrupt file; simulated by
     # the test hook MDI_TEST_STALL_READ_S) ends the job within 10 s with one error line.
     env = dict(os.environ, MDI_TEST_STALL_READ_S="60")
