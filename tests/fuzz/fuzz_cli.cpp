@@ -28,6 +28,12 @@ void check_options(const mdi::Options& o) {
   FUZZ_CHECK(o.dtype == "fp32" || o.dtype == "fp16" || o.dtype == "bf16", "dtype %s",
              o.dtype.c_str());
   FUZZ_CHECK(!(o.tokenize && o.detokenize), "--tokenize and --detokenize together");
+  if (o.tokenize || o.detokenize)  // modes refuse the flags they would ignore
+    FUZZ_CHECK(o.prompts.empty() && o.prompts_file.empty() && o.eval_file.empty() && o.layers.empty() &&
+                   o.output.empty() && o.samples == 0, "--tokenize/--detokenize with generation flags");
+  if (!o.eval_file.empty())
+    FUZZ_CHECK(o.prompts.empty() && o.prompts_file.empty() && o.output.empty() && o.timings.empty() &&
+                   o.report_json.empty() && !o.crop_prompts, "--eval with generation flags");
 }
 
 }  // namespace
