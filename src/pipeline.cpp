@@ -505,9 +505,12 @@ void wait_send(MPI_Request& req, RankStats& st) {
   MDI_MPI_CHECK(MPI_Wait(&req, MPI_STATUS_IGNORE));
 }
 
+// A buffer for the largest message of the plan.
+Message plan_message(const Plan& plan, int C) { return Message(plan.max_items, plan.max_rows, C, plan.samples); }
+
 // Rank 0 alone: no ring, micro-batches one after the other.
 void run_single(Driver& head, const Plan& plan, int C, RankStats& st) {
-  Message m(plan.max_items, plan.max_rows, C);
+  Message m = plan_message(plan, C);
   for (bool active = true; active;) {
     active = false;
     for (int mb = 0; mb < plan.micro_batches; ++mb) {
@@ -525,9 +528,9 @@ void run_starter(const Ring& ring, Driver& head, const Plan& plan, int C, RankSt
   const int M = plan.micro_batches;
   std::vector<Message> sbuf;
   sbuf.reserve(M);
-  for (int i = 0; i < M; ++i) sbuf.emplace_back(plan.max_items, plan.max_rows, C);
+  for (int i = 0; i < M; ++i) sbuf.push_back(plan_message(plan, C));
   std::vector<MPI_Request> sreq(M, MPI_REQUEST_NULL);
-  Message rbuf[2] = {Message(plan.max_items, plan.max_rows, C), Message(plan.max_items, plan.max_rows, C)};
+  Message rbuf[2] = {plan_message(plan, C), plan_message(plan, C)};
   MPI_Request rreq = MPI_REQUEST_NULL;
   int rcur = 0, in_flight = 0;
 
@@ -555,7 +558,7 @@ void run_starter(const Ring& ring, Driver& head, const Plan& plan, int C, RankSt
   }
   for (MPI_Request& r : sreq) wait_send(r, st);
   // STOP goes once around the ring; every rank forwards it and returns.
-  Message stop(0, 0, C);
+  Message stop(0, 0, C, 0);
   stop.header() = MsgHeader{int32_t(MsgKind::kStop), -1, 0, 0};
   MPI_Request req;
   send(ring, stop, req, st);
@@ -569,8 +572,7 @@ void run_starter(const Ring& ring, Driver& head, const Plan& plan, int C, RankSt
 // Ranks 1..N-1: receive, run my layers in place, send on. Three buffers rotate: one being
 // computed, one receiving the next message, one still being sent.
 void run_worker(const Ring& ring, Backend& be, const Plan& plan, int C, RankStats& st) {
-  Message buf[3] = {Message(plan.max_items, plan.max_rows, C), Message(plan.max_items, plan.max_rows, C),
-                    Message(plan.max_items, plan.max_rows, C)};
+  Message buf[3] = {plan_message(plan, C), plan_message(plan, C), plan_message(plan, C)};
   MPI_Request sreq[3] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL};
   MPI_Request rreq = MPI_REQUEST_NULL;
   int cur = 0;

@@ -5,10 +5,10 @@
 
 namespace mdi {
 
-Message::Message(int max_items, int max_rows, int C)
+Message::Message(int max_items, int max_rows, int C, int samples)
     : data_(sizeof(MsgHeader) + sizeof(BatchItem) * size_t(max_items) +
             sizeof(float) * size_t(max_rows) * C),
-      max_items_(max_items), max_rows_(max_rows), C_(C) {
+      max_items_(max_items), max_rows_(max_rows), C_(C), samples_(samples) {
   header() = MsgHeader{0, 0, 0, 0};
 }
 
@@ -20,6 +20,17 @@ void Message::validate(int received_bytes) const {
   if (!ok)
     abort_job(fmt::format("corrupt ring message: kind {}, {} items, {} rows, {} bytes received",
                           h.kind, h.n_items, h.rows, received_bytes));
+  const BatchItem* items = reinterpret_cast<const BatchItem*>(data_.data() + sizeof(MsgHeader));
+  int64_t rows = 0;
+  for (int i = 0; i < h.n_items; ++i) {
+    const BatchItem& it = items[i];
+    if (it.sample < 0 || it.sample >= samples_ || it.rows < 1 || it.pos < 0)
+      abort_job(fmt::format("corrupt ring message: item {} has sample {}, pos {}, rows {} ({} samples)", i,
+                            it.sample, it.pos, it.rows, samples_));
+    rows += it.rows;
+  }
+  if (rows != h.rows)
+    abort_job(fmt::format("corrupt ring message: its items hold {} rows, its header says {}", rows, h.rows));
 }
 
 Ring::Ring(MPI_Comm world) {

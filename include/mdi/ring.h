@@ -28,7 +28,7 @@ static_assert(sizeof(MsgHeader) == 16 && sizeof(BatchItem) == 12, "wire layout")
 class Message {
  public:
   Message() = default;
-  Message(int max_items, int max_rows, int C);
+  Message(int max_items, int max_rows, int C, int samples);
   MsgHeader& header() { return *reinterpret_cast<MsgHeader*>(data_.data()); }
   const MsgHeader& header() const { return *reinterpret_cast<const MsgHeader*>(data_.data()); }
   BatchItem* items() { return reinterpret_cast<BatchItem*>(data_.data() + sizeof(MsgHeader)); }
@@ -43,12 +43,14 @@ class Message {
   }
   size_t capacity() const { return data_.size(); }
   void* raw() { return data_.data(); }
-  // Checks a received header against the buffer's limits; aborts the job on a corrupt message.
+  // Checks a received message against the buffer's limits (kind, counts, size; each item's sample
+  // id in [0, samples), rows >= 1, pos >= 0, rows adding up to the header's) before anything
+  // indexes with it; aborts the job on a corrupt message. Backends check pos + rows <= block_size.
   void validate(int received_bytes) const;
 
  private:
   std::vector<std::byte> data_;  // header, items, payload; sized once (uint32-aligned)
-  int max_items_ = 0, max_rows_ = 0, C_ = 0;
+  int max_items_ = 0, max_rows_ = 0, C_ = 0, samples_ = 0;
 };
 
 // The ring communicator: a 1-D periodic Cartesian topology duplicated from MPI_COMM_WORLD.
