@@ -674,9 +674,7 @@ Plan plan_generation(const Options& o, const Config& cfg, const Tokenizer& tok, 
 // Evaluation set-up on rank 0: the text's token ids; slots = --samples (default: ranks).
 Plan plan_eval(const Options& o, const Config& cfg, const Tokenizer& tok, int N, std::vector<int>& ids,
                std::vector<std::string>& notes) {
-  std::ifstream in(o.eval_file, std::ios::binary);
-  if (!in) user_error("--eval {}: cannot read the file", o.eval_file);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string text = read_text_file(o.eval_file, "--eval");
   try {
     ids = tok.encode(text);
   } catch (const UserError& e) {
