@@ -153,6 +153,8 @@ def bad_input(r, N):
         ("empty prompt", N, ["--model", good, "--tokens", "5", "--prompt", ""], "empty"),
         ("missing prompts file", N, ["--model", good, "--prompts-file", os.path.join(tmp, "none.txt")],
          "--prompts-file"),
+        ("--eval of a directory", N, ["--model", good, "--eval", tmp], "it is a directory"),
+        ("--prompt with --eval", N, ["--model", good, "--eval", tmp, "--prompt", "x"], "excludes"),
         ("unwritable --output", N, ["--model", good, "--output", os.path.join(tmp, "no/dir/x.jsonl")] + base,
          "--output"),
     ]
