@@ -64,12 +64,17 @@ case "$what" in
     ctest --test-dir build --output-on-failure -j "$jobs"
     ;;
   test)
+    stage() { echo "setup: $1 done at $((SECONDS / 60)) min $((SECONDS % 60)) s"; }
+    stage "install + build"
     ctest --test-dir build --output-on-failure -j "$jobs"
+    stage "test suite"
     # Under the sanitizers all but two tests that add no C++ path of their own: bpe_vs_js (its C++
     # side is the BPE encoder: unit tests and fuzz_bpe cover it) and mpi_emulated_cluster (the
     # mpi_* tests run the same mdi-llm code); the two cost ~3 of the sanitized suite's ~9 minutes.
     sanitize -E '^(bpe_vs_js|mpi_emulated_cluster)$'
+    stage "sanitized build + suite"
     fuzz 10
+    stage "fuzzing"
     ;;
   run)
     mpirun -np 3 --oversubscribe --mca mpi_yield_when_idle 1 build/mdi-llm \
