@@ -32,56 +32,78 @@ ParseResult parse_cli(int argc, const char* const* argv) {
       "mdi-llm"};
   app.set_version_flag("--version", "mdi-llm 0.1.0");
   app.add_option("--model", o.model, "Model weight file (HDF5, see DESIGN.md)")->required();
-  auto* prompt = app.add_option("--prompt", o.prompts, "Prompt text; repeat for several prompts (default: \"\\n\")");
-  auto* prompts_file = app.add_option("--prompts-file", o.prompts_file,
-                 "File of prompts: one per line, or JSONL lines {\"prompt\": \"...\"}");
-  auto* samples = app.add_option("--samples", o.samples,
-                 "Number of samples; sample i continues prompt i mod P (default: max(ranks, prompts))")
-      ->check(kPositive);
+  auto* prompt = app.add_option("--prompt", o.prompts,
+                                "Prompt text; repeat for several prompts (default: \"\\n\")");
+  auto* prompts_file =
+      app.add_option("--prompts-file", o.prompts_file,
+                     "File of prompts: one per line, or JSONL lines {\"prompt\": \"...\"}");
+  auto* samples =
+      app.add_option(
+             "--samples", o.samples,
+             "Number of samples; sample i continues prompt i mod P (default: max(ranks, prompts))")
+          ->check(kPositive);
   auto* tokens = app.add_option("--tokens", o.tokens, "New tokens per sample")
-      ->capture_default_str()->check(kPositive);
-  auto* temperature = app.add_option("--temperature", o.sampling.temperature, "Sampling temperature; 0 = greedy")
-      ->capture_default_str()->check(CLI::Range(0.0, 1e6));
-  auto* top_k = app.add_option("--top-k", o.sampling.top_k, "Keep only the k most likely tokens; 0 = off")
-      ->capture_default_str()->check(kNonNegative);
-  auto* top_p = app.add_option("--top-p", o.sampling.top_p, "Nucleus sampling mass in (0, 1]; 1 = off")
-      ->capture_default_str()->check(CLI::Range(1e-9, 1.0));
-  auto* seed = app.add_option("--seed", o.sampling.seed, "Random seed; each sample draws from its own stream")
-      ->capture_default_str();
+                     ->capture_default_str()
+                     ->check(kPositive);
+  auto* temperature =
+      app.add_option("--temperature", o.sampling.temperature, "Sampling temperature; 0 = greedy")
+          ->capture_default_str()
+          ->check(CLI::Range(0.0, 1e6));
+  auto* top_k =
+      app.add_option("--top-k", o.sampling.top_k, "Keep only the k most likely tokens; 0 = off")
+          ->capture_default_str()
+          ->check(kNonNegative);
+  auto* top_p =
+      app.add_option("--top-p", o.sampling.top_p, "Nucleus sampling mass in (0, 1]; 1 = off")
+          ->capture_default_str()
+          ->check(CLI::Range(1e-9, 1.0));
+  auto* seed = app.add_option("--seed", o.sampling.seed,
+                              "Random seed; each sample draws from its own stream")
+                   ->capture_default_str();
   auto* layers = app.add_option("--layers", o.layers,
-                 "Layers per rank, e.g. 0,6,6 (sum = n_layer; rank 0 may own 0). "
-                 "Default: cost-balanced split");
-  app.add_option("--threads", o.threads, "CPU threads per rank (default: cores / ranks on this host)")
+                                "Layers per rank, e.g. 0,6,6 (sum = n_layer; rank 0 may own 0). "
+                                "Default: cost-balanced split");
+  app.add_option("--threads", o.threads,
+                 "CPU threads per rank (default: cores / ranks on this host)")
       ->check(CLI::Range(1, 1024));
-  app.add_option("--device", o.device,
-                 "cpu, cuda (GPU = node-local rank mod GPUs), cuda:K, or one per rank: cuda,cpu,cpu")
+  app.add_option(
+         "--device", o.device,
+         "cpu, cuda (GPU = node-local rank mod GPUs), cuda:K, or one per rank: cuda,cpu,cpu")
       ->capture_default_str();
   app.add_option("--dtype", o.dtype, "Weights and KV cache on CUDA ranks: fp32, fp16 or bf16")
-      ->capture_default_str()->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
-  auto* micro_batches = app.add_option("--micro-batches", o.micro_batches,
-                 "Micro-batches in flight (default: number of ranks, at most samples)")
-      ->check(kPositive);
-  auto* crop = app.add_flag("--crop-prompts", o.crop_prompts,
-               "A prompt longer than the model's block_size keeps its last block_size tokens (with a "
-               "note) instead of being an error");
-  auto* output = app.add_option("--output", o.output, "Write one JSON line per sample to FILE.jsonl");
-  auto* timings = app.add_option("--timings", o.timings, "Write time vs generated tokens per sample to FILE.csv");
-  auto* report_json = app.add_option("--report-json", o.report_json, "Write the end-of-run report as JSON to FILE.json");
-  auto* eval = app.add_option("--eval", o.eval_file,
-                 "Instead of generating: mean cross-entropy of the model on the text in FILE, through "
-                 "the ring (windows of block_size tokens)");
-  auto* tk = app.add_flag("--tokenize", o.tokenize,
-                          "Instead of generating: read UTF-8 text on stdin, print its token ids on one line");
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
+  auto* micro_batches =
+      app.add_option("--micro-batches", o.micro_batches,
+                     "Micro-batches in flight (default: number of ranks, at most samples)")
+          ->check(kPositive);
+  auto* crop = app.add_flag(
+      "--crop-prompts", o.crop_prompts,
+      "A prompt longer than the model's block_size keeps its last block_size tokens (with a "
+      "note) instead of being an error");
+  auto* output =
+      app.add_option("--output", o.output, "Write one JSON line per sample to FILE.jsonl");
+  auto* timings = app.add_option("--timings", o.timings,
+                                 "Write time vs generated tokens per sample to FILE.csv");
+  auto* report_json = app.add_option("--report-json", o.report_json,
+                                     "Write the end-of-run report as JSON to FILE.json");
+  auto* eval = app.add_option(
+      "--eval", o.eval_file,
+      "Instead of generating: mean cross-entropy of the model on the text in FILE, through "
+      "the ring (windows of block_size tokens)");
+  auto* tk = app.add_flag(
+      "--tokenize", o.tokenize,
+      "Instead of generating: read UTF-8 text on stdin, print its token ids on one line");
   auto* dtk = app.add_flag("--detokenize", o.detokenize,
                            "Instead of generating: read token ids on stdin, print their text");
   // Flags that a mode would ignore are contradictions: --eval reads no prompts, samples nothing
   // and writes no output files; --tokenize / --detokenize run no model at all.
-  for (CLI::Option* gen :
-       {prompt, prompts_file, tokens, temperature, top_k, top_p, seed, crop, output, timings, report_json})
+  for (CLI::Option* gen : {prompt, prompts_file, tokens, temperature, top_k, top_p, seed, crop,
+                           output, timings, report_json})
     eval->excludes(gen);
   for (CLI::Option* mode : {tk, dtk})
-    for (CLI::Option* run : {prompt, prompts_file, samples, tokens, temperature, top_k, top_p, seed, layers,
-                             micro_batches, crop, output, timings, report_json, eval})
+    for (CLI::Option* run : {prompt, prompts_file, samples, tokens, temperature, top_k, top_p, seed,
+                             layers, micro_batches, crop, output, timings, report_json, eval})
       mode->excludes(run);
   tk->excludes(dtk);
   app.add_flag("-v,--verbose", o.verbose, "More detail in the report (repeatable)");

@@ -642,10 +642,10 @@ Plan plan_generation(const Options& o, const Config& cfg, const Tokenizer& tok, 
       user_error("prompt {}: {}", p, e.what());
     }
     if (t.empty()) user_error("prompt {} encodes to no tokens", p);
-    if (int(t.size()) > cfg.block_size && !o.crop_prompts)
-      user_error("prompt {} has {} tokens, more than the model's block_size {} (--crop-prompts keeps its "
-                 "last {})", p, t.size(), cfg.block_size, cfg.block_size);
     if (int(t.size()) > cfg.block_size) {
+      if (!o.crop_prompts)
+        user_error("prompt {} has {} tokens, more than the model's block_size {} (--crop-prompts keeps its "
+                   "last {})", p, t.size(), cfg.block_size, cfg.block_size);
       notes.push_back(fmt::format("prompt {} has {} tokens, more than block_size {}: keeping its last {}", p,
                                   t.size(), cfg.block_size, cfg.block_size));
       t.erase(t.begin(), t.end() - cfg.block_size);
