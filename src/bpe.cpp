@@ -11,13 +11,12 @@
 #include <algorithm>
 #include <array>
 #include <climits>
-#include <fstream>
 #include <functional>
-#include <sstream>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
 #include "mdi/error.h"
+#include "mdi/file.h"
 #include "mdi/h5.h"
 
 namespace mdi {
@@ -170,14 +169,6 @@ std::array<uint32_t, 256> gpt2_byte_to_unicode() {
     out[b] = printable ? uint32_t(b) : extra++;
   }
   return out;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) user_error("cannot read {}", path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 constexpr size_t kShortPiece = 32;

@@ -2,15 +2,12 @@
 #include "mdi/cli.h"
 
 #include <CLI/CLI.hpp>
-#include <cerrno>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "mdi/error.h"
+#include "mdi/file.h"
 
 namespace mdi {
 
@@ -126,21 +123,10 @@ ParseResult parse_cli(int argc, const char* const* argv) {
   return r;
 }
 
-std::string read_text_file(const std::string& path, const std::string& flag) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) user_error("{} {}: it is a directory", flag, path);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) user_error("{} {}: cannot read the file ({})", flag, path, std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad() || text.bad()) user_error("{} {}: reading the file failed", flag, path);
-  return std::move(text).str();
-}
-
 std::vector<std::string> collect_prompts(const Options& o) {
   std::vector<std::string> prompts = o.prompts;
   if (!o.prompts_file.empty()) {
-    std::istringstream in(read_text_file(o.prompts_file, "--prompts-file"));
+    std::istringstream in(read_file(o.prompts_file, "--prompts-file"));
     std::string line;
     for (int n = 1; std::getline(in, line); ++n) {
       if (!line.empty() && line.back() == '\r') line.pop_back();

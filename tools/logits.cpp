@@ -5,7 +5,6 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <fstream>
-#include <iterator>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -13,6 +12,7 @@
 #include "mdi/backend.h"
 #include "mdi/cuda_backend.h"
 #include "mdi/error.h"
+#include "mdi/file.h"
 #include "mdi/tokenizer.h"
 #include "mdi/weights.h"
 
@@ -55,9 +55,7 @@ int run(int argc, char** argv) {
   if (!text.empty()) {
     ids = mdi::load_tokenizer(model)->encode(text);
   } else if (!ids_file.empty()) {
-    std::ifstream in(ids_file);
-    if (!in) mdi::user_error("cannot read --ids-file {}", ids_file);
-    ids = parse_ids(std::string(std::istreambuf_iterator<char>(in), {}), cfg.vocab_size);
+    ids = parse_ids(mdi::read_file(ids_file, "--ids-file"), cfg.vocab_size);
   } else {
     ids = parse_ids(ids_text, cfg.vocab_size);
   }

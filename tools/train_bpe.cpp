@@ -4,12 +4,11 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
-#include <iterator>
 
 #include "h5_writer.h"
 #include "mdi/bpe.h"
 #include "mdi/error.h"
+#include "mdi/file.h"
 
 namespace {
 
@@ -35,9 +34,7 @@ int run(int argc, char** argv) {
 
   std::string text;
   for (const std::string& t : texts) {
-    std::ifstream in(t, std::ios::binary);
-    if (!in) mdi::user_error("cannot read {}", t);
-    text.append(std::istreambuf_iterator<char>(in), {});
+    text += mdi::read_file(t);
   }
   const auto t0 = std::chrono::steady_clock::now();
   const mdi::TrainedBpe bpe = mdi::train_bpe(text, merges);

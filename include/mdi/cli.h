@@ -41,10 +41,6 @@ struct ParseResult {
 // Parses argv; never prints and never throws (every rank parses, rank 0 reports).
 ParseResult parse_cli(int argc, const char* const* argv);
 
-// The whole of a text file named by FLAG; throws UserError naming both when it cannot be read
-// (missing, unreadable, a directory).
-std::string read_text_file(const std::string& path, const std::string& flag);
-
 // The prompts of --prompt and --prompts-file, in that order ("\n" when none is given).
 // Throws UserError for an unreadable file, a bad JSONL line or an empty prompt.
 std::vector<std::string> collect_prompts(const Options& o);

@@ -12,7 +12,6 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -22,6 +21,7 @@
 
 #include "mdi/bpe.h"
 #include "mdi/error.h"
+#include "mdi/file.h"
 #include "safetensors.h"
 
 extern char** environ;
@@ -37,17 +37,9 @@ bool is_file(const std::string& p) {
   return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) user_error("cannot read {}", path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 json read_json(const std::string& path) {
   try {
-    return json::parse(slurp(path));
+    return json::parse(read_file(path));
   } catch (const json::exception& e) {
     user_error("{}: not valid JSON ({})", path, e.what());
   }
@@ -339,7 +331,7 @@ struct Rng {
 TokenizerData gpt2_bpe_from_files(const std::string& vocab_json, const std::string& merges_txt) {
   const json vocab = read_json(vocab_json);
   std::vector<std::pair<std::string, std::string>> merges;
-  std::istringstream in(slurp(merges_txt));
+  std::istringstream in(read_file(merges_txt));
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
