@@ -263,36 +263,63 @@ struct MatvecParams {
   const float* bias;   // (OC) or nullptr
   int IC, OC;
   QkvOut qkv;          // Epilogue::kQkv
+  int slices;          // warps per output column (1, 2, 4 or 8): see matvec_kernel
 };
 
-// Decode rows: a warp per output column oc. The weight row (IC) is read once, in 16-byte loads,
-// the first kPre per lane (a whole row of IC <= 2048 halves) issued before waiting for the
-// previous kernel (they do not depend on it), and dotted with each of the NB input rows; then a warp reduction and lane b writes row b
-// through the epilogue. With kLN the block first normalises the NB fp32 rows into shared memory
-// (two-pass mean / variance). Row b's arithmetic is the same for every NB: results do not depend
-// on which rows share a launch.
+// Decode rows: S warps per output column oc (S = 1, 2, 4 or 8, MatvecParams::slices), warp s
+// reading slice s of the weight row (IC), so that a slice of at most 32 * kPre 16-byte vectors
+// is loaded, all at once, before waiting for the previous kernel (weights do not depend on it).
+// Each slice is dotted with each of the NB input rows, summed over the warp, and the S slice sums
+// are added in slice order; lane b of the first warp writes row b through the epilogue. With kLN
+// the block first normalises the NB fp32 rows into shared memory (two-pass mean / variance; the
+// LayerNorm parameters are staged into shared memory before the wait too). Row b's arithmetic is
+// the same for every NB: results do not depend on which rows share a launch. The grid is one
+// wave (no more blocks than fit on the GPU at once), each block looping over its columns c0,
+// c0 + stride, ...: the LayerNorm is computed once per block and the next column's slice is
+// loaded into registers while the current one's sums are reduced and written.
 template <typename T, int NB, Epilogue E, bool kLN>
 __global__ void __launch_bounds__(256) matvec_kernel(MatvecParams p) {
-  constexpr int N = Vec16<T>::N, kPre = 8, kUnroll = 4;
-  extern __shared__ float xs[];  // kLN: (NB, IC) normalised rows
+  constexpr int N = Vec16<T>::N, kPre = 8, kUnroll = 4, kWarps = 8;
+  extern __shared__ float xs[];  // kLN: (NB, IC) normalised rows, then ln_w (IC), ln_b (IC)
   __shared__ float red[NB * 32];
-  const int lane = threadIdx.x % 32, oc = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-  const bool active = oc < p.OC;
+  __shared__ float part[2][kWarps][NB];  // slice sums, by iteration parity
   const int IC = p.IC, nvec = IC / N;  // 16-byte vectors per weight row
-  const uint4* wr = reinterpret_cast<const uint4*>(static_cast<const T*>(p.w) + long(active ? oc : 0) * IC);
-  uint4 pre[kPre];
+  const int S = p.slices, warp = threadIdx.x / 32, lane = threadIdx.x % 32, cols = kWarps / S;
+  const int sl = warp % S, per = (nvec + S - 1) / S, lo = sl * per, hi = min(nvec, lo + per);  // slice
+  const int stride = gridDim.x * cols;  // the block's columns: c0, c0 + stride, ... (+ warp / S)
+  const uint4* w = static_cast<const uint4*>(p.w);
+  auto row = [&](int oc) { return w + long(oc) * nvec; };
+  uint4 pre[kPre];  // the current column's slice
+  auto load = [&](int oc) {
+    if (oc >= p.OC) return;
 #pragma unroll
-  for (int u = 0; u < kPre; ++u)
-    if (active && lane + 32 * u < nvec) pre[u] = __ldg(wr + lane + 32 * u);
+    for (int u = 0; u < kPre; ++u)
+      if (lo + lane + 32 * u < hi) pre[u] = __ldg(row(oc) + lo + lane + 32 * u);
+  };
+  const int c0 = blockIdx.x * cols;
+  load(c0 + warp / S);
+  float* lnw = xs + NB * IC;
+  float* lnb = lnw + IC;
+  if constexpr (kLN) {
+    const float4* w4 = reinterpret_cast<const float4*>(p.ln_w);
+    const float4* b4 = reinterpret_cast<const float4*>(p.ln_b);
+#pragma unroll 2
+    for (int i = threadIdx.x; i < IC / 4; i += blockDim.x) {
+      const float4 w = __ldg(w4 + i), b = p.ln_b ? __ldg(b4 + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      reinterpret_cast<float4*>(lnw)[i] = w;
+      reinterpret_cast<float4*>(lnb)[i] = b;
+    }
+  }
   pdl_launch_dependents();
   pdl_wait();
 
   if constexpr (kLN) {
-    const float4* x = static_cast<const float4*>(p.inp);  // 16-byte loads: few rounds of L2 latency
+    const float4* x = static_cast<const float4*>(p.inp);
     float s[NB];
 #pragma unroll
     for (int b = 0; b < NB; ++b) {
       s[b] = 0.0f;
+#pragma unroll 2
       for (int i = threadIdx.x; i < IC / 4; i += blockDim.x) {
         const float4 v = x[long(b) * (IC / 4) + i];
         reinterpret_cast<float4*>(xs + b * IC)[i] = v;
@@ -315,14 +342,12 @@ __global__ void __launch_bounds__(256) matvec_kernel(MatvecParams p) {
     for (int b = 0; b < NB; ++b) {
       const float rstd = rsqrtf(var[b] / IC + p.eps);
       for (int i = threadIdx.x; i < IC; i += blockDim.x)
-        xs[b * IC + i] = (xs[b * IC + i] - mean[b]) * rstd * p.ln_w[i] + (p.ln_b ? p.ln_b[i] : 0.0f);
+        xs[b * IC + i] = (xs[b * IC + i] - mean[b]) * rstd * lnw[i] + lnb[i];
     }
     __syncthreads();
   }
-  if (!active) return;  // the whole warp, after the block's barriers
 
-  float acc[NB] = {};
-  auto dot = [&](const uint4& raw, int j) {  // weight vector j (elements j*N ..) with every row
+  auto dot = [&](float (&acc)[NB], const uint4& raw, int j) {  // weight vector j with every row
     Vec16<T> wv;
     wv.from(raw);
 #pragma unroll
@@ -345,34 +370,61 @@ __global__ void __launch_bounds__(256) matvec_kernel(MatvecParams p) {
       for (int e = 0; e < N; ++e) acc[b] = fmaf(wv.f[e], xv[e], acc[b]);
     }
   };
+  // Block-uniform trip count (the slice sums meet at a barrier): while the block's first column
+  // exists; warps past OC only take part in the barriers.
+  for (int it = 0; c0 + it * stride < p.OC; ++it) {
+    const int oc = c0 + it * stride + warp / S;
+    const bool active = oc < p.OC;
+    float acc[NB] = {};
+    if (active) {
 #pragma unroll
-  for (int u = 0; u < kPre; ++u)
-    if (lane + 32 * u < nvec) dot(pre[u], lane + 32 * u);
-  for (int j0 = lane + 32 * kPre; j0 < nvec; j0 += 32 * kUnroll) {
-    uint4 raw[kUnroll];
+      for (int u = 0; u < kPre; ++u)
+        if (lo + lane + 32 * u < hi) dot(acc, pre[u], lo + lane + 32 * u);
+      for (int j0 = lo + lane + 32 * kPre; j0 < hi; j0 += 32 * kUnroll) {  // slices beyond 32 * kPre
+        uint4 raw[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      if (j0 + 32 * u < nvec) raw[u] = __ldg(wr + j0 + 32 * u);
+        for (int u = 0; u < kUnroll; ++u)
+          if (j0 + 32 * u < hi) raw[u] = __ldg(row(oc) + j0 + 32 * u);
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      if (j0 + 32 * u < nvec) dot(raw[u], j0 + 32 * u);
-  }
-  const float bo = p.bias ? p.bias[oc] : 0.0f;
-#pragma unroll
-  for (int b = 0; b < NB; ++b) {
-    const float y = warp_sum(acc[b]) + bo;
-    if (lane != b % 32) continue;
-    if constexpr (E == Epilogue::kQkv) {  // q, or the row's key / value into the KV cache
-      const QkvOut& o = p.qkv;
-      const int C = p.OC / 3, part = oc / C, c = oc % C;
-      if (part == 0) {
-        o.q[long(b) * C + c] = y;
-      } else {
-        const long dst = (long(o.row_sample[b]) * o.T + o.row_pos[b]) * C + c;
-        static_cast<T*>(part == 1 ? o.k : o.v)[dst] = from_f<T>(y);
+        for (int u = 0; u < kUnroll; ++u)
+          if (j0 + 32 * u < hi) dot(acc, raw[u], j0 + 32 * u);
       }
-    } else {
-      epilogue<T, E>(p.out, long(b) * p.OC + oc, y);
+      load(oc + stride);  // in flight during the reductions and the epilogue
+    }
+#pragma unroll
+    for (int b = 0; b < NB; ++b) acc[b] = warp_sum(acc[b]);
+    if (S > 1) {  // the slice sums of each column, added in slice order by its first warp
+      float(&pt)[kWarps][NB] = part[it % 2];  // two buffers: no barrier needed before the writes
+      if (lane == 0)
+#pragma unroll
+        for (int b = 0; b < NB; ++b) pt[warp][b] = acc[b];
+      __syncthreads();
+      if (sl != 0) continue;
+#pragma unroll
+      for (int b = 0; b < NB; ++b) {
+        float t = pt[warp][b];
+        for (int k = 1; k < S; ++k) t += pt[warp + k][b];
+        acc[b] = t;
+      }
+    }
+    if (!active) continue;
+    const float bo = p.bias ? p.bias[oc] : 0.0f;
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      const float y = acc[b] + bo;
+      if (lane != b % 32) continue;
+      if constexpr (E == Epilogue::kQkv) {  // q, or the row's key / value into the KV cache
+        const QkvOut& o = p.qkv;
+        const int C = p.OC / 3, part_ = oc / C, c = oc % C;
+        if (part_ == 0) {
+          o.q[long(b) * C + c] = y;
+        } else {
+          const long dst = (long(o.row_sample[b]) * o.T + o.row_pos[b]) * C + c;
+          static_cast<T*>(part_ == 1 ? o.k : o.v)[dst] = from_f<T>(y);
+        }
+      } else {
+        epilogue<T, E>(p.out, long(b) * p.OC + oc, y);
+      }
     }
   }
 }
@@ -406,20 +458,30 @@ __global__ void __launch_bounds__(256) attention_decode_kernel(T* out, const flo
 
   float* att = sm;
   float m = -INFINITY;
-  for (int t0 = 0; t0 <= P; t0 += NG) {  // the same trip count for every thread: shuffles stay full
-    const int t = t0 + g;
-    float s = 0.0f;
-    if (t <= P) {
-      Vec16<T> kv;
-      kv.load(k + base + long(t) * C + l * VN);
+  constexpr int kU = 4;  // positions per thread whose loads are in flight together
+  for (int t0 = 0; t0 <= P; t0 += kU * NG) {  // the same trip count for every thread: shuffles stay full
+    uint4 raw[kU];
 #pragma unroll
-      for (int e = 0; e < VN; ++e) s = fmaf(qv[e], kv.f[e], s);
+    for (int u = 0; u < kU; ++u) {
+      const int t = t0 + u * NG + g;
+      if (t <= P) raw[u] = __ldg(reinterpret_cast<const uint4*>(k + base + long(t) * C + l * VN));
     }
 #pragma unroll
-    for (int o = G / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (t <= P) {
-      if (l == 0) att[t] = s;
-      m = fmaxf(m, s);
+    for (int u = 0; u < kU; ++u) {
+      const int t = t0 + u * NG + g;
+      float s = 0.0f;
+      if (t <= P) {
+        Vec16<T> kv;
+        kv.from(raw[u]);
+#pragma unroll
+        for (int e = 0; e < VN; ++e) s = fmaf(qv[e], kv.f[e], s);
+      }
+#pragma unroll
+      for (int o = G / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      if (t <= P) {
+        if (l == 0) att[t] = s;
+        m = fmaxf(m, s);
+      }
     }
   }
   m = block_reduce<true>(m, red);  // its barriers publish att[]
@@ -432,12 +494,21 @@ __global__ void __launch_bounds__(256) attention_decode_kernel(T* out, const flo
   const float inv = 1.0f / block_reduce<false>(sum, red);  // and publish the exponentials
 
   float acc[VN] = {};
-  for (int t = g; t <= P; t += NG) {
-    Vec16<T> vv;
-    vv.load(v + base + long(t) * C + l * VN);
-    const float a = att[t];
+  for (int t0 = g; t0 <= P; t0 += kU * NG) {  // positions t0, t0 + NG, ... in order
+    uint4 raw[kU];
 #pragma unroll
-    for (int e = 0; e < VN; ++e) acc[e] = fmaf(a, vv.f[e], acc[e]);
+    for (int u = 0; u < kU; ++u)
+      if (t0 + u * NG <= P) raw[u] = __ldg(reinterpret_cast<const uint4*>(v + base + long(t0 + u * NG) * C + l * VN));
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int t = t0 + u * NG;
+      if (t > P) break;
+      Vec16<T> vv;
+      vv.from(raw[u]);
+      const float a = att[t];
+#pragma unroll
+      for (int e = 0; e < VN; ++e) acc[e] = fmaf(a, vv.f[e], acc[e]);
+    }
   }
   float* part = sm + T_;
 #pragma unroll
@@ -531,6 +602,7 @@ void gemm(float* out, const void* inp, const void* weight, int B, int IC, int OC
 struct DeviceInfo {
   int major = 0;          // compute capability
   size_t smem_optin = 0;  // most dynamic shared memory a block may ask for
+  int sms = 0;            // multiprocessors
 };
 
 const DeviceInfo& device_info() {
@@ -540,10 +612,11 @@ const DeviceInfo& device_info() {
   MDI_CUDA_CHECK(cudaGetDevice(&dev));
   if (dev < 0 || dev >= 64) abort_job(fmt::format("internal error: CUDA device {} out of range", dev));
   if (!known[dev].load(std::memory_order_acquire)) {
-    int major = 0, smem = 0;
+    int major = 0, smem = 0, sms = 0;
     MDI_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     MDI_CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    info[dev] = DeviceInfo{major, size_t(smem)};
+    MDI_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    info[dev] = DeviceInfo{major, size_t(smem), sms};
     known[dev].store(true, std::memory_order_release);
   }
   return info[dev];
@@ -591,9 +664,14 @@ void launch_matvec(const MatvecParams& p, int B, cudaStream_t st) {
   if constexpr (NB > 1) {
     if (B < NB) return launch_matvec<T, E, kLN, NB - 1>(p, B, st);
   }
-  const size_t smem = kLN ? size_t(NB) * p.IC * sizeof(float) : 0;
-  launch(matvec_kernel<T, NB, E, kLN>, dim3((p.OC + kMatvecWarps - 1) / kMatvecWarps),
-         dim3(kMatvecWarps * 32), smem, st, p);
+  const size_t smem = kLN ? size_t(NB + 2) * p.IC * sizeof(float) : 0;
+  const int cols = kMatvecWarps / p.slices;  // output columns per block
+  // One wave: at most as many blocks as fit on the GPU at once, each looping over its columns.
+  int per_sm = 0;
+  MDI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, matvec_kernel<T, NB, E, kLN>,
+                                                               kMatvecWarps * 32, smem));
+  const int need = (p.OC + cols - 1) / cols, fit = std::max(1, per_sm) * device_info().sms;
+  launch(matvec_kernel<T, NB, E, kLN>, dim3(std::min(need, fit)), dim3(kMatvecWarps * 32), smem, st, p);
   MDI_LAUNCH_CHECK();
 }
 
@@ -623,19 +701,31 @@ void configure_kernels() {
   }
 }
 
+// Shared memory of the LayerNorm-fused kernel: the rows and the LayerNorm weight and bias.
 bool matvec_ok(int IC) {
-  return IC > 0 && IC % 8 == 0 && size_t(IC) * sizeof(float) <= smem_limit();
+  return IC > 0 && IC % 8 == 0 && size_t(IC) * 3 * sizeof(float) <= smem_limit();
 }
 
 int matvec_rows(int IC, bool layernorm) {
   if (!layernorm) return kDecodeRows;
-  return int(std::max<size_t>(1, std::min<size_t>(kDecodeRows, smem_limit() / (size_t(IC) * sizeof(float)))));
+  const size_t n = smem_limit() / (size_t(IC) * sizeof(float));  // rows plus weight and bias
+  return int(std::max<size_t>(1, std::min<size_t>(kDecodeRows, n > 2 ? n - 2 : 1)));
+}
+
+// Warps per output column: enough that one warp's slice of a weight row (32 lanes x 8 16-byte
+// vectors) is loaded at once.
+static int matvec_slices(int IC, DType dt) {
+  const int nvec = IC / int(16 / dtype_size(dt));
+  int s = 1;
+  while (s < kMatvecWarps && s * 32 * 8 < nvec) s *= 2;
+  return s;
 }
 
 void matvec_forward(void* out, const void* inp, const float* ln_w, const float* ln_b, float eps,
                     const void* weight, const float* bias, int B, int IC, int OC, Epilogue epi,
                     const QkvOut* qkv, DType dt, cudaStream_t st) {
-  if (!matvec_ok(IC) || !aligned16(inp) || !aligned16(weight) || (epi == Epilogue::kQkv && !qkv))
+  if (!matvec_ok(IC) || !aligned16(inp) || !aligned16(weight) || !aligned16(ln_w) || !aligned16(ln_b) ||
+      (epi == Epilogue::kQkv && !qkv))
     abort_job(fmt::format("internal error: matvec_forward needs IC % 8 == 0 ({}) and 16-byte aligned "
                           "operands", IC));
   const bool ln = ln_w != nullptr;
@@ -656,6 +746,7 @@ void matvec_forward(void* out, const void* inp, const float* ln_w, const float* 
       p.bias = bias;
       p.IC = IC;
       p.OC = OC;
+      p.slices = matvec_slices(IC, dt);
       if (qkv) {
         p.qkv = *qkv;
         p.qkv.q += size_t(r0) * (OC / 3);

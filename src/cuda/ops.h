@@ -62,11 +62,11 @@ void set_pdl(bool on);
 bool matvec_ok(int IC);
 int matvec_rows(int IC, bool layernorm);
 
-// Decode rows (any B, in chunks of matvec_rows): out = epi(x . weight (OC, IC)^T + bias), a warp
+// Decode rows (any B, in chunks of matvec_rows): out = epi(x . weight (OC, IC)^T + bias), warps
 // per output column, each weight row read once per chunk, fp32 accumulation. With ln_w, x = the
 // LayerNorm (ln_w, ln_b (may be nullptr), eps) of inp (B, IC) fp32, computed in the kernel;
 // without, x = inp (B, IC) in dt. Each row's result is bit-identical whatever else shares the
-// batch. qkv: where kQkv writes (out unused then). inp and weight 16-byte aligned.
+// batch. qkv: where kQkv writes (out unused then). inp, weight, ln_w and ln_b 16-byte aligned.
 void matvec_forward(void* out, const void* inp, const float* ln_w, const float* ln_b, float eps,
                     const void* weight, const float* bias, int B, int IC, int OC, Epilogue epi,
                     const QkvOut* qkv, DType dt, cudaStream_t st);
