@@ -49,6 +49,31 @@ def hdf5_bug(path):
     return SANITIZED and os.path.basename(path).startswith("hdf5_")
 
 
+def error_lines(stderr):
+    return [l for l in stderr.splitlines() if l.startswith("mdi-llm: error") or l.startswith("error:")]
+
+
+def expect_error(name, cmd, expect, timeout=60, asan_report=False, **kw):
+    """Runs the job of a bad input: it must end within 10 s, exit non-zero and print one error line
+    containing `expect` (or, with asan_report, may end with AddressSanitizer's report instead).
+    Extra keywords go to subprocess.run (env, preexec_fn)."""
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout, **kw)
+    except subprocess.TimeoutExpired:
+        check(False, f"{name}: job ended (it hung for {timeout} s)")
+        return
+    secs = time.monotonic() - t0
+    errors = error_lines(p.stderr)
+    ok = p.returncode != 0 and secs < 10 and len(errors) == 1 and expect in errors[0]
+    what = f"one error line mentioning '{expect}'"
+    if asan_report and not ok:
+        ok = p.returncode != 0 and secs < 10 and "AddressSanitizer" in p.stderr
+        what = "AddressSanitizer's report of the bug in libhdf5"
+    check(ok, f"{name}: exit {p.returncode} in {secs:.1f} s, {what}"
+              + ("" if ok else f"\n     stderr: {p.stderr.strip()[-1500:]}"))
+
+
 class Runner:
     def __init__(self, args):
         self.exe = args.exe
@@ -167,46 +192,19 @@ def bad_input(r, N):
         cases.append((f"corrupt file {os.path.basename(path)}", 2,  # their vocabulary: a, b, c, \\n
                       ["--model", path, "--tokens", "5", "--prompt", "ab"], path))
     for name, ranks, flags, expect in cases:
-        try:
-            p, secs = run(r.cmd(ranks, flags), timeout=60)
-        except subprocess.TimeoutExpired:
-            check(False, f"{name}: job ended (it hung for 60 s)")
-            continue
-        errors = [l for l in p.stderr.splitlines() if l.startswith("mdi-llm: error") or l.startswith("error:")]
-        ok = p.returncode != 0 and secs < 10 and len(errors) == 1 and expect in errors[0]
-        what = f"one error line mentioning '{expect}'"
-        if hdf5_bug(expect) and not ok:
-            ok = p.returncode != 0 and secs < 10 and "AddressSanitizer" in p.stderr
-            what = "AddressSanitizer's report of the bug in libhdf5"
-        check(ok, f"{name}: exit {p.returncode} in {secs:.1f} s, {what}"
-                  + ("" if ok else f"\n     stderr: {p.stderr.strip()[-1500:]}"))
+        expect_error(name, r.cmd(ranks, flags), expect, asan_report=hdf5_bug(expect))
     # An absurd --tokens: the room for the results does not fit (address space capped at 4 GB,
     # inherited by mpirun's ranks; not under ASan, whose shadow memory needs more).
     if not SANITIZED:
         def cap():
             resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
-        t0 = time.monotonic()
-        p = subprocess.run(r.cmd(N, ["--model", good, "--tokens", "2000000000", "--samples", str(N)]),
-                           capture_output=True, text=True, errors="replace", timeout=60, preexec_fn=cap)
-        secs = time.monotonic() - t0
-        errors = [l for l in p.stderr.splitlines() if l.startswith("mdi-llm: error")]
-        check(p.returncode != 0 and secs < 10 and len(errors) == 1 and "out of memory" in errors[0],
-              f"--tokens 2000000000 in 4 GB: exit {p.returncode} in {secs:.1f} s, one error line 'out of memory'"
-              + ("" if errors else f"\n     stderr: {p.stderr.strip()[-800:]}"))
+        expect_error("--tokens 2000000000 in 4 GB", r.cmd(N, ["--model", good, "--tokens", "2000000000",
+                                                            "--samples", str(N)]),
+                     "out of memory", preexec_fn=cap)
     # A read of the model file that never returns (HDF5 spinning on a corrupt file; simulated by
     # the test hook MDI_TEST_STALL_READ_S) ends the job within 10 s with one error line.
-    env = dict(os.environ, MDI_TEST_STALL_READ_S="60")
-    t0 = time.monotonic()
-    try:
-        p = subprocess.run(r.cmd(N, ["--model", good] + base), capture_output=True, text=True,
-                           errors="replace", timeout=30, env=env)
-        secs = time.monotonic() - t0
-        errors = [l for l in p.stderr.splitlines() if l.startswith("mdi-llm: error")]
-        check(p.returncode != 0 and secs < 10 and len(errors) == 1 and "did not return" in errors[0],
-              f"a read that hangs: exit {p.returncode} in {secs:.1f} s, one error line"
-              + ("" if errors else f"\n     stderr: {p.stderr.strip()[-800:]}"))
-    except subprocess.TimeoutExpired:
-        check(False, "a read that hangs: the job ended (it hung for 30 s)")
+    expect_error("a read that hangs", r.cmd(N, ["--model", good] + base), "did not return", timeout=30,
+                 env=dict(os.environ, MDI_TEST_STALL_READ_S="60"))
     # --tokenize reads only the tokenizer: it works where that part of the file is sound, and
     # otherwise fails like generation.
     for path in corrupt:
@@ -216,7 +214,7 @@ def bad_input(r, N):
         except subprocess.TimeoutExpired:
             check(False, f"--tokenize with {os.path.basename(path)}: ended (it hung for 10 s)")
             continue
-        errors = [l for l in p.stderr.splitlines() if l.startswith("mdi-llm: error")]
+        errors = error_lines(p.stderr)
         ok = (p.returncode == 0 and not errors) or (p.returncode == 1 and len(errors) == 1 and path in errors[0])
         what = ", one error line naming the file" if p.returncode else ""
         if hdf5_bug(path) and not ok:
