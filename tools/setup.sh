@@ -82,6 +82,6 @@ case "$what" in
     ;;
   run)
     mpirun -np 3 --oversubscribe --mca mpi_yield_when_idle 1 build/mdi-llm \
-      --model data/shakespeare_char.h5 --prompt "ROMEO:" --samples 3 --tokens 300
+      --model data/shakespeare_char.h5 --prompt "ROMEO:" --samples 3 --tokens 250
     ;;
 esac
