@@ -47,7 +47,9 @@ struct QkvOut {
 // matmul_forward takes the matrix-vector kernel for batches of at most this many rows.
 constexpr int kMatvecRows = 4;
 // Rows one launch of the matrix-vector kernel serves (more are done in chunks).
-// (8 was slower on an H200: 51 KB of shared memory per block at C = 1600 took two waves.)
+// (8 was slower on an H200 with the earlier kernel, whose grid then took two waves; the kernel
+// runs one wave now, and 8 has not been measured with it. At 4 rows it already holds ~125
+// registers per thread.)
 constexpr int kDecodeRows = 4;
 
 // Once per process and device, before the first matvec_forward: lets the LayerNorm-fused kernels
