@@ -252,6 +252,10 @@ struct Plan {
   int32_t max_rows = 0;       // rows in the largest message
 };
 
+// Rows one lm_head pass on rank 0 may take: the micro-batches that came back together share it
+// (Head::finish), up to 16 samples or one micro-batch if that is larger.
+int head_rows(const Plan& plan) { return std::min<int>(plan.samples, std::max<int>(plan.max_items, 16)); }
+
 struct SampleState {
   int mb = 0;
   std::vector<int> tokens;  // prompt (cropped) then generated ids
@@ -268,8 +272,12 @@ class Driver {
   // Builds micro-batch mb's next message in m (embeddings, then rank 0's layers); false when the
   // micro-batch has nothing left to do.
   virtual bool prepare(Message& m, int mb, RankStats& st) = 0;
-  // Takes a micro-batch that went around the ring.
-  virtual void finish(Message& m, RankStats& st) = 0;
+  // Takes k micro-batches that went around the ring (in the order they came back).
+  virtual void finish(Message* const* ms, int k, RankStats& st) = 0;
+  void finish(Message& m, RankStats& st) {
+    Message* one = &m;
+    finish(&one, 1, st);
+  }
 };
 
 // Generation: sample states, the sampler and the head of the model.
@@ -279,7 +287,9 @@ class Head final : public Driver {
        std::vector<SampleResult>& results)
       : o_(o), cfg_(cfg), tok_(tok), be_(be), plan_(plan), results_(results),
         sampler_(o.sampling, tok.vocab_size()), states_(plan.samples),  // the tokenizer's ids only: vocab_size may be padded (nanoGPT 50304)
-        tok_ids_(plan.max_rows), logits_(size_t(plan.max_items) * cfg.vocab_size) {
+        tok_ids_(plan.max_rows), head_rows_(head_rows(plan)),
+        last_(size_t(plan.samples) * cfg.n_embd), last_items_(plan.samples),
+        logits_(size_t(head_rows_) * cfg.vocab_size) {
     for (int s = 0; s < plan.samples; ++s) {
       SampleState& st = states_[s];
       st.mb = s % plan.micro_batches;
@@ -323,32 +333,49 @@ class Head final : public Driver {
     return true;
   }
 
-  // Logits of each sample's last row, its next token.
-  void finish(Message& m, RankStats& st) override {
+  // Logits of each sample's last row, its next token. The micro-batches that came back together
+  // share one lm_head pass (up to head_rows_ rows: the head's weights are read once per pass, and
+  // a row's logits are the same in any batch), so a head that is the ring's slowest stage
+  // catches up with the others instead of holding them back.
+  void finish(Message* const* ms, int k, RankStats& st) override {
     Timer t(st.compute_s);
-    const int n = m.header().n_items;
-    const BatchItem* items = m.items();
-    be_.logits(logits_.data(), m.payload(), items, n);
-    const double when = now() - t0_;
-    for (int i = 0; i < n; ++i) {
-      const int s = items[i].sample;
-      SampleState& ss = states_[s];
-      SampleResult& r = results_[s];
-      const int id = sampler_.sample(logits_.data() + size_t(i) * cfg_.vocab_size, rngs_[s]);
-      ss.tokens.push_back(id);
-      ss.generated++;
-      r.tokens.push_back(id);
-      r.token_times.push_back(when);
-      if (tok_.eot() && id == *tok_.eot()) {
-        ss.done = true;
-        r.stop = "eot";
-      } else if (ss.generated >= o_.tokens) {
-        ss.done = true;
-        r.stop = "length";
+    const size_t C = cfg_.n_embd, V = cfg_.vocab_size;
+    int n = 0;
+    for (int j = 0; j < k; ++j) {
+      const BatchItem* items = ms[j]->items();
+      const float* x = ms[j]->payload();
+      for (int i = 0; i < ms[j]->header().n_items; ++i) {
+        x += items[i].rows * C;
+        std::copy(x - C, x, last_.data() + n * C);
+        last_items_[n++] = BatchItem{items[i].sample, items[i].pos + items[i].rows - 1, 1};
       }
     }
+    for (int i0 = 0; i0 < n; i0 += head_rows_) {
+      const int rows = std::min(head_rows_, n - i0);
+      be_.logits(logits_.data(), last_.data() + i0 * C, last_items_.data() + i0, rows);
+      const double when = now() - t0_;
+      for (int i = 0; i < rows; ++i) take(last_items_[i0 + i].sample, logits_.data() + i * V, when);
+    }
     generated_ += n;
-    if (progress_ && when - last_progress_ > 0.25) show_progress(when, false);
+    if (progress_ && now() - t0_ - last_progress_ > 0.25) show_progress(now() - t0_, false);
+  }
+
+  // Sample s's next token from its logits.
+  void take(int s, const float* logits, double when) {
+    SampleState& ss = states_[s];
+    SampleResult& r = results_[s];
+    const int id = sampler_.sample(logits, rngs_[s]);
+    ss.tokens.push_back(id);
+    ss.generated++;
+    r.tokens.push_back(id);
+    r.token_times.push_back(when);
+    if (tok_.eot() && id == *tok_.eot()) {
+      ss.done = true;
+      r.stop = "eot";
+    } else if (ss.generated >= o_.tokens) {
+      ss.done = true;
+      r.stop = "length";
+    }
   }
 
   // A one-line progress meter on stderr, only when stderr is a terminal (quiet in pipes and jobs).
@@ -374,7 +401,10 @@ class Head final : public Driver {
   std::vector<SampleState> states_;
   std::vector<Rng> rngs_;
   std::vector<int> tok_ids_;
-  std::vector<float> logits_;
+  int head_rows_;                       // rows per lm_head pass (head_rows)
+  std::vector<float> last_;             // (samples, C): the last row of each item to finish
+  std::vector<BatchItem> last_items_;
+  std::vector<float> logits_;           // (head_rows_, V)
   double t0_ = 0;
   long generated_ = 0;
   const bool progress_ = isatty(STDERR_FILENO) != 0;
@@ -421,7 +451,11 @@ class Evaluator final : public Driver {
     return true;
   }
 
-  void finish(Message& m, RankStats& st) override {
+  void finish(Message* const* ms, int k, RankStats& st) override {
+    for (int j = 0; j < k; ++j) finish_one(*ms[j], st);
+  }
+
+  void finish_one(Message& m, RankStats& st) {
     Timer t(st.compute_s);
     const int V = cfg_.vocab_size, C = cfg_.n_embd;
     const BatchItem* items = m.items();
@@ -495,6 +529,21 @@ void wait_recv(Message& m, MPI_Request& req, RankStats& st) {
   m.validate(count);
 }
 
+// Whether the receive posted into m has completed (then m is checked like wait_recv's).
+bool test_recv(Message& m, MPI_Request& req, RankStats& st) {
+  MPI_Status status;
+  int done = 0;
+  {
+    Timer t(st.comm_s);
+    MDI_MPI_CHECK(MPI_Test(&req, &done, &status));
+  }
+  if (!done) return false;
+  int count = 0;
+  MDI_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &count));
+  m.validate(count);
+  return true;
+}
+
 void send(const Ring& ring, Message& m, MPI_Request& req, RankStats& st) {
   Timer t(st.comm_s);
   MDI_MPI_CHECK(MPI_Isend(m.raw(), int(m.bytes()), MPI_BYTE, ring.next(), kTag, ring.comm(), &req));
@@ -523,17 +572,25 @@ void run_single(Driver& head, const Plan& plan, int C, RankStats& st) {
 }
 
 // Rank 0 of a ring. One send buffer per micro-batch, so rank 0 never blocks on a send while
-// messages wait to be received (the ring cannot deadlock); two receive buffers, the next receive
-// always posted before compute.
+// messages wait to be received (the ring cannot deadlock); B + 1 receive buffers, the next receive
+// always posted before compute. Up to B micro-batches that came back while rank 0 was busy are
+// finished together (Driver::finish), without waiting for any that are still on their way.
 void run_starter(const Ring& ring, Driver& head, const Plan& plan, int C, RankStats& st) {
-  const int M = plan.micro_batches;
-  std::vector<Message> sbuf;
+  constexpr int kMaxBack = 4;
+  const int M = plan.micro_batches, B = std::min(M, kMaxBack), R = B + 1;
+  std::vector<Message> sbuf, rbuf;
   sbuf.reserve(M);
+  rbuf.reserve(R);
   for (int i = 0; i < M; ++i) sbuf.push_back(plan_message(plan, C));
+  for (int i = 0; i < R; ++i) rbuf.push_back(plan_message(plan, C));
   std::vector<MPI_Request> sreq(M, MPI_REQUEST_NULL);
-  Message rbuf[2] = {plan_message(plan, C), plan_message(plan, C)};
   MPI_Request rreq = MPI_REQUEST_NULL;
-  int rcur = 0, in_flight = 0;
+  int rnext = 0, in_flight = 0;  // rbuf[rnext]: the buffer of the next receive
+  std::vector<Message*> back;  // micro-batches come back, to finish together
+  back.reserve(B);
+  // Tests: wait for up to B micro-batches instead of taking only those already back, so that
+  // batched finishing happens every time.
+  const bool gather = std::getenv("MDI_TEST_GATHER_HEAD") != nullptr;
 
   auto launch = [&](int mb) {
     wait_send(sreq[mb], st);
@@ -541,21 +598,31 @@ void run_starter(const Ring& ring, Driver& head, const Plan& plan, int C, RankSt
     send(ring, sbuf[mb], sreq[mb], st);
     return true;
   };
-  post_recv(ring, rbuf[rcur], rreq, st);
+  auto take = [&]() {  // the message just received into rbuf[rnext]
+    back.push_back(&rbuf[rnext]);
+    --in_flight;
+    rnext = (rnext + 1) % R;
+  };
+  post_recv(ring, rbuf[rnext], rreq, st);
   for (int mb = 0; mb < M; ++mb) in_flight += launch(mb);
   while (in_flight > 0) {
-    Message& m = rbuf[rcur];
-    wait_recv(m, rreq, st);
-    --in_flight;
-    bool posted = false;
-    if (in_flight > 0) {  // the next micro-batch is already on its way: receive it meanwhile
-      post_recv(ring, rbuf[1 - rcur], rreq, st);
-      posted = true;
+    back.clear();
+    wait_recv(rbuf[rnext], rreq, st);
+    take();
+    // The next receive is posted before compute; what has arrived already joins this batch. With
+    // at most B in `back`, the buffer posted (the R-th) is never one of them.
+    while (in_flight > 0) {
+      post_recv(ring, rbuf[rnext], rreq, st);
+      if (int(back.size()) == B) break;
+      if (gather) wait_recv(rbuf[rnext], rreq, st);
+      else if (!test_recv(rbuf[rnext], rreq, st)) break;
+      take();
     }
-    head.finish(m, st);
-    in_flight += launch(m.header().micro_batch);
-    if (!posted && in_flight > 0) post_recv(ring, rbuf[1 - rcur], rreq, st);
-    rcur = 1 - rcur;
+    head.finish(back.data(), int(back.size()), st);
+    st.head_passes += 1;
+    st.head_micro_batches += double(back.size());
+    for (Message* m : back) in_flight += launch(m->header().micro_batch);
+    if (rreq == MPI_REQUEST_NULL && in_flight > 0) post_recv(ring, rbuf[rnext], rreq, st);
   }
   for (MPI_Request& r : sreq) wait_send(r, st);
   // STOP goes once around the ring; every rank forwards it and returns.
@@ -800,7 +867,9 @@ int run(const Options& o, MPI_Comm world) {
           ReadGuard guard(o.model, starter, 0);  // big reads may take long: crashes only
           w = load_weights(o.model, cfg, st.layer_begin, st.layer_end, starter);
         }
-        BackendSpec spec{plan.max_rows, plan.samples, st.threads};
+        // Rank 0's backend also takes lm_head passes of head_rows rows.
+        BackendSpec spec{starter ? std::max<int>(plan.max_rows, head_rows(plan)) : plan.max_rows, plan.samples,
+                         st.threads};
         std::string device;
         be = make_backend(o, cfg, w, spec, rank, N, local, device);
         st.load_s = now() - t0;

@@ -88,6 +88,7 @@ void write_report_json(const std::string& path, const RunSummary& run, const std
                   {"compute_s", r.compute_s}, {"comm_s", r.comm_s}, {"wait_s", r.wait_s},
                   {"bytes_sent", r.bytes_sent}, {"messages_sent", r.messages_sent},
                   {"decode_bytes", r.decode_bytes}, {"decode_rows", r.decode_rows},
+                  {"head_passes", r.head_passes}, {"head_micro_batches", r.head_micro_batches},
                   {"weights_bytes", r.weights_bytes}, {"workspace_bytes", r.workspace_bytes},
                   {"peak_rss_bytes", r.peak_rss_bytes}});
   }

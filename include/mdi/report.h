@@ -22,6 +22,8 @@ struct RankStats {
   double messages_sent = 0;
   double decode_bytes = 0;     // bytes of DECODE messages
   double decode_rows = 0;      // sample-rows carried by DECODE messages
+  double head_passes = 0;      // rank 0: times micro-batches came back and were finished together
+  double head_micro_batches = 0;  // rank 0: micro-batches finished (over head_passes: the batching)
   double weights_bytes = 0, workspace_bytes = 0, peak_rss_bytes = 0;
 };
 

@@ -32,9 +32,9 @@ def check(cond, what):
         FAILS.append(what)
 
 
-def run(cmd, timeout=300):
+def run(cmd, timeout=300, env=None):
     t0 = time.monotonic()
-    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)
+    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout, env=env)
     return p, time.monotonic() - t0
 
 
@@ -90,11 +90,11 @@ class Runner:
         base = [self.exe] if ranks == 0 else self.mpiexec + [self.np_flag, str(ranks), self.exe]
         return base + flags
 
-    def tokens(self, ranks, flags):
+    def tokens(self, ranks, flags, env=None):
         """Runs mdi-llm and returns the token ids of each sample (from --output)."""
         self.count += 1
         out = os.path.join(self.tmp, f"run{self.count}.jsonl")
-        p, _ = run(self.cmd(ranks, flags + ["--output", out]))
+        p, _ = run(self.cmd(ranks, flags + ["--output", out]), env=env)
         if p.returncode != 0:
             print(p.stdout[-2000:], p.stderr[-4000:], sep="\n")
             return None
@@ -131,6 +131,18 @@ def same_tokens(r, N):
         got = r.tokens(N, flags)
         check(ref is not None and got is not None and len(ref) > 0 and ref == got,
               f"np {N}, {name}: token ids equal to 1 rank ({len(ref or [])} samples)")
+    # Micro-batches that came back together share one lm_head pass. The test hook makes rank 0
+    # wait for them, so that every pass takes several: the tokens stay those of 1 rank, and the
+    # report counts more micro-batches finished than passes.
+    gather = dict(os.environ, MDI_TEST_GATHER_HEAD="1")
+    rep = os.path.join(r.tmp, "gather.json")
+    flags = tiny + prompts + sampled + past_block + ["--samples", str(2 * N)]
+    ref, got = r.tokens(0, flags), r.tokens(N, flags + ["--report-json", rep], env=gather)
+    head = json.load(open(rep, encoding="utf-8"))["rank_stats"][0] if got is not None else {}
+    passes, mbs = head.get("head_passes", 0), head.get("head_micro_batches", 0)
+    check(ref is not None and ref == got and mbs > passes > 0,
+          f"np {N}, micro-batches finished together ({mbs:.0f} in {passes:.0f} lm_head passes): "
+          "token ids equal to 1 rank")
     # --eval: the same loss on N ranks as on 1, and the PyTorch reference's (tools/make_fixtures.py).
     ref = json.load(open(os.path.join(r.fixtures, "eval_ref.json"), encoding="utf-8"))
     text = os.path.join(r.tmp, "eval.txt")
@@ -138,12 +150,13 @@ def same_tokens(r, N):
         f.write(ref["text"])
     for model, want in ref["loss"].items():
         got = []
-        for ranks in (0, N):
-            p, _ = run(r.cmd(ranks, ["--model", r.model(model), "--eval", text, "--samples", "3"]))
+        for ranks, env in ((0, None), (N, None), (N, gather)):
+            p, _ = run(r.cmd(ranks, ["--model", r.model(model), "--eval", text, "--samples", "3"]), env=env)
             m = re.search(r"eval loss ([\d.]+)", p.stdout)
             got.append(m.group(1) if p.returncode == 0 and m else None)
-        check(got[0] is not None and got[0] == got[1] and abs(float(got[0]) - want) < 1e-5,
-              f"np {N}, --eval {model}: loss {got[1]} equals 1 rank's {got[0]} and PyTorch's {want:.6f}")
+        check(got[0] is not None and got[0] == got[1] == got[2] and abs(float(got[0]) - want) < 1e-5,
+              f"np {N}, --eval {model}: loss {got[1]} (micro-batches finished together: {got[2]}) equals "
+              f"1 rank's {got[0]} and PyTorch's {want:.6f}")
     # The invariant is worth something only if sampling really depends on the seed.
     a = r.tokens(0, tiny + prompts + sampled + ["--samples", "2", "--tokens", "40"])
     b = r.tokens(0, tiny + prompts + sampled[:-1] + ["7", "--samples", "2", "--tokens", "40"])
