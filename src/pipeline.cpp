@@ -357,7 +357,8 @@ class Head final : public Driver {
       for (int i = 0; i < rows; ++i) take(last_items_[i0 + i].sample, logits_.data() + i * V, when);
     }
     generated_ += n;
-    if (progress_ && now() - t0_ - last_progress_ > 0.25) show_progress(now() - t0_, false);
+    const double when = now() - t0_;
+    if (progress_ && when - last_progress_ > 0.25) show_progress(when, false);
   }
 
   // Sample s's next token from its logits.

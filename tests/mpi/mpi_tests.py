@@ -32,9 +32,11 @@ def check(cond, what):
         FAILS.append(what)
 
 
-def run(cmd, timeout=300, env=None):
+def run(cmd, timeout=300, **kw):
+    """Runs cmd, capturing its output; extra keywords go to subprocess.run (env, preexec_fn).
+    Returns the process and its seconds."""
     t0 = time.monotonic()
-    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout, env=env)
+    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout, **kw)
     return p, time.monotonic() - t0
 
 
@@ -56,14 +58,12 @@ def error_lines(stderr):
 def expect_error(name, cmd, expect, timeout=60, asan_report=False, **kw):
     """Runs the job of a bad input: it must end within 10 s, exit non-zero and print one error line
     containing `expect` (or, with asan_report, may end with AddressSanitizer's report instead).
-    Extra keywords go to subprocess.run (env, preexec_fn)."""
-    t0 = time.monotonic()
+    Extra keywords go to run."""
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout, **kw)
+        p, secs = run(cmd, timeout=timeout, **kw)
     except subprocess.TimeoutExpired:
         check(False, f"{name}: job ended (it hung for {timeout} s)")
         return
-    secs = time.monotonic() - t0
     errors = error_lines(p.stderr)
     ok = p.returncode != 0 and secs < 10 and len(errors) == 1 and expect in errors[0]
     what = f"one error line mentioning '{expect}'"
