@@ -289,7 +289,8 @@ class Head final : public Driver {
         sampler_(o.sampling, tok.vocab_size()), states_(plan.samples),  // the tokenizer's ids only: vocab_size may be padded (nanoGPT 50304)
         tok_ids_(plan.max_rows), head_rows_(head_rows(plan)),
         last_(size_t(plan.samples) * cfg.n_embd), last_items_(plan.samples),
-        logits_(size_t(head_rows_) * cfg.vocab_size) {
+        logits_(size_t(head_rows_) * cfg.vocab_size), top_k_(sampler_.candidates()),
+        top_ids_(size_t(head_rows_) * top_k_), top_vals_(size_t(head_rows_) * top_k_) {
     for (int s = 0; s < plan.samples; ++s) {
       SampleState& st = states_[s];
       st.mb = s % plan.micro_batches;
@@ -352,20 +353,31 @@ class Head final : public Driver {
     }
     for (int i0 = 0; i0 < n; i0 += head_rows_) {
       const int rows = std::min(head_rows_, n - i0);
-      be_.logits(logits_.data(), last_.data() + i0 * C, last_items_.data() + i0, rows);
-      const double when = now() - t0_;
-      for (int i = 0; i < rows; ++i) take(last_items_[i0 + i].sample, logits_.data() + i * V, when);
+      const float* x = last_.data() + i0 * C;
+      const BatchItem* items = last_items_.data() + i0;
+      // Where the backend selects (CUDA), only the candidates the sampler needs come back.
+      if (top_k_ > 0 && be_.top(top_k_, tok_.vocab_size(), top_ids_.data(), top_vals_.data(), x, items, rows)) {
+        const double when = now() - t0_;
+        for (int i = 0; i < rows; ++i) {
+          const size_t o = size_t(i) * top_k_;
+          take(items[i].sample, sampler_.sample_top(top_ids_.data() + o, top_vals_.data() + o, rngs_[items[i].sample]), when);
+        }
+      } else {
+        be_.logits(logits_.data(), x, items, rows);
+        const double when = now() - t0_;
+        for (int i = 0; i < rows; ++i)
+          take(items[i].sample, sampler_.sample(logits_.data() + i * V, rngs_[items[i].sample]), when);
+      }
     }
     generated_ += n;
     const double when = now() - t0_;
     if (progress_ && when - last_progress_ > 0.25) show_progress(when, false);
   }
 
-  // Sample s's next token from its logits.
-  void take(int s, const float* logits, double when) {
+  // Sample s's next token is id.
+  void take(int s, int id, double when) {
     SampleState& ss = states_[s];
     SampleResult& r = results_[s];
-    const int id = sampler_.sample(logits, rngs_[s]);
     ss.tokens.push_back(id);
     ss.generated++;
     r.tokens.push_back(id);
@@ -406,6 +418,9 @@ class Head final : public Driver {
   std::vector<float> last_;             // (samples, C): the last row of each item to finish
   std::vector<BatchItem> last_items_;
   std::vector<float> logits_;           // (head_rows_, V)
+  int top_k_;                           // candidates the sampler needs of a row (0: all)
+  std::vector<int> top_ids_;            // (head_rows_, top_k_): what Backend::top returns
+  std::vector<float> top_vals_;
   double t0_ = 0;
   long generated_ = 0;
   const bool progress_ = isatty(STDERR_FILENO) != 0;
@@ -868,9 +883,10 @@ int run(const Options& o, MPI_Comm world) {
           ReadGuard guard(o.model, starter, 0);  // big reads may take long: crashes only
           w = load_weights(o.model, cfg, st.layer_begin, st.layer_end, starter);
         }
-        // Rank 0's backend also takes lm_head passes of head_rows rows.
+        // Rank 0's backend also takes lm_head passes of head_rows rows, and selects what the
+        // sampler needs of them.
         BackendSpec spec{starter ? std::max<int>(plan.max_rows, head_rows(plan)) : plan.max_rows, plan.samples,
-                         st.threads};
+                         st.threads, starter && !eval ? sampling_candidates(o.sampling, tok->vocab_size()) : 0};
         std::string device;
         be = make_backend(o, cfg, w, spec, rank, N, local, device);
         st.load_s = now() - t0;

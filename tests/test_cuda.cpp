@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <tuple>
 #include <cmath>
@@ -25,6 +26,7 @@
 #include "mdi/backend.h"
 #include "mdi/cpu_ops.h"
 #include "mdi/cuda_backend.h"
+#include "mdi/sampler.h"
 #include "mdi/weights.h"
 
 namespace {
@@ -382,6 +384,40 @@ TEST(CudaOpsF32, ResidualIsExact) {
   EXPECT_EQ(0.0, max_abs(from_dev(dx.p, x.size()), want));
 }
 
+// The GPU selection is exact: the same ids and logit bits as mdi::select_top, on rows with ties,
+// signed zeros, infinities and NaNs, for k from 1 (greedy) to V, rows of a padded stride.
+TEST(CudaOpsF32, TopIsSelectTop) {
+  MDI_REQUIRE_GPU();
+  std::mt19937 g(17);
+  const int B = 5, V = 50257, stride = 50304;
+  std::vector<float> l = randn(size_t(B) * stride, g, 0.0f, 3.0f);
+  for (int i = 0; i < stride; ++i) {
+    l[size_t(1) * stride + i] = float(int(l[size_t(1) * stride + i]));  // many ties
+    l[size_t(2) * stride + i] = 0.5f;                                    // all equal
+    float& x = l[size_t(3) * stride + i];
+    if (i % 7 == 0) x = i % 14 ? NAN : (i % 28 ? -0.0f : 0.0f);
+    if (i % 101 == 0) x = i % 202 ? INFINITY : -INFINITY;
+    l[size_t(4) * stride + i] = i % 3 ? NAN : l[size_t(4) * stride + i];  // mostly NaN
+  }
+  l[size_t(0) * stride + V] = 1e30f;  // in the padding: never a candidate
+  DevBuf dl = to_dev(l);
+  for (int k : {1, 2, 40, 200, 1000, 20000, V}) {
+    DevBuf di(size_t(B) * k * sizeof(int)), dv(size_t(B) * k * sizeof(float));
+    mdi::cuda::top_forward(static_cast<int*>(di.p), dv.f(), dl.f(), B, stride, V, k, nullptr);
+    std::vector<int> ids(size_t(B) * k);
+    MDI_CUDA_CHECK(cudaMemcpy(ids.data(), di.p, ids.size() * sizeof(int), cudaMemcpyDeviceToHost));
+    const std::vector<float> vals = from_dev(dv.p, ids.size());
+    for (int b = 0; b < B; ++b) {
+      std::vector<int> want_ids(k);
+      std::vector<float> want_vals(k);
+      mdi::select_top(l.data() + size_t(b) * stride, V, k, want_ids.data(), want_vals.data());
+      ASSERT_TRUE(std::equal(want_ids.begin(), want_ids.end(), ids.begin() + size_t(b) * k)) << "row " << b << " k " << k;
+      ASSERT_EQ(0, std::memcmp(want_vals.data(), vals.data() + size_t(b) * k, k * sizeof(float)))
+          << "row " << b << " k " << k;
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Whole model, CUDA vs CPU.
 
@@ -569,6 +605,18 @@ mdi::Weights random_model(const mdi::Config& cfg, unsigned seed) {
   return w;
 }
 
+// A small GPT-2-shaped configuration: 4 heads of 16.
+mdi::Config small_config(int n_layer, int block_size, int vocab_size) {
+  mdi::Config cfg;
+  cfg.model_type = "gpt2";
+  cfg.n_layer = n_layer;
+  cfg.n_head = 4;
+  cfg.n_embd = 64;
+  cfg.block_size = block_size;
+  cfg.vocab_size = vocab_size;
+  return cfg;
+}
+
 int argmax(const float* v, int n) { return int(std::max_element(v, v + n) - v); }
 
 // Greedy decoding of three samples batched together (a prefill of three prompts of different
@@ -576,13 +624,7 @@ int argmax(const float* v, int n) { return int(std::max_element(v, v + n) - v); 
 // First, logits of 96 single-row items (more than one ln_f / lm_head pass) match too.
 TEST(CudaGreedy, FiftyStepsIdenticalTokensFp32) {
   MDI_REQUIRE_GPU();
-  mdi::Config cfg;
-  cfg.model_type = "gpt2";
-  cfg.n_layer = 3;
-  cfg.n_head = 4;
-  cfg.n_embd = 64;
-  cfg.block_size = 96;
-  cfg.vocab_size = 80;
+  const mdi::Config cfg = small_config(3, 96, 80);
   const mdi::Weights w = random_model(cfg, 99);
   const int S = 3, C = cfg.n_embd, V = cfg.vocab_size, steps = 50;
   const mdi::BackendSpec spec{S * cfg.block_size, S, 1};
@@ -629,6 +671,44 @@ TEST(CudaGreedy, FiftyStepsIdenticalTokensFp32) {
   std::printf("[ figure ] cuda greedy: sample 1 tokens:");
   for (int t : out[1][1]) std::printf(" %d", t);
   std::printf("\n");
+}
+
+// What rank 0 copies back for sampling: Backend::top's candidates are select_top's of the
+// backend's own logits(), for greedy (k = 1) and top-k, over the tokenizer's V of a padded vocabulary
+// (nanoGPT's 50304), in lm_head passes of several items; k above the spec's is declined.
+TEST(CudaModelF32, TopIsSelectTopOfTheLogits) {
+  MDI_REQUIRE_GPU();
+  const mdi::Config cfg = small_config(2, 32, 1000);
+  const mdi::Weights w = random_model(cfg, 5);
+  const int S = 20, C = cfg.n_embd, V = cfg.vocab_size, Vtok = 990, K = 50;
+  for (DType dt : {DType::kF32, DType::kF16}) {
+    const mdi::BackendSpec spec{S, S, 1, K};
+    auto gpu = mdi::make_cuda_backend(cfg, w, spec, 0, dt);
+    std::vector<int> toks(S);
+    std::vector<mdi::BatchItem> items;
+    for (int s = 0; s < S; ++s) {
+      toks[s] = (s * 37 + 1) % Vtok;
+      items.push_back({s, 0, 1});
+    }
+    std::vector<float> x(size_t(S) * C), logits(size_t(S) * V);
+    gpu->embed(x.data(), toks.data(), items.data(), S);
+    gpu->forward(x.data(), items.data(), S);
+    gpu->logits(logits.data(), x.data(), items.data(), S);
+    for (int k : {1, 7, K}) {
+      std::vector<int> ids(size_t(S) * k), want_ids(k);
+      std::vector<float> vals(size_t(S) * k), want_vals(k);
+      ASSERT_TRUE(gpu->top(k, Vtok, ids.data(), vals.data(), x.data(), items.data(), S));
+      for (int s = 0; s < S; ++s) {
+        mdi::select_top(logits.data() + size_t(s) * V, Vtok, k, want_ids.data(), want_vals.data());
+        ASSERT_TRUE(std::equal(want_ids.begin(), want_ids.end(), ids.begin() + size_t(s) * k))
+            << mdi::dtype_name(dt) << " sample " << s << " k " << k;
+        ASSERT_EQ(0, std::memcmp(want_vals.data(), vals.data() + size_t(s) * k, k * sizeof(float)));
+      }
+    }
+    std::vector<int> ids(size_t(S) * (K + 1));
+    std::vector<float> vals(ids.size());
+    EXPECT_FALSE(gpu->top(K + 1, Vtok, ids.data(), vals.data(), x.data(), items.data(), S));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

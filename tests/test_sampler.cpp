@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -190,6 +191,64 @@ TEST(Sampler, AgreesWithAFullSortReference) {
       }
     }
   }
+}
+
+// select_top against a full stable sort under the order it documents (logit desc, NaN last, id
+// asc), on rows with ties, signed zeros, infinities and NaNs.
+TEST(Sampler, SelectTopIsTheUniqueBestSetInIdOrder) {
+  std::mt19937 gen(5);
+  const int V = 777;
+  for (int dist = 0; dist < 4; ++dist) {
+    std::vector<float> l(V);
+    std::normal_distribution<float> nd(0.0f, 2.0f);
+    for (int i = 0; i < V; ++i) {
+      l[i] = dist == 0 ? nd(gen) : dist == 1 ? float(int(nd(gen))) : dist == 2 ? 0.25f : nd(gen);
+      if (dist == 3 && i % 7 == 0) l[i] = i % 14 ? NAN : (i % 28 ? -0.0f : 0.0f);
+      if (dist == 3 && i % 101 == 0) l[i] = i % 202 ? INFINITY : -INFINITY;
+    }
+    std::vector<int> order(V);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+      return std::isnan(l[b]) ? !std::isnan(l[a]) : l[a] > l[b];
+    });
+    for (int k : {1, 2, 40, 100, 776, 777}) {
+      std::vector<int> ids(k), want(order.begin(), order.begin() + k);
+      std::vector<float> vals(k);
+      mdi::select_top(l.data(), V, k, ids.data(), vals.data());
+      std::sort(want.begin(), want.end());
+      ASSERT_EQ(ids, want) << "dist " << dist << " k " << k;
+      for (int i = 0; i < k; ++i) ASSERT_EQ(std::memcmp(&vals[i], &l[ids[i]], sizeof(float)), 0);
+    }
+  }
+}
+
+// What the CUDA backend relies on: the k best of a row are all a sampler with candidates() = k
+// needs. sample_top on select_top's output gives sample()'s token and consumes the same draw.
+TEST(Sampler, SampleTopOnTheBestCandidatesEqualsSampleOnTheRow) {
+  std::mt19937 gen(9);
+  const int V = 5000;
+  for (int dist = 0; dist < 3; ++dist) {
+    std::vector<float> l(V);
+    std::normal_distribution<float> nd(0.0f, 3.0f);
+    for (int i = 0; i < V; ++i) l[i] = dist == 0 ? nd(gen) : dist == 1 ? float(int(nd(gen))) : 1.0f;
+    for (const mdi::SamplingParams& sp : {params(0), params(1, 1), params(0.8f, 40), params(1.3f, 4999),
+                                          params(0.8f, 40, 0.9f), params(1, 1000, 0.3f)}) {
+      mdi::Sampler whole(sp, V), top(sp, V);
+      const int k = whole.candidates();
+      ASSERT_EQ(k, sp.temperature == 0 ? 1 : sp.top_k);
+      std::vector<int> ids(k);
+      std::vector<float> vals(k);
+      mdi::select_top(l.data(), V, k, ids.data(), vals.data());
+      mdi::Rng a(21, uint64_t(dist)), b(21, uint64_t(dist));
+      for (int i = 0; i < 50; ++i)
+        ASSERT_EQ(whole.sample(l.data(), a), top.sample_top(ids.data(), vals.data(), b))
+            << "dist " << dist << " T " << sp.temperature << " k " << sp.top_k << " p " << sp.top_p;
+      ASSERT_EQ(a.next_u64(), b.next_u64());
+    }
+  }
+  EXPECT_EQ(mdi::Sampler(params(1), V).candidates(), 0);          // plain temperature: whole row
+  EXPECT_EQ(mdi::Sampler(params(1, 0, 0.9f), V).candidates(), 0);  // top-p alone: whole row
+  EXPECT_EQ(mdi::Sampler(params(1, V), V).candidates(), 0);        // k = V keeps every token
 }
 
 TEST(Sampler, LargeVocabularyIsCheapAndValid) {

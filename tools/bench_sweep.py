@@ -47,6 +47,17 @@ def int_list(s):
     return vals
 
 
+def split_arg(s):
+    """--split 0,4,4,4: layers per rank (as mdi-llm's --layers); its length is the rank count."""
+    try:
+        vals = [int(x) for x in s.split(",")]
+    except ValueError:
+        vals = []
+    if not vals or min(vals) < 0:
+        raise argparse.ArgumentTypeError(f"want layers per rank, e.g. 0,4,4,4, got {s!r}")
+    return vals
+
+
 def str_list(s):
     vals = [x.strip() for x in s.split(",") if x.strip()]
     if not vals:
@@ -99,11 +110,13 @@ def decode_step(timings):
     return statistics.median(gaps) if gaps else None
 
 
-def launch_command(a, ranks, samples, tokens, model, threads, report, timings):
-    """The argv of one run."""
+def launch_command(a, ranks, samples, tokens, model, threads, report, timings, layers=None):
+    """The argv of one run (layers: an explicit split, else mdi-llm's default)."""
     app = [a.bin, "--model", os.path.abspath(model), "--samples", str(samples), "--tokens", str(tokens),
            "--temperature", str(a.temperature), "--seed", str(a.seed),
            "--report-json", report, "--timings", timings]
+    if layers:
+        app += ["--layers", ",".join(str(x) for x in layers)]
     if a.prompt:
         app += ["--prompt", a.prompt]
     if threads:
@@ -208,7 +221,10 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=str_list, required=True, help="weight files, comma list")
     ap.add_argument("--ranks", type=int_list, default=[1, 2, 3],
-                    help="rank counts, comma list (default 1,2,3)")
+                    help="rank counts with mdi-llm's default split, comma list (default 1,2,3)")
+    ap.add_argument("--split", type=split_arg, action="append", default=[], metavar="A,B,..",
+                    help="also run this split (mdi-llm --layers; as many ranks as numbers), after "
+                         "the --ranks runs; repeatable")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--samples", type=int_list,
                    help="sample counts, comma list (default: samples = ranks)")
@@ -273,24 +289,27 @@ def main(argv=None):
     git = git_describe()
     cores = os.cpu_count() or 1
 
+    def sample_counts(ranks):
+        if a.samples_per_rank:
+            return sorted({k * ranks for k in a.samples_per_rank})
+        return sorted(set(a.samples)) if a.samples else [ranks]
+
     combos = []
     for model in a.model:
         for tokens in a.tokens:
             for ranks in sorted(set(a.ranks)):
-                if a.samples_per_rank:
-                    samples = sorted({k * ranks for k in a.samples_per_rank})
-                elif a.samples:
-                    samples = sorted(set(a.samples))
-                else:
-                    samples = [ranks]
-                combos += [(model, tokens, ranks, s) for s in samples]
+                combos += [(model, tokens, ranks, s, None) for s in sample_counts(ranks)]
+            for layers in a.split:
+                combos += [(model, tokens, len(layers), s, layers) for s in sample_counts(len(layers))]
 
     baseline = {}   # (model, tokens) -> tokens/s of 1 rank, 1 sample in this sweep
     failed = 0
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    for i, (model, tokens, ranks, samples) in enumerate(combos, 1):
+    for i, (model, tokens, ranks, samples, layers) in enumerate(combos, 1):
         stem = os.path.splitext(os.path.basename(model))[0]
         run_id = f"{stamp}-{i:03d}-{stem}-r{ranks}-s{samples}-t{tokens}"
+        if layers:
+            run_id += "-L" + "_".join(str(x) for x in layers)
         if a.threads == "auto":
             threads = max(1, cores // ranks) if a.launcher == "emucluster" else None
         else:
@@ -298,7 +317,7 @@ def main(argv=None):
         report = os.path.join(runs_dir, run_id + ".json")
         timings = os.path.join(runs_dir, run_id + ".csv")
         if a.dry_run:
-            cmd = launch_command(a, ranks, samples, tokens, model, threads, report, timings)
+            cmd = launch_command(a, ranks, samples, tokens, model, threads, report, timings, layers)
             print(" ".join(shlex.quote(x) for x in cmd))
             continue
 
@@ -308,7 +327,7 @@ def main(argv=None):
         for k in range(a.repeat):
             rep_r = report if a.repeat == 1 else f"{report[:-5]}.rep{k}.json"
             rep_t = timings if a.repeat == 1 else f"{timings[:-4]}.rep{k}.csv"
-            cmd = launch_command(a, ranks, samples, tokens, model, threads, rep_r, rep_t)
+            cmd = launch_command(a, ranks, samples, tokens, model, threads, rep_r, rep_t, layers)
             rc, wall = run_once(a, cmd, rep_r, rep_t, log)
             if rc != 0 or not os.path.exists(rep_r):
                 rc_bad = rc or 1
@@ -354,7 +373,7 @@ def main(argv=None):
                     "timings_csv": os.path.relpath(timings, os.path.dirname(out)),
                     "report_json": os.path.relpath(report, os.path.dirname(out))})
         key = (model, tokens)
-        if ranks == 1 and samples == 1:
+        if ranks == 1 and samples == 1 and not layers:
             baseline[key] = tps
         if key in baseline:
             row["speedup_vs_1x1"] = tps / baseline[key]
@@ -362,8 +381,8 @@ def main(argv=None):
                 row["pipeline_efficiency"] = tps / (ranks * baseline[key])
         table.append(row)
         eff = row.get("pipeline_efficiency")
-        print(f"[{i}/{len(combos)}] {stem} ranks={ranks} samples={samples} tokens={tokens}: "
-              f"{tps:.2f} tok/s aggregate, {m['per_sample_tokens_per_s']:.2f} per sample, "
+        print(f"[{i}/{len(combos)}] {stem} ranks={ranks} samples={samples} tokens={tokens} "
+              f"split {m['split']}: {tps:.2f} tok/s aggregate, {m['per_sample_tokens_per_s']:.2f} per sample, "
               f"ttft {m['ttft_s']:.3f} s, step {fmt(m['decode_step_s'])} s, "
               f"wait max {m['wait_s_max']:.2f} s"
               + (f", efficiency {eff:.2f}" if eff is not None else "")

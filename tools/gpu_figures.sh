@@ -3,7 +3,8 @@
 # fixture remade with transformers (tests/fixtures/hf_tiny*), mdi-llm against transformers on a
 # random GPT-2 XL-shaped checkpoint (tools/compare_hf.py), and the CPU pipeline sweep on the
 # machine's cores, one core per rank (tools/bench_sweep.py). Outputs go to $OUT (default
-# ./gpu-out) as a few files. Needs GPT-2's encoder.json + vocab.bpe in $GPT2_VOCAB.
+# ./gpu-out) as a few files. Needs GPT-2's encoder.json + vocab.bpe in $GPT2_VOCAB. The sweep also
+# runs each split in SPLITS (e.g. SPLITS="2,5,5 1,4,4,3"), as bench_sweep.py --split.
 #   GPT2_VOCAB=DIR tools/gpu_figures.sh [fixture] [compare] [sweep]
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -32,9 +33,11 @@ if has sweep; then
   model=/tmp/mdi-sweep-gpt2.h5
   "$build/mdi-convert" --random gpt2 --gpt2-vocab "$vocab" -o "$model" -q || rc=1
   sw=$(mktemp -d)
+  split_args=()
+  for s in ${SPLITS:-}; do split_args+=(--split "$s"); done
   # One core per rank: each rank bound to its own core, one thread.
   timeout "${SWEEP_TIMEOUT:-150}" python3 tools/bench_sweep.py --bin "$build/mdi-llm" --model "$model" \
-    --ranks "${RANKS:-1,2,3,4}" --tokens "${SWEEP_TOKENS:-64}" --threads 1 --repeat "${SWEEP_REPEAT:-2}" \
+    --ranks "${RANKS:-1,2,3,4}" "${split_args[@]}" --tokens "${SWEEP_TOKENS:-64}" --threads 1 --repeat "${SWEEP_REPEAT:-2}" \
     --mpirun-flags "--allow-run-as-root --bind-to core --map-by core" --out "$sw/sweep_1core.csv" \
     >"$sw/sweep.txt" 2>&1 || rc=1
   tail -n 8 "$sw/sweep.txt"

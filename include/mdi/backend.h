@@ -22,6 +22,7 @@ struct BackendSpec {
   int max_rows = 0;   // most rows one batch may hold
   int samples = 0;    // KV cache slots (sample ids are 0 .. samples-1)
   int threads = 1;    // CPU threads
+  int top_k = 0;      // rank 0: most candidates per row top() is asked for (0: top() unused)
 };
 
 class Backend {
@@ -35,6 +36,16 @@ class Backend {
   virtual void embed(float* x, const int* tokens, const BatchItem* items, int n_items) = 0;
   // Rank 0 only. out (n_items, V): ln_f + lm_head of the last row of each item.
   virtual void logits(float* out, const float* x, const BatchItem* items, int n_items) = 0;
+  // Rank 0 only. For each item, what a sampler needs of its logits (Sampler::candidates()): the
+  // k best of the first V logits of its last row, as mdi::select_top gives them (ids ascending,
+  // and their logits), into ids and vals (n_items, k). A backend may select where the logits are
+  // (the CUDA one does, on the GPU, and copies back only these); false means it does not, and
+  // the caller takes logits() instead.
+  virtual bool top(int k, int V, int* ids, float* vals, const float* x, const BatchItem* items,
+                   int n_items) {
+    (void)k, (void)V, (void)ids, (void)vals, (void)x, (void)items, (void)n_items;
+    return false;
+  }
   // Bytes of memory the backend holds beyond the weights (KV cache, scratch).
   virtual size_t workspace_bytes() const = 0;
 };

@@ -94,8 +94,13 @@ class CudaBackend final : public Backend {
     MDI_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&work_.base), work_.size));
     MDI_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_x_), pinned_x_bytes()));
     MDI_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_meta_), pinned_meta_bytes()));
-    if (w_.has_head)
+    if (w_.has_head) {
       MDI_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_logits_), pinned_logits_bytes()));
+      if (top_cap() > 0) {
+        MDI_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_top_ids_), pinned_top_bytes()));
+        MDI_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_top_vals_), pinned_top_bytes()));
+      }
+    }
 
     MDI_CUDA_CHECK(cudaStreamCreateWithFlags(&st_, cudaStreamNonBlocking));
     MDI_CUBLAS_CHECK(cublasCreate(&cublas_));
@@ -115,6 +120,8 @@ class CudaBackend final : public Backend {
       if (g) MDI_CUDA_CHECK(cudaGraphExecDestroy(g));
     MDI_CUBLAS_CHECK(cublasDestroy(cublas_));
     MDI_CUDA_CHECK(cudaStreamDestroy(st_));
+    MDI_CUDA_CHECK(cudaFreeHost(h_top_vals_));
+    MDI_CUDA_CHECK(cudaFreeHost(h_top_ids_));
     MDI_CUDA_CHECK(cudaFreeHost(h_logits_));
     MDI_CUDA_CHECK(cudaFreeHost(h_meta_));
     MDI_CUDA_CHECK(cudaFreeHost(h_x_));
@@ -131,7 +138,7 @@ class CudaBackend final : public Backend {
 
   size_t workspace_bytes() const override {
     return work_.size + pinned_x_bytes() + pinned_meta_bytes() +
-           (has_head_ ? pinned_logits_bytes() : 0);
+           (has_head_ ? pinned_logits_bytes() + 2 * pinned_top_bytes() : 0);
   }
 
   // Decode batches (every item one row) of at most kGraphRows rows replay a CUDA graph captured
@@ -187,28 +194,13 @@ class CudaBackend final : public Backend {
   void logits(float* out, const float* x, const BatchItem* items, int n_items) override {
     require_head("logits");
     expand_rows(items, n_items);
-    const size_t C = cfg_.n_embd, V = cfg_.vocab_size;
+    const size_t V = cfg_.vocab_size;
     MDI_CUDA_CHECK(cudaSetDevice(device_));
-    float* d_in = work_.at<float>(off_x_);  // the last row of each item, gathered
-    void* d_ln = work_.at<void>(off_lnf_);
-    float* d_logits = work_.at<float>(off_logits_);
-    size_t row = 0;
+    const float* d_logits = work_.at<float>(off_logits_);
+    const float* last = x;  // just past the last row of the items done so far
     for (int i0 = 0; i0 < n_items; i0 += lchunk_) {
       const int n = std::min(lchunk_, n_items - i0);
-      for (int i = 0; i < n; ++i) {
-        row += items[i0 + i].rows;
-        std::memcpy(h_x_ + size_t(i) * C, x + (row - 1) * C, C * sizeof(float));
-      }
-      MDI_CUDA_CHECK(cudaMemcpyAsync(d_in, h_x_, n * C * sizeof(float), cudaMemcpyHostToDevice, st_));
-      if (fused_) {  // ln_f inside the lm_head's matrix-vector kernel: each row alone, any n
-        cuda::matvec_forward(d_logits, d_in, head_.lnf_w, head_.lnf_b, cfg_.layer_norm_eps, head_.lm_head,
-                             nullptr, n, int(C), int(V), cuda::Epilogue::kStore, nullptr, dt_, st_);
-      } else {
-        cuda::layernorm_forward(d_ln, d_in, head_.lnf_w, head_.lnf_b, n, int(C), cfg_.layer_norm_eps,
-                                dt_, st_);
-        cuda::matmul_forward(d_logits, d_ln, head_.lm_head, nullptr, n, int(C), int(V),
-                             cuda::Epilogue::kStore, nullptr, dt_, cublas_, st_);
-      }
+      enqueue_head(last, items + i0, n);
       MDI_CUDA_CHECK(cudaMemcpyAsync(h_logits_, d_logits, n * V * sizeof(float),
                                      cudaMemcpyDeviceToHost, st_));
       MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
@@ -216,14 +208,64 @@ class CudaBackend final : public Backend {
     }
   }
 
+  // The selection runs on the GPU next to the logits; only k ids and logits per row come back.
+  bool top(int k, int V, int* ids, float* vals, const float* x, const BatchItem* items,
+           int n_items) override {
+    require_head("top");
+    if (k < 1 || k > spec_.top_k || V > cfg_.vocab_size || k > V) return false;
+    expand_rows(items, n_items);
+    MDI_CUDA_CHECK(cudaSetDevice(device_));
+    const float* d_logits = work_.at<float>(off_logits_);
+    int* d_ids = work_.at<int>(off_top_ids_);
+    float* d_vals = work_.at<float>(off_top_vals_);
+    const float* last = x;
+    for (int i0 = 0; i0 < n_items; i0 += lchunk_) {
+      const int n = std::min(lchunk_, n_items - i0);
+      const size_t m = size_t(n) * k;
+      enqueue_head(last, items + i0, n);
+      cuda::top_forward(d_ids, d_vals, d_logits, n, cfg_.vocab_size, V, k, st_);
+      MDI_CUDA_CHECK(cudaMemcpyAsync(h_top_ids_, d_ids, m * sizeof(int), cudaMemcpyDeviceToHost, st_));
+      MDI_CUDA_CHECK(cudaMemcpyAsync(h_top_vals_, d_vals, m * sizeof(float), cudaMemcpyDeviceToHost, st_));
+      MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
+      std::memcpy(ids + size_t(i0) * k, h_top_ids_, m * sizeof(int));
+      std::memcpy(vals + size_t(i0) * k, h_top_vals_, m * sizeof(float));
+    }
+    return true;
+  }
+
  private:
   size_t esize() const { return dtype_size(dt_); }
   size_t pinned_x_bytes() const { return size_t(spec_.max_rows) * cfg_.n_embd * sizeof(float); }
   size_t pinned_meta_bytes() const { return 3 * size_t(spec_.max_rows) * sizeof(int); }
   size_t pinned_logits_bytes() const { return size_t(lchunk_) * cfg_.vocab_size * sizeof(float); }
+  size_t top_cap() const { return size_t(std::clamp(spec_.top_k, 0, cfg_.vocab_size)); }
+  size_t pinned_top_bytes() const { return size_t(lchunk_) * top_cap() * sizeof(int); }  // ids or vals
   int* h_sample() { return h_meta_; }
   int* h_pos() { return h_meta_ + spec_.max_rows; }
   int* h_tokens() { return h_meta_ + 2 * spec_.max_rows; }
+
+  // Enqueues ln_f + lm_head of the last row of each of items[0, n) (n <= lchunk_) into the
+  // logits buffer (n, V). last points just past the rows before items[0]; it moves past them.
+  void enqueue_head(const float*& last, const BatchItem* items, int n) {
+    const size_t C = cfg_.n_embd, V = cfg_.vocab_size;
+    float* d_in = work_.at<float>(off_x_);  // the last row of each item, gathered
+    float* d_logits = work_.at<float>(off_logits_);
+    for (int i = 0; i < n; ++i) {
+      last += size_t(items[i].rows) * C;
+      std::memcpy(h_x_ + size_t(i) * C, last - C, C * sizeof(float));
+    }
+    MDI_CUDA_CHECK(cudaMemcpyAsync(d_in, h_x_, n * C * sizeof(float), cudaMemcpyHostToDevice, st_));
+    if (fused_) {  // ln_f inside the lm_head's matrix-vector kernel: each row alone, any n
+      cuda::matvec_forward(d_logits, d_in, head_.lnf_w, head_.lnf_b, cfg_.layer_norm_eps, head_.lm_head,
+                           nullptr, n, int(C), int(V), cuda::Epilogue::kStore, nullptr, dt_, st_);
+    } else {
+      void* d_ln = work_.at<void>(off_lnf_);
+      cuda::layernorm_forward(d_ln, d_in, head_.lnf_w, head_.lnf_b, n, int(C), cfg_.layer_norm_eps,
+                              dt_, st_);
+      cuda::matmul_forward(d_logits, d_ln, head_.lm_head, nullptr, n, int(C), int(V),
+                           cuda::Epilogue::kStore, nullptr, dt_, cublas_, st_);
+    }
+  }
 
   void require_head(const char* what) const {
     if (!has_head_) abort_job(fmt::format("internal error: {} called on a rank without the head", what));
@@ -406,6 +448,8 @@ class CudaBackend final : public Backend {
     if (w_.has_head) {
       off_lnf_ = work_.take(size_t(lchunk_) * C * e);
       off_logits_ = work_.take(size_t(lchunk_) * cfg_.vocab_size * sizeof(float));
+      off_top_ids_ = work_.take(size_t(lchunk_) * top_cap() * sizeof(int));
+      off_top_vals_ = work_.take(size_t(lchunk_) * top_cap() * sizeof(float));
     }
   }
 
@@ -471,7 +515,7 @@ class CudaBackend final : public Backend {
   DevHead head_{};
   size_t off_cublas_ = 0, off_k_ = 0, off_v_ = 0, off_x_ = 0, off_ln_ = 0, off_qkv_ = 0, off_q_ = 0,
          off_att_ = 0, off_y_ = 0, off_h_ = 0, off_sample_ = 0, off_pos_ = 0, off_tokens_ = 0,
-         off_lnf_ = 0, off_logits_ = 0;
+         off_lnf_ = 0, off_logits_ = 0, off_top_ids_ = 0, off_top_vals_ = 0;
 
   std::vector<cudaGraphExec_t> graphs_;  // [R - 1]: forward of R rows; empty when disabled
   cudaStream_t st_ = nullptr;
@@ -479,6 +523,8 @@ class CudaBackend final : public Backend {
   float* h_x_ = nullptr;       // pinned (max_rows, C)
   int* h_meta_ = nullptr;      // pinned row_sample, row_pos, tokens: max_rows each
   float* h_logits_ = nullptr;  // pinned (lchunk, V), head rank only
+  int* h_top_ids_ = nullptr;   // pinned (lchunk, spec top_k): top()'s ids and logits
+  float* h_top_vals_ = nullptr;
 };
 
 }  // namespace

@@ -7,6 +7,8 @@
 #include <cuda_fp16.h>
 #include <cublas_v2.h>
 
+#include <cub/block/block_scan.cuh>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -14,6 +16,7 @@
 #include <cstdlib>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "check.h"
 #include "mdi/error.h"
@@ -231,6 +234,96 @@ __global__ void residual_kernel(float* x, const float* y, const float* bias, int
   const long N = long(B) * C;
   for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < N; i += long(gridDim.x) * blockDim.x)
     x[i] += y[i] + (bias ? bias[i % C] : 0.0f);
+}
+
+// A logit as an unsigned key whose order is the selection's: larger logit, larger key; -0 and +0
+// equal; NaN below everything (0; -inf is 0x007fffff).
+__device__ __forceinline__ uint32_t order_key(float f) {
+  if (f != f) return 0u;
+  const uint32_t u = __float_as_uint(f == 0.0f ? 0.0f : f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+constexpr int kTopThreads = 1024;
+
+// One block per row (top_forward). Radix select: after pass p, the keys that share `prefix` in
+// their top 8(p+1) bits hold the k-th largest, `need` of them still to take from the top. Then each
+// thread counts its contiguous slice of ids, a block scan gives the slices' offsets, and the
+// slices are written in id order: every key above the k-th, and the first `need` equal to it.
+__global__ void __launch_bounds__(kTopThreads) top_kernel(int* ids, float* vals, const float* logits,
+                                                          int stride, int V, int k) {
+  using Scan = cub::BlockScan<unsigned long long, kTopThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  __shared__ unsigned hist[256];
+  __shared__ uint32_t s_prefix;
+  __shared__ int s_need;
+  const float* row = logits + size_t(blockIdx.x) * stride;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  uint32_t prefix = 0, mask = 0;
+  int need = k;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
+    __syncthreads();
+    for (int i0 = warp * 32; i0 < V; i0 += blockDim.x) {  // warp-uniform: the match is warp-wide
+      const int i = i0 + lane;
+      const uint32_t key = i < V ? order_key(row[i]) : 0u;
+      const bool in = i < V && (key & mask) == prefix;
+      const unsigned bin = in ? (key >> shift) & 255u : 256u;
+      const unsigned peers = __match_any_sync(0xffffffffu, bin);
+      if (in && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], unsigned(__popc(peers)));
+    }
+    __syncthreads();
+    if (warp == 0) {  // the bin holding the need-th largest: lane l sums bins 255-8l .. 248-8l
+      unsigned c[8], sum = 0;
+      for (int j = 0; j < 8; ++j) sum += c[j] = hist[255 - 8 * lane - j];
+      unsigned incl = sum;
+      for (int o = 1; o < 32; o <<= 1) {
+        const unsigned v = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += v;
+      }
+      const unsigned excl = incl - sum;
+      if (excl < unsigned(need) && incl >= unsigned(need)) {  // exactly one lane
+        unsigned before = excl;
+        for (int j = 0; j < 8; ++j) {
+          if (before + c[j] >= unsigned(need)) {
+            s_prefix = prefix | (uint32_t(255 - 8 * lane - j) << shift);
+            s_need = need - int(before);
+            break;
+          }
+          before += c[j];
+        }
+      }
+    }
+    __syncthreads();
+    prefix = s_prefix;
+    need = s_need;
+    mask |= 255u << shift;
+  }
+  const uint32_t kth = prefix;  // the k-th largest key; take `need` of the keys equal to it
+
+  const int per = (V + blockDim.x - 1) / blockDim.x;
+  const int lo = min(V, int(threadIdx.x) * per), hi = min(V, lo + per);
+  unsigned above = 0, equal = 0;
+  for (int i = lo; i < hi; ++i) {
+    const uint32_t key = order_key(row[i]);
+    above += key > kth;
+    equal += key == kth;
+  }
+  unsigned long long before;
+  Scan(scan_tmp).ExclusiveSum((static_cast<unsigned long long>(above) << 32) | equal, before);
+  unsigned eq_seen = unsigned(before & 0xffffffffu);
+  int out = int(before >> 32) + int(min(eq_seen, unsigned(need)));
+  int* row_ids = ids + size_t(blockIdx.x) * k;
+  float* row_vals = vals + size_t(blockIdx.x) * k;
+  for (int i = lo; i < hi; ++i) {
+    const float f = row[i];
+    const uint32_t key = order_key(f);
+    if (key > kth || (key == kth && eq_seen++ < unsigned(need))) {
+      row_ids[out] = i;
+      row_vals[out] = f;
+      ++out;
+    }
+  }
 }
 
 // 16 bytes of T (8 halves or 4 floats) converted to fp32.
@@ -667,10 +760,21 @@ void launch_matvec(const MatvecParams& p, int B, cudaStream_t st) {
   const size_t smem = kLN ? size_t(NB + 2) * p.IC * sizeof(float) : 0;
   const int cols = kMatvecWarps / p.slices;  // output columns per block
   // One wave: at most as many blocks as fit on the GPU at once, each looping over its columns.
-  int per_sm = 0;
-  MDI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, matvec_kernel<T, NB, E, kLN>,
-                                                               kMatvecWarps * 32, smem));
-  const int need = (p.OC + cols - 1) / cols, fit = std::max(1, per_sm) * device_info().sms;
+  // The occupancy depends only on this instantiation, its shared memory and the device: asked
+  // once per (device, smem) and thread, not on every launch.
+  struct Fit { int dev; size_t smem; int blocks; };
+  thread_local std::vector<Fit> fits;
+  int dev = 0;
+  MDI_CUDA_CHECK(cudaGetDevice(&dev));
+  auto it = std::find_if(fits.begin(), fits.end(), [&](const Fit& f) { return f.dev == dev && f.smem == smem; });
+  if (it == fits.end()) {
+    int per_sm = 0;
+    MDI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, matvec_kernel<T, NB, E, kLN>,
+                                                                 kMatvecWarps * 32, smem));
+    fits.push_back({dev, smem, std::max(1, per_sm) * device_info().sms});
+    it = fits.end() - 1;
+  }
+  const int need = (p.OC + cols - 1) / cols, fit = it->blocks;
   launch(matvec_kernel<T, NB, E, kLN>, dim3(std::min(need, fit)), dim3(kMatvecWarps * 32), smem, st, p);
   MDI_LAUNCH_CHECK();
 }
@@ -861,6 +965,15 @@ void gelu_forward(void* out, const float* inp, const float* bias, int B, int OC,
 
 void residual_forward(float* x, const float* y, const float* bias, int B, int C, cudaStream_t st) {
   residual_kernel<<<grid_for(long(B) * C, kThreads), kThreads, 0, st>>>(x, y, bias, B, C);
+  MDI_LAUNCH_CHECK();
+}
+
+void top_forward(int* ids, float* vals, const float* logits, int B, int stride, int V, int k,
+                 cudaStream_t st) {
+  if (B < 1) return;
+  if (k < 1 || k > V || V > stride)
+    abort_job(fmt::format("internal error: top_forward of {} from {} (stride {})", k, V, stride));
+  top_kernel<<<B, kTopThreads, 0, st>>>(ids, vals, logits, stride, V, k);
   MDI_LAUNCH_CHECK();
 }
 

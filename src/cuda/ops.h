@@ -102,4 +102,11 @@ void gelu_forward(void* out, const float* inp, const float* bias, int B, int OC,
 // x (B, C) += y (B, C) + bias (C); bias may be nullptr.
 void residual_forward(float* x, const float* y, const float* bias, int B, int C, cudaStream_t st);
 
+// For each of B rows of logits (fp32, row stride `stride`): the k best of its first V values by
+// (logit desc, NaN last, id asc), 1 <= k <= V, in id order: ids (B, k) and their logits vals
+// (B, k), exactly mdi::select_top's output. One block per row: a radix select of the k-th key
+// (4 passes of 8 bits), then an ordered compaction.
+void top_forward(int* ids, float* vals, const float* logits, int B, int stride, int V, int k,
+                 cudaStream_t st);
+
 }  // namespace mdi::cuda

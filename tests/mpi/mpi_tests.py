@@ -357,6 +357,8 @@ def same_tokens_cuda(r, N):
     if probe.returncode != 0:
         print("SKIP: mdi-llm --device cuda cannot run here:", probe.stderr.strip()[-400:])
         sys.exit(77)
+    # top-k and greedy: the GPU selects the candidates (Backend::top); plain temperature: the
+    # whole row of logits comes back.
     sampled = ["--temperature", "0.9", "--top-k", "20", "--seed", "4242", "--tokens", "60"]
     for dtype in ("fp32", "fp16", "bf16"):
         dev = ["--device", "cuda", "--dtype", dtype]
@@ -367,6 +369,15 @@ def same_tokens_cuda(r, N):
                 got = r.tokens(n, flags)
                 check(ref is not None and got is not None and len(ref) == S and ref == got,
                       f"np {n} on the GPU, {dtype}, S={S}: token ids equal to 1 rank on the GPU")
+    gather = dict(os.environ, MDI_TEST_GATHER_HEAD="1")
+    for mode in (["--temperature", "0"], ["--temperature", "1.2"], ["--temperature", "0.9", "--top-k", "20"]):
+        flags = tiny + ["--device", "cuda", "--seed", "4242", "--tokens", "60"] + mode + ["--samples", str(2 * N)]
+        rep = os.path.join(r.tmp, "cuda_gather.json")
+        ref, got = r.tokens(0, flags), r.tokens(N, flags + ["--report-json", rep], env=gather)
+        head = json.load(open(rep, encoding="utf-8"))["rank_stats"][0] if got is not None else {}
+        check(ref is not None and ref == got and head.get("head_micro_batches", 0) > head.get("head_passes", 0) > 0,
+              f"np {N} on the GPU, {' '.join(mode)}, lm_head passes over several micro-batches: token ids "
+              "equal to 1 rank on the GPU")
     # Mixed boards: the head on a GPU, the other ranks on CPUs (and the other way round).
     for devices in (["cuda"] + ["cpu"] * (N - 1), ["cpu"] * (N - 1) + ["cuda"]):
         got = r.tokens(N, tiny + ["--device", ",".join(devices)] + sampled + ["--samples", str(N)])
