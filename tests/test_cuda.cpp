@@ -182,7 +182,7 @@ TEST_P(CudaOps, Matmul) {
   cublasHandle_t h;
   MDI_CUBLAS_CHECK(cublasCreate(&h));
   for (const auto& [B, IC, OC] : std::vector<std::array<int, 3>>{
-           {1, 96, 136}, {3, 200, 600}, {4, 640, 160}, {5, 96, 136}, {33, 200, 600}, {2, 100, 30}}) {
+           {1, 96, 136}, {3, 200, 600}, {4, 640, 160}, {5, 96, 136}, {33, 200, 600}, {2, 100, 30}, {3, 96, 50}}) {
     const std::vector<float> x = randn(size_t(B) * IC, g), w = randn(size_t(OC) * IC, g, 0.0f, 0.1f),
                              b = randn(OC, g, 0.0f, 0.5f), x0 = randn(size_t(B) * OC, g);
     std::vector<float> y(size_t(B) * OC);
@@ -197,16 +197,20 @@ TEST_P(CudaOps, Matmul) {
         if (epi == Epilogue::kResidual)
           for (size_t i = 0; i < want.size(); ++i) want[i] += x0[i];
         const DType out_dt = epi == Epilogue::kGelu ? dt : DType::kF32;
-        DevBuf out = to_dev(x0);  // (B, OC) fp32: the residual stream for kResidual
-        DevBuf out16(y.size() * mdi::dtype_size(dt));
-        void* o = epi == Epilogue::kGelu ? out16.p : out.p;
-        mdi::cuda::matmul_forward(o, dx.p, dw.p, with_bias ? db.f() : nullptr, B, IC, OC, epi,
-                                  scratch.f(), dt, h, nullptr);
-        const double err = norm_err(from_dev(o, y.size(), out_dt), want);
-        const char* names[] = {"store", "gelu", "residual"};
-        report(("matmul B=" + std::to_string(B) + " IC=" + std::to_string(IC) + " " + names[int(epi)] +
-                (with_bias ? "" : " (no bias)")).c_str(), dt, err, op_tol(dt));
-        EXPECT_LE(err, op_tol(dt)) << "B " << B << " IC " << IC << " OC " << OC << " epilogue " << names[int(epi)];
+        for (bool tc : {false, true}) {
+          if (tc && !mdi::cuda::tensor_cores_ok(dt, IC)) continue;
+          DevBuf out = to_dev(x0);  // (B, OC) fp32: the residual stream for kResidual
+          DevBuf out16(y.size() * mdi::dtype_size(dt));
+          void* o = epi == Epilogue::kGelu ? out16.p : out.p;
+          mdi::cuda::matmul_forward(o, dx.p, dw.p, with_bias ? db.f() : nullptr, B, IC, OC, epi,
+                                    scratch.f(), dt, tc, h, nullptr);
+          const double err = norm_err(from_dev(o, y.size(), out_dt), want);
+          const char* names[] = {"store", "gelu", "residual"};
+          report(("matmul B=" + std::to_string(B) + " IC=" + std::to_string(IC) + " " + names[int(epi)] +
+                  (with_bias ? "" : " (no bias)") + (tc ? " tensor cores" : "")).c_str(), dt, err, op_tol(dt));
+          EXPECT_LE(err, op_tol(dt)) << "B " << B << " IC " << IC << " OC " << OC << " epilogue " << names[int(epi)]
+                                     << " tensor cores " << tc;
+        }
       }
     }
   }
@@ -315,6 +319,8 @@ TEST_P(CudaOps, MatvecLayerNorm) {
     for (int b = 0; b < B; ++b) rs[b] = b % S, rp[b] = (b / S) % T;  // distinct (sample, pos)
     DevBuf dx = to_dev(x), dlw = to_dev(lw), dlb = to_dev(lb), dw = to_dev(w, dt), dbias = to_dev(bias),
            drs = to_dev(rs), drp = to_dev(rp);
+    for (bool tc : {false, true}) {
+    if (tc && !mdi::cuda::tensor_cores_ok(dt, C)) continue;
     for (Epilogue epi : {Epilogue::kStore, Epilogue::kGelu, Epilogue::kResidual, Epilogue::kQkv}) {
       const char* names[] = {"store", "gelu", "residual", "qkv"};
       std::vector<float> want = y;
@@ -336,7 +342,7 @@ TEST_P(CudaOps, MatvecLayerNorm) {
           const mdi::cuda::QkvOut qkv{q.f() + size_t(r0) * C, kc.p, vc.p, drs.i() + r0, drp.i() + r0, T};
           const size_t out_row = size_t(OC) * (epi == Epilogue::kGelu ? mdi::dtype_size(dt) : sizeof(float));
           mdi::cuda::matvec_forward(static_cast<char*>(out.p) + r0 * out_row, dx.f() + size_t(r0) * C, dlw.f(),
-                                    dlb.f(), 1e-5f, dw.p, dbias.f(), n, C, OC, epi, &qkv, dt, nullptr);
+                                    dlb.f(), 1e-5f, dw.p, dbias.f(), n, C, OC, epi, &qkv, dt, tc, nullptr);
         }
         std::vector<float> res;
         if (epi == Epilogue::kQkv) {  // gather q, k, v back into (B, 3C) rows
@@ -357,11 +363,13 @@ TEST_P(CudaOps, MatvecLayerNorm) {
       }
       // q stays fp32; k and v are stored in dt: the 16-bit error bound covers the whole row.
       const double err = norm_err(got[0], want);
-      report(("layernorm+matvec B=" + std::to_string(B) + " C=" + std::to_string(C) + " " + names[int(epi)]).c_str(),
-             dt, err, op_tol(dt));
-      EXPECT_LE(err, op_tol(dt)) << "B " << B << " C " << C << " " << names[int(epi)];
-      EXPECT_EQ(got[0], got[1]) << "one call vs one row per call, B " << B << " " << names[int(epi)];
-      EXPECT_EQ(got[0], got[2]) << "one call vs 1 + rest, B " << B << " " << names[int(epi)];
+      const std::string what = "layernorm+matvec B=" + std::to_string(B) + " C=" + std::to_string(C) + " " +
+                               names[int(epi)] + (tc ? " tensor cores" : "");
+      report(what.c_str(), dt, err, op_tol(dt));
+      EXPECT_LE(err, op_tol(dt)) << what;
+      EXPECT_EQ(got[0], got[1]) << "one call vs one row per call: " << what;
+      EXPECT_EQ(got[0], got[2]) << "one call vs 1 + rest: " << what;
+    }
     }
   }
 }
@@ -468,8 +476,12 @@ TEST_P(CudaModel, LogitsMatchCpu) {
   auto gpu = mdi::make_cuda_backend(cfg, w, spec, 0, dt);
   std::printf("[ info ] %s, workspace %zu bytes\n", gpu->name().c_str(), gpu->workspace_bytes());
   const std::vector<int> tokens = fixture_tokens(cfg);
-  expect_close(prefill_logits({gpu.get()}, cfg, tokens), prefill_logits({cpu.get()}, cfg, tokens), dt,
-               std::string(name) + " prefill");
+  const std::vector<float> want = prefill_logits({cpu.get()}, cfg, tokens);
+  expect_close(prefill_logits({gpu.get()}, cfg, tokens), want, dt, std::string(name) + " prefill");
+  // A run of 4 samples: the matrix-vector kernels on tensor cores where they apply (16 bits).
+  auto gpu4 = mdi::make_cuda_backend(cfg, w, mdi::BackendSpec{cfg.block_size, 4, 1}, 0, dt);
+  std::printf("[ info ] %s\n", gpu4->name().c_str());
+  expect_close(prefill_logits({gpu4.get()}, cfg, tokens), want, dt, std::string(name) + " prefill, 4-sample run");
 }
 
 // Layers split over two GPU backends (as over two ranks) against the whole model on the CPU.
@@ -772,13 +784,19 @@ TEST(CudaBench, DISABLED_OpsGpt2XlFp16) {
               time_us([&] { mdi::cuda::layernorm_forward(ln.p, x.f(), lw.f(), lw.f(), 1, C, 1e-5f, dt, nullptr); }),
               time_us([&] { mdi::cuda::layernorm_forward(ln.p, x.f(), lw.f(), lw.f(), 8, C, 1e-5f, dt, nullptr); }));
   for (const auto& [IC, OC] : std::vector<std::pair<int, int>>{{C, 3 * C}, {C, C}, {C, 4 * C}, {4 * C, C}}) {
-    for (int B : {1, 2, 4, 5, 8}) {
-      const double us = time_us([&] {
-        mdi::cuda::matmul_forward(y.p, ln.p, w.p, bias.f(), B, IC, OC, Epilogue::kStore, y.f(), dt, h, nullptr);
-      });
-      std::printf("[ figure ] ops: matmul %s IC=%d OC=%d B=%d: %.1f us, %.0f GB/s of weights\n",
-                  B <= mdi::cuda::kMatvecRows ? "matvec" : "cublas", IC, OC, B, us, 2.0 * IC * OC / (us * 1e3));
-    }
+    auto row = [&](const char* how, int B, double us) {
+      std::printf("[ figure ] ops: %s IC=%d OC=%d B=%d: %.1f us, %.0f GB/s of weights\n", how, IC, OC, B, us,
+                  2.0 * IC * OC / (us * 1e3));
+    };
+    for (int B : {1, 4, 8})
+      for (bool tc : {false, true})
+        row(tc ? "matvec, tensor cores" : "matvec, CUDA cores", B, time_us([&] {
+              mdi::cuda::matvec_forward(y.p, ln.p, nullptr, nullptr, 0.0f, w.p, bias.f(), B, IC, OC, Epilogue::kStore,
+                                        nullptr, dt, tc, nullptr);
+            }));
+    row("cuBLAS", 8, time_us([&] {
+          mdi::cuda::matmul_forward(y.p, ln.p, w.p, bias.f(), 8, IC, OC, Epilogue::kStore, y.f(), dt, false, h, nullptr);
+        }));
   }
   std::vector<int> rs(S), rp(S, 100), rp2(S, 1000);
   for (int s = 0; s < S; ++s) rs[s] = s;
@@ -809,8 +827,10 @@ TEST(CudaBench, DISABLED_DecodeStepGpt2XlFp16) {
   std::printf("[ figure ] bench: device-to-device bandwidth %.0f GB/s; fp16 matrices %.2f GB; bound "
               "%.3f ms per decode step\n", bw / 1e9, wbytes / 1e9, wbytes / bw * 1e3);
   for (int S : {1, 8}) {
-    for (const auto& [graphs, pdl] : std::vector<std::pair<const char*, bool>>{{"1", true}, {"1", false}, {"0", true}}) {
+    for (const auto& [graphs, pdl, mma] : std::vector<std::tuple<const char*, bool, bool>>{
+             {"1", true, true}, {"1", false, true}, {"0", true, true}, {"1", true, false}}) {
       mdi::cuda::set_pdl(pdl);
+      setenv("MDI_CUDA_MMA", mma ? "1" : "0", 1);
       setenv("MDI_CUDA_GRAPHS", graphs, 1);
       auto gpu = mdi::make_cuda_backend(cfg, w, mdi::BackendSpec{S * 64, S, 1}, 0, DType::kF16);
       unsetenv("MDI_CUDA_GRAPHS");
@@ -843,13 +863,14 @@ TEST(CudaBench, DISABLED_DecodeStepGpt2XlFp16) {
         }
       }
       const double step_ms = all_s / steps * 1e3, bound_ms = wbytes / bw * 1e3;
-      std::printf("[ figure ] bench: %s, %d sample(s), graphs %s, PDL %d: decode step %.3f ms (layers %.3f ms), "
-                  "%.2fx the bound, %.0f tokens/s\n",
-                  gpu->name().c_str(), S, graphs, int(pdl), step_ms, fwd_s / steps * 1e3, step_ms / bound_ms,
-                  S / (step_ms * 1e-3));
+      std::printf("[ figure ] bench: %s, %d sample(s), graphs %s, PDL %d, tensor cores %d: decode step %.3f ms "
+                  "(layers %.3f ms), %.2fx the bound, %.0f tokens/s\n",
+                  gpu->name().c_str(), S, graphs, int(pdl), int(mma), step_ms, fwd_s / steps * 1e3,
+                  step_ms / bound_ms, S / (step_ms * 1e-3));
     }
   }
   mdi::cuda::set_pdl(true);
+  unsetenv("MDI_CUDA_MMA");
 }
 
 }  // namespace

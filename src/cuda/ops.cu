@@ -359,6 +359,24 @@ struct MatvecParams {
   int slices;          // warps per output column (1, 2, 4 or 8): see matvec_kernel
 };
 
+// Output column oc of row b through the epilogue: kQkv puts q, or the row's key / value into the
+// KV cache; the others write out.
+template <typename T, Epilogue E>
+__device__ __forceinline__ void write_out(const MatvecParams& p, int b, int oc, float y) {
+  if constexpr (E == Epilogue::kQkv) {
+    const QkvOut& o = p.qkv;
+    const int C = p.OC / 3, part = oc / C, c = oc % C;
+    if (part == 0) {
+      o.q[long(b) * C + c] = y;
+    } else {
+      const long dst = (long(o.row_sample[b]) * o.T + o.row_pos[b]) * C + c;
+      static_cast<T*>(part == 1 ? o.k : o.v)[dst] = from_f<T>(y);
+    }
+  } else {
+    epilogue<T, E>(p.out, long(b) * p.OC + oc, y);
+  }
+}
+
 // Decode rows: S warps per output column oc (S = 1, 2, 4 or 8, MatvecParams::slices), warp s
 // reading slice s of the weight row (IC), so that a slice of at most 32 * kPre 16-byte vectors
 // is loaded, all at once, before waiting for the previous kernel (weights do not depend on it).
@@ -506,20 +524,156 @@ __global__ void __launch_bounds__(256) matvec_kernel(MatvecParams p) {
     for (int b = 0; b < NB; ++b) {
       const float y = acc[b] + bo;
       if (lane != b % 32) continue;
-      if constexpr (E == Epilogue::kQkv) {  // q, or the row's key / value into the KV cache
-        const QkvOut& o = p.qkv;
-        const int C = p.OC / 3, part_ = oc / C, c = oc % C;
-        if (part_ == 0) {
-          o.q[long(b) * C + c] = y;
-        } else {
-          const long dst = (long(o.row_sample[b]) * o.T + o.row_pos[b]) * C + c;
-          static_cast<T*>(part_ == 1 ? o.k : o.v)[dst] = from_f<T>(y);
-        }
-      } else {
-        epilogue<T, E>(p.out, long(b) * p.OC + oc, y);
-      }
+      write_out<T, E>(p, b, oc, y);
     }
   }
+}
+
+// One mma.sync m16n8k16 (fp32 accumulation, d += a . b) with A rows 8-15 zero: a0 / a2 hold
+// row g's k pairs (2t, 2t+1) / (2t+8, 2t+9), b0 / b1 column g's same k pairs (PTX ISA fragment
+// layouts; g = lane / 4, t = lane % 4).
+template <typename T>
+__device__ __forceinline__ void mma_row8(float (&d)[4], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, __half>)
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+  else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+#endif
+}
+
+// Decode rows of 16-bit weights on tensor cores (compute capability 8.0+): up to 8 rows per
+// launch for the price of one, where the CUDA-core matvec_kernel reads its inputs from shared
+// memory once per row and weight and is bound by that at 4 rows. out = epi(x . W^T + bias), x
+// (B <= 8 rows) in T (the LayerNorm output is rounded to T, as the prefill's GEMMs take it),
+// fp32 accumulation. A warp takes an 8-column tile and one of S slices of its k-steps (32 k
+// each): lane (g, t) loads 16 bytes of column g at k + 8t and the same 8 k of row g, and two MMAs
+// take them, the k order inside an MMA permuted alike in A and B. The S slice sums are added in
+// slice order. Rows 8-15 of A are zero; the row count only decides which rows are loaded and
+// written, so row b's result is the same whatever else shares the launch. With kLN, warp b
+// normalises row b (two-pass mean / variance) into shared memory first. One wave of blocks, each
+// looping over 8 / S tiles at a time; the first k-steps' weights are loaded before the PDL wait.
+template <typename T, Epilogue E, bool kLN>
+__global__ void __launch_bounds__(256) mma_matvec_kernel(MatvecParams p, int B) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  constexpr int kPre = 8, kWarps = 8;
+  extern __shared__ float xs[];  // kLN: ln_w (IC), ln_b (IC), then the B rows in T (stride IC + 32)
+  __shared__ float part[2][kWarps][32][2];  // slice sums, by iteration parity
+  const int IC = p.IC, S = p.slices, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int ksteps = (IC + 31) / 32, per = (ksteps + S - 1) / S;
+  const int sl = warp % S, k_lo = min(ksteps, sl * per), k_hi = min(ksteps, k_lo + per);
+  const int tiles = (p.OC + 7) / 8, tpb = kWarps / S;  // 8-column tiles; tiles per block pass
+  const int xstride = IC + 32;  // halves: rows 64 bytes apart in the banks, no conflicts
+  const T* w = static_cast<const T*>(p.w);
+  T* xh = reinterpret_cast<T*>(xs + 2 * IC);
+  uint4 pre[kPre];
+  auto load = [&](int tile, int ks0) {  // k-steps ks0 .. ks0 + kPre - 1 of column tile * 8 + g
+    const int col = tile * 8 + g;
+#pragma unroll
+    for (int u = 0; u < kPre; ++u) {
+      const int k = (ks0 + u) * 32 + 8 * t;
+      pre[u] = ks0 + u < k_hi && col < p.OC && k < IC
+                   ? __ldg(reinterpret_cast<const uint4*>(w + long(col) * IC + k))
+                   : make_uint4(0u, 0u, 0u, 0u);
+    }
+  };
+  if (blockIdx.x * tpb + warp / S < tiles) load(blockIdx.x * tpb + warp / S, k_lo);
+  if constexpr (kLN) {
+    for (int i = threadIdx.x; i < IC / 4; i += blockDim.x) {
+      reinterpret_cast<float4*>(xs)[i] = __ldg(reinterpret_cast<const float4*>(p.ln_w) + i);
+      reinterpret_cast<float4*>(xs + IC)[i] =
+          p.ln_b ? __ldg(reinterpret_cast<const float4*>(p.ln_b) + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+  }
+  pdl_launch_dependents();
+  pdl_wait();
+
+  if constexpr (kLN) {
+    __syncthreads();  // ln_w, ln_b staged
+    if (warp < B) {  // warp b normalises row b
+      const float4* x4 = static_cast<const float4*>(p.inp) + long(warp) * (IC / 4);
+      float sum = 0.0f;
+      for (int i = lane; i < IC / 4; i += 32) {
+        const float4 v = x4[i];
+        sum += (v.x + v.y) + (v.z + v.w);
+      }
+      const float mean = warp_sum(sum) / IC;
+      float sq = 0.0f;
+      for (int i = lane; i < IC / 4; i += 32) {
+        const float4 v = x4[i];
+        const float a = v.x - mean, b = v.y - mean, c = v.z - mean, d = v.w - mean;
+        sq += (a * a + b * b) + (c * c + d * d);
+      }
+      const float rstd = rsqrtf(warp_sum(sq) / IC + p.eps);
+      T* dst = xh + warp * xstride;
+      for (int i = lane; i < IC / 4; i += 32) {
+        const float4 v = x4[i], lw = reinterpret_cast<const float4*>(xs)[i],
+                     lb = reinterpret_cast<const float4*>(xs + IC)[i];
+        dst[4 * i] = from_f<T>((v.x - mean) * rstd * lw.x + lb.x);
+        dst[4 * i + 1] = from_f<T>((v.y - mean) * rstd * lw.y + lb.y);
+        dst[4 * i + 2] = from_f<T>((v.z - mean) * rstd * lw.z + lb.z);
+        dst[4 * i + 3] = from_f<T>((v.w - mean) * rstd * lw.w + lb.w);
+      }
+    }
+    __syncthreads();
+  }
+  auto xload = [&](int ks) {  // row g's 8 k at this lane's place in k-step ks
+    const int k = ks * 32 + 8 * t;
+    if (g >= B || k >= IC) return make_uint4(0u, 0u, 0u, 0u);
+    if constexpr (kLN) return *reinterpret_cast<const uint4*>(xh + g * xstride + k);
+    else return __ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(p.inp) + long(g) * IC + k));
+  };
+
+  // Block-uniform trip count (the slice sums meet at a barrier).
+  for (int it = 0; (blockIdx.x + it * gridDim.x) * tpb < tiles; ++it) {
+    const int tile = (blockIdx.x + it * gridDim.x) * tpb + warp / S;
+    const bool active = tile < tiles;
+    float d0[4] = {}, d1[4] = {};  // two chains of MMAs: k pairs 0-3 and 4-7 of each 16 bytes
+    if (active) {
+      for (int ks0 = k_lo; ks0 < k_hi; ks0 += kPre) {
+        if (ks0 != k_lo || it != 0) load(tile, ks0);
+#pragma unroll
+        for (int u = 0; u < kPre; ++u) {
+          if (ks0 + u < k_hi) {
+            const uint4 xv = xload(ks0 + u);
+            mma_row8<T>(d0, xv.x, xv.y, pre[u].x, pre[u].y);
+            mma_row8<T>(d1, xv.z, xv.w, pre[u].z, pre[u].w);
+          }
+        }
+      }
+    }
+    float r[2] = {d0[0] + d1[0], d0[1] + d1[1]};  // row g, columns tile * 8 + 2t, + 1
+    if (S > 1) {
+      float(&pt)[kWarps][32][2] = part[it % 2];  // two buffers: no barrier needed before the writes
+      pt[warp][lane][0] = r[0];
+      pt[warp][lane][1] = r[1];
+      __syncthreads();
+      if (sl != 0) continue;
+      for (int j = 0; j < 2; ++j) {
+        float v = pt[warp][lane][j];
+        for (int k = 1; k < S; ++k) v += pt[warp + k][lane][j];
+        r[j] = v;
+      }
+    }
+    if (!active || g >= B) continue;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int oc = tile * 8 + 2 * t + j, b = g;
+      if (oc >= p.OC) continue;
+      write_out<T, E>(p, b, oc, r[j] + (p.bias ? p.bias[oc] : 0.0f));
+    }
+  }
+#else
+  (void)p, (void)B;
+  __trap();  // launched only on compute capability 8.0+ (mma_usable)
+#endif
 }
 
 // Attention for head sizes HS = G * (16 / sizeof(T)), G a power of two <= 32: one block per
@@ -752,6 +906,24 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaSt
 
 constexpr int kMatvecWarps = 8;
 
+// Blocks of kMatvecWarps warps of `kernel` with `smem` bytes of dynamic shared memory that fit on
+// the current GPU at once (one wave). It depends only on the kernel, its shared memory and the
+// device: asked once per (kernel, device, smem) and thread, not on every launch.
+template <typename... KArgs>
+int wave_blocks(void (*kernel)(KArgs...), size_t smem) {
+  struct Fit { const void* kernel; int dev; size_t smem; int blocks; };
+  thread_local std::vector<Fit> fits;
+  int dev = 0;
+  MDI_CUDA_CHECK(cudaGetDevice(&dev));
+  const void* k = reinterpret_cast<const void*>(kernel);
+  for (const Fit& f : fits)
+    if (f.kernel == k && f.dev == dev && f.smem == smem) return f.blocks;
+  int per_sm = 0;
+  MDI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kMatvecWarps * 32, smem));
+  fits.push_back({k, dev, smem, std::max(1, per_sm) * device_info().sms});
+  return fits.back().blocks;
+}
+
 template <typename T, Epilogue E, bool kLN, int NB>
 void launch_matvec(const MatvecParams& p, int B, cudaStream_t st) {
   if constexpr (NB > 1) {
@@ -760,22 +932,33 @@ void launch_matvec(const MatvecParams& p, int B, cudaStream_t st) {
   const size_t smem = kLN ? size_t(NB + 2) * p.IC * sizeof(float) : 0;
   const int cols = kMatvecWarps / p.slices;  // output columns per block
   // One wave: at most as many blocks as fit on the GPU at once, each looping over its columns.
-  // The occupancy depends only on this instantiation, its shared memory and the device: asked
-  // once per (device, smem) and thread, not on every launch.
-  struct Fit { int dev; size_t smem; int blocks; };
-  thread_local std::vector<Fit> fits;
-  int dev = 0;
-  MDI_CUDA_CHECK(cudaGetDevice(&dev));
-  auto it = std::find_if(fits.begin(), fits.end(), [&](const Fit& f) { return f.dev == dev && f.smem == smem; });
-  if (it == fits.end()) {
-    int per_sm = 0;
-    MDI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, matvec_kernel<T, NB, E, kLN>,
-                                                                 kMatvecWarps * 32, smem));
-    fits.push_back({dev, smem, std::max(1, per_sm) * device_info().sms});
-    it = fits.end() - 1;
-  }
-  const int need = (p.OC + cols - 1) / cols, fit = it->blocks;
+  const int need = (p.OC + cols - 1) / cols, fit = wave_blocks(matvec_kernel<T, NB, E, kLN>, smem);
   launch(matvec_kernel<T, NB, E, kLN>, dim3(std::min(need, fit)), dim3(kMatvecWarps * 32), smem, st, p);
+  MDI_LAUNCH_CHECK();
+}
+
+// Shared memory of the tensor-core kernel with the LayerNorm: ln_w, ln_b and 8 rows in 16 bits.
+size_t mma_smem(int IC, bool layernorm) {
+  return layernorm ? 2 * size_t(IC) * sizeof(float) + size_t(kMmaRows) * (IC + 32) * 2 : 0;
+}
+
+
+// Warps per 8-column tile of the tensor-core kernel: at least 6 k-steps (of 32) each. (Choosing
+// it to keep the grid to one wave measured slower: fewer warps, fewer loads in flight.)
+int mma_slices(int IC) {
+  const int ksteps = (IC + 31) / 32;
+  int s = 1;
+  while (s < kMatvecWarps && ksteps / (2 * s) >= 6) s *= 2;
+  return s;
+}
+
+template <typename T, Epilogue E, bool kLN>
+void launch_mma(MatvecParams p, int B, cudaStream_t st) {
+  const size_t smem = mma_smem(p.IC, kLN);
+  p.slices = mma_slices(p.IC);
+  const int tiles = (p.OC + 7) / 8, per_block = kMatvecWarps / p.slices;
+  const int need = (tiles + per_block - 1) / per_block, fit = wave_blocks(mma_matvec_kernel<T, E, kLN>, smem);
+  launch(mma_matvec_kernel<T, E, kLN>, dim3(std::min(need, fit)), dim3(kMatvecWarps * 32), smem, st, p, B);
   MDI_LAUNCH_CHECK();
 }
 
@@ -785,6 +968,10 @@ void allow_matvec_smem() {
   MDI_CUDA_CHECK(cudaFuncSetAttribute(matvec_kernel<T, NB, E, true>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_limit())));
   if constexpr (NB > 1) allow_matvec_smem<T, E, NB - 1>();
+  if constexpr (NB == kDecodeRows && !std::is_same_v<T, float>)
+    if (device_info().major >= 8)
+      MDI_CUDA_CHECK(cudaFuncSetAttribute(mma_matvec_kernel<T, E, true>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_limit())));
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -792,6 +979,9 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }  // namespace
 
 void set_pdl(bool on) { pdl_mode.store(on ? 1 : 0, std::memory_order_relaxed); }
+bool tensor_cores_ok(DType dt, int IC) {
+  return dt != DType::kF32 && device_info().major >= 8 && mma_smem(IC, true) <= smem_limit();
+}
 
 void configure_kernels() {
   for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
@@ -810,7 +1000,8 @@ bool matvec_ok(int IC) {
   return IC > 0 && IC % 8 == 0 && size_t(IC) * 3 * sizeof(float) <= smem_limit();
 }
 
-int matvec_rows(int IC, bool layernorm) {
+int matvec_rows(int IC, bool layernorm, bool tensor_cores) {
+  if (tensor_cores) return kMmaRows;
   if (!layernorm) return kDecodeRows;
   const size_t n = smem_limit() / (size_t(IC) * sizeof(float));  // rows plus weight and bias
   return int(std::max<size_t>(1, std::min<size_t>(kDecodeRows, n > 2 ? n - 2 : 1)));
@@ -827,13 +1018,16 @@ static int matvec_slices(int IC, DType dt) {
 
 void matvec_forward(void* out, const void* inp, const float* ln_w, const float* ln_b, float eps,
                     const void* weight, const float* bias, int B, int IC, int OC, Epilogue epi,
-                    const QkvOut* qkv, DType dt, cudaStream_t st) {
+                    const QkvOut* qkv, DType dt, bool tensor_cores, cudaStream_t st) {
   if (!matvec_ok(IC) || !aligned16(inp) || !aligned16(weight) || !aligned16(ln_w) || !aligned16(ln_b) ||
       (epi == Epilogue::kQkv && !qkv))
     abort_job(fmt::format("internal error: matvec_forward needs IC % 8 == 0 ({}) and 16-byte aligned "
                           "operands", IC));
   const bool ln = ln_w != nullptr;
-  const int rows = matvec_rows(IC, ln);
+  if (tensor_cores && !tensor_cores_ok(dt, IC))
+    abort_job(fmt::format("internal error: matvec_forward on tensor cores for {} rows of {}", dtype_name(dt), IC));
+  const bool mma = tensor_cores;
+  const int rows = matvec_rows(IC, ln, tensor_cores);
   const size_t in_row = size_t(IC) * (ln ? sizeof(float) : dtype_size(dt));
   const size_t out_row = size_t(OC) * (epi == Epilogue::kGelu ? dtype_size(dt) : sizeof(float));
   dispatch(dt, [&](auto* tag) {
@@ -850,7 +1044,7 @@ void matvec_forward(void* out, const void* inp, const float* ln_w, const float* 
       p.bias = bias;
       p.IC = IC;
       p.OC = OC;
-      p.slices = matvec_slices(IC, dt);
+      p.slices = matvec_slices(IC, dt);  // the tensor-core kernel chooses its own
       if (qkv) {
         p.qkv = *qkv;
         p.qkv.q += size_t(r0) * (OC / 3);
@@ -859,6 +1053,9 @@ void matvec_forward(void* out, const void* inp, const float* ln_w, const float* 
       }
       auto run = [&](auto e) {
         constexpr Epilogue E = decltype(e)::value;
+        if constexpr (!std::is_same_v<T, float>) {
+          if (mma) return ln ? launch_mma<T, E, true>(p, nb, st) : launch_mma<T, E, false>(p, nb, st);
+        }
         if (ln) launch_matvec<T, E, true, kDecodeRows>(p, nb, st);
         else launch_matvec<T, E, false, kDecodeRows>(p, nb, st);
       };
@@ -873,11 +1070,12 @@ void matvec_forward(void* out, const void* inp, const float* ln_w, const float* 
 }
 
 void matmul_forward(void* out, const void* inp, const void* weight, const float* bias, int B,
-                    int IC, int OC, Epilogue epi, float* scratch, DType dt, cublasHandle_t h,
-                    cudaStream_t st) {
+                    int IC, int OC, Epilogue epi, float* scratch, DType dt, bool tensor_cores,
+                    cublasHandle_t h, cudaStream_t st) {
   if (epi == Epilogue::kQkv) abort_job("internal error: matmul_forward has no QKV epilogue (use matvec_forward)");
   if (B <= kMatvecRows && matvec_ok(IC) && aligned16(inp) && aligned16(weight))
-    return matvec_forward(out, inp, nullptr, nullptr, 0.0f, weight, bias, B, IC, OC, epi, nullptr, dt, st);
+    return matvec_forward(out, inp, nullptr, nullptr, 0.0f, weight, bias, B, IC, OC, epi, nullptr, dt,
+                          tensor_cores && tensor_cores_ok(dt, IC), st);
   if (epi == Epilogue::kStore && !bias) {
     gemm(static_cast<float*>(out), inp, weight, B, IC, OC, dt, h);
     return;

@@ -51,6 +51,9 @@ constexpr int kMatvecRows = 4;
 // runs one wave now, and 8 has not been measured with it. At 4 rows it already holds ~125
 // registers per thread.)
 constexpr int kDecodeRows = 4;
+// Rows one launch of the tensor-core kernel serves (16-bit weights, compute capability 8.0+):
+// an m16n8k16 MMA's A has 16 rows, of which the kernel uses 8.
+constexpr int kMmaRows = 8;
 
 // Once per process and device, before the first matvec_forward: lets the LayerNorm-fused kernels
 // use more than 48 KiB of shared memory.
@@ -62,24 +65,32 @@ void set_pdl(bool on);
 // Whether matvec_forward takes IC (IC % 8 == 0, a LayerNorm row fits in shared memory), and how
 // many rows one of its launches serves (fewer with the LayerNorm for very wide rows).
 bool matvec_ok(int IC);
-int matvec_rows(int IC, bool layernorm);
+int matvec_rows(int IC, bool layernorm, bool tensor_cores);
+// Whether matvec_forward may take tensor cores for rows of IC: 16-bit weights, compute
+// capability 8.0+, the LayerNorm's rows fit in shared memory.
+bool tensor_cores_ok(DType dt, int IC);
 
-// Decode rows (any B, in chunks of matvec_rows): out = epi(x . weight (OC, IC)^T + bias), warps
-// per output column, each weight row read once per chunk, fp32 accumulation. With ln_w, x = the
-// LayerNorm (ln_w, ln_b (may be nullptr), eps) of inp (B, IC) fp32, computed in the kernel;
-// without, x = inp (B, IC) in dt. Each row's result is bit-identical whatever else shares the
-// batch. qkv: where kQkv writes (out unused then). inp, weight, ln_w and ln_b 16-byte aligned.
+// Decode rows (any B, in chunks of matvec_rows): out = epi(x . weight (OC, IC)^T + bias), each
+// weight row read once per chunk, fp32 accumulation. With ln_w, x = the LayerNorm (ln_w, ln_b
+// (may be nullptr), eps) of inp (B, IC) fp32, computed in the kernel; without, x = inp (B, IC) in
+// dt. Two kernels: warps per output column on CUDA cores, whose cost grows with the rows (they
+// read their inputs from shared memory once per row and weight: 4 rows take twice as long as 1),
+// and, with tensor_cores (tensor_cores_ok), mma.sync on 8 rows at once for the price of about
+// one, slower than the first at 1 row; the LayerNorm output is rounded to dt there, as the
+// prefill's GEMMs take it. Their results differ; each row's result is bit-identical whatever else
+// shares the batch under either. qkv: where kQkv writes (out unused then). inp, weight, ln_w and
+// ln_b 16-byte aligned.
 void matvec_forward(void* out, const void* inp, const float* ln_w, const float* ln_b, float eps,
                     const void* weight, const float* bias, int B, int IC, int OC, Epilogue epi,
-                    const QkvOut* qkv, DType dt, cudaStream_t st);
+                    const QkvOut* qkv, DType dt, bool tensor_cores, cudaStream_t st);
 
 // out = epi(inp (B, IC) . weight (OC, IC)^T + bias (OC)); inp and weight in dt, fp32 accumulation;
 // bias may be nullptr. B <= kMatvecRows (IC % 8 == 0, 16-byte aligned rows): matvec_forward.
 // Otherwise cublasGemmEx (CUBLAS_COMPUTE_32F) into `scratch` (B, OC) fp32 (unused for kStore
 // without bias, may be nullptr then) and an elementwise epilogue. The handle must be bound to `st`.
 void matmul_forward(void* out, const void* inp, const void* weight, const float* bias, int B,
-                    int IC, int OC, Epilogue epi, float* scratch, DType dt, cublasHandle_t h,
-                    cudaStream_t st);
+                    int IC, int OC, Epilogue epi, float* scratch, DType dt, bool tensor_cores,
+                    cublasHandle_t h, cudaStream_t st);
 
 // Splits qkv (B, 3C) + bias (3C, may be nullptr) into q (B, C) fp32 and the rows' keys and values,
 // written into the KV cache of this layer at (row_sample[b], row_pos[b]). k, v: (S, T, C) in dt.
