@@ -534,15 +534,20 @@ void post_recv(const Ring& ring, Message& m, MPI_Request& req, RankStats& st) {
   MDI_MPI_CHECK(MPI_Irecv(m.raw(), int(m.capacity()), MPI_BYTE, ring.prev(), kTag, ring.comm(), &req));
 }
 
+// Checks a message that arrived into m against what its status says was received.
+void validate_received(Message& m, const MPI_Status& status) {
+  int count = 0;
+  MDI_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &count));
+  m.validate(count);
+}
+
 void wait_recv(Message& m, MPI_Request& req, RankStats& st) {
   MPI_Status status;
   {
     Timer t(st.wait_s);
     MDI_MPI_CHECK(MPI_Wait(&req, &status));
   }
-  int count = 0;
-  MDI_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &count));
-  m.validate(count);
+  validate_received(m, status);
 }
 
 // Whether the receive posted into m has completed (then m is checked like wait_recv's).
@@ -554,9 +559,7 @@ bool test_recv(Message& m, MPI_Request& req, RankStats& st) {
     MDI_MPI_CHECK(MPI_Test(&req, &done, &status));
   }
   if (!done) return false;
-  int count = 0;
-  MDI_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &count));
-  m.validate(count);
+  validate_received(m, status);
   return true;
 }
 

@@ -198,7 +198,7 @@ TEST_P(CudaOps, Matmul) {
           for (size_t i = 0; i < want.size(); ++i) want[i] += x0[i];
         const DType out_dt = epi == Epilogue::kGelu ? dt : DType::kF32;
         for (bool tc : {false, true}) {
-          if (tc && !mdi::cuda::tensor_cores_ok(dt, IC)) continue;
+          if (tc && !mdi::cuda::tensor_cores_ok(dt, IC, false)) continue;
           DevBuf out = to_dev(x0);  // (B, OC) fp32: the residual stream for kResidual
           DevBuf out16(y.size() * mdi::dtype_size(dt));
           void* o = epi == Epilogue::kGelu ? out16.p : out.p;
@@ -320,7 +320,7 @@ TEST_P(CudaOps, MatvecLayerNorm) {
     DevBuf dx = to_dev(x), dlw = to_dev(lw), dlb = to_dev(lb), dw = to_dev(w, dt), dbias = to_dev(bias),
            drs = to_dev(rs), drp = to_dev(rp);
     for (bool tc : {false, true}) {
-    if (tc && !mdi::cuda::tensor_cores_ok(dt, C)) continue;
+    if (tc && !mdi::cuda::tensor_cores_ok(dt, C, true)) continue;
     for (Epilogue epi : {Epilogue::kStore, Epilogue::kGelu, Epilogue::kResidual, Epilogue::kQkv}) {
       const char* names[] = {"store", "gelu", "residual", "qkv"};
       std::vector<float> want = y;

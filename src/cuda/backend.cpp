@@ -276,7 +276,7 @@ class CudaBackend final : public Backend {
   // Whether the matrix-vector kernels run on tensor cores: with kTensorCoreSamples samples or
   // more where they can (MDI_CUDA_MMA=1: always where they can, 0: never).
   bool use_tensor_cores() const {
-    if (!cuda::tensor_cores_ok(dt_, cfg_.n_embd)) return false;
+    if (!cuda::tensor_cores_ok(dt_, cfg_.n_embd, true)) return false;
     const char* env = std::getenv("MDI_CUDA_MMA");
     if (env && std::string(env) == "0") return false;
     if (env && std::string(env) == "1") return true;

@@ -672,7 +672,7 @@ __global__ void __launch_bounds__(256) mma_matvec_kernel(MatvecParams p, int B) 
   }
 #else
   (void)p, (void)B;
-  __trap();  // launched only on compute capability 8.0+ (mma_usable)
+  __trap();  // launched only on compute capability 8.0+ (tensor_cores_ok)
 #endif
 }
 
@@ -979,8 +979,8 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }  // namespace
 
 void set_pdl(bool on) { pdl_mode.store(on ? 1 : 0, std::memory_order_relaxed); }
-bool tensor_cores_ok(DType dt, int IC) {
-  return dt != DType::kF32 && device_info().major >= 8 && mma_smem(IC, true) <= smem_limit();
+bool tensor_cores_ok(DType dt, int IC, bool layernorm) {
+  return dt != DType::kF32 && device_info().major >= 8 && mma_smem(IC, layernorm) <= smem_limit();
 }
 
 void configure_kernels() {
@@ -1024,9 +1024,8 @@ void matvec_forward(void* out, const void* inp, const float* ln_w, const float* 
     abort_job(fmt::format("internal error: matvec_forward needs IC % 8 == 0 ({}) and 16-byte aligned "
                           "operands", IC));
   const bool ln = ln_w != nullptr;
-  if (tensor_cores && !tensor_cores_ok(dt, IC))
+  if (tensor_cores && !tensor_cores_ok(dt, IC, ln))
     abort_job(fmt::format("internal error: matvec_forward on tensor cores for {} rows of {}", dtype_name(dt), IC));
-  const bool mma = tensor_cores;
   const int rows = matvec_rows(IC, ln, tensor_cores);
   const size_t in_row = size_t(IC) * (ln ? sizeof(float) : dtype_size(dt));
   const size_t out_row = size_t(OC) * (epi == Epilogue::kGelu ? dtype_size(dt) : sizeof(float));
@@ -1054,7 +1053,7 @@ void matvec_forward(void* out, const void* inp, const float* ln_w, const float* 
       auto run = [&](auto e) {
         constexpr Epilogue E = decltype(e)::value;
         if constexpr (!std::is_same_v<T, float>) {
-          if (mma) return ln ? launch_mma<T, E, true>(p, nb, st) : launch_mma<T, E, false>(p, nb, st);
+          if (tensor_cores) return ln ? launch_mma<T, E, true>(p, nb, st) : launch_mma<T, E, false>(p, nb, st);
         }
         if (ln) launch_matvec<T, E, true, kDecodeRows>(p, nb, st);
         else launch_matvec<T, E, false, kDecodeRows>(p, nb, st);
@@ -1075,7 +1074,7 @@ void matmul_forward(void* out, const void* inp, const void* weight, const float*
   if (epi == Epilogue::kQkv) abort_job("internal error: matmul_forward has no QKV epilogue (use matvec_forward)");
   if (B <= kMatvecRows && matvec_ok(IC) && aligned16(inp) && aligned16(weight))
     return matvec_forward(out, inp, nullptr, nullptr, 0.0f, weight, bias, B, IC, OC, epi, nullptr, dt,
-                          tensor_cores && tensor_cores_ok(dt, IC), st);
+                          tensor_cores, st);
   if (epi == Epilogue::kStore && !bias) {
     gemm(static_cast<float*>(out), inp, weight, B, IC, OC, dt, h);
     return;

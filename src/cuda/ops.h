@@ -67,8 +67,9 @@ void set_pdl(bool on);
 bool matvec_ok(int IC);
 int matvec_rows(int IC, bool layernorm, bool tensor_cores);
 // Whether matvec_forward may take tensor cores for rows of IC: 16-bit weights, compute
-// capability 8.0+, the LayerNorm's rows fit in shared memory.
-bool tensor_cores_ok(DType dt, int IC);
+// capability 8.0+ and, with the LayerNorm, its rows fit in shared memory (without it the kernel
+// needs none: the 4C-wide rows of a model whose C qualifies always do).
+bool tensor_cores_ok(DType dt, int IC, bool layernorm);
 
 // Decode rows (any B, in chunks of matvec_rows): out = epi(x . weight (OC, IC)^T + bias), each
 // weight row read once per chunk, fp32 accumulation. With ln_w, x = the LayerNorm (ln_w, ln_b
