@@ -662,7 +662,7 @@ TEST(CudaGreedy, FiftyStepsIdenticalTokensFp32) {
       toks.insert(toks.end(), prompts[s].begin(), prompts[s].end());
     }
     out[k].assign(S, {});
-    std::vector<float> x(toks.size() * C), logits(size_t(S) * V);
+    std::vector<float> x(toks.size() * C), logits(size_t(S) * V), best(S);
     for (int step = 0; step <= steps; ++step) {
       be->embed(x.data(), toks.data(), items.data(), S);
       be->forward(x.data(), items.data(), S);
@@ -770,6 +770,7 @@ double time_us(F&& f, int reps = 200) {
 TEST(CudaBench, DISABLED_OpsGpt2XlFp16) {
   MDI_REQUIRE_GPU();
   using mdi::cuda::Epilogue;
+  mdi::cuda::configure_kernels();
   const DType dt = DType::kF16;
   const int C = 1600, NH = 25, T = 1024, S = 8;
   std::mt19937 g(3);
@@ -826,48 +827,69 @@ TEST(CudaBench, DISABLED_DecodeStepGpt2XlFp16) {
   const double wbytes = 2.0 * (double(cfg.n_layer) * 12 * C * C + double(V) * C + double(cfg.block_size) * C);
   std::printf("[ figure ] bench: device-to-device bandwidth %.0f GB/s; fp16 matrices %.2f GB; bound "
               "%.3f ms per decode step\n", bw / 1e9, wbytes / 1e9, wbytes / bw * 1e3);
-  for (int S : {1, 8}) {
-    for (const auto& [graphs, pdl, mma] : std::vector<std::tuple<const char*, bool, bool>>{
-             {"1", true, true}, {"1", false, true}, {"0", true, true}, {"1", true, false}}) {
-      mdi::cuda::set_pdl(pdl);
-      setenv("MDI_CUDA_MMA", mma ? "1" : "0", 1);
-      setenv("MDI_CUDA_GRAPHS", graphs, 1);
-      auto gpu = mdi::make_cuda_backend(cfg, w, mdi::BackendSpec{S * 64, S, 1}, 0, DType::kF16);
-      unsetenv("MDI_CUDA_GRAPHS");
-      // Prefill 64 tokens per sample, then time decode steps at positions 64 .. 64 + steps.
-      std::vector<mdi::BatchItem> items;
-      std::vector<int> toks;
-      for (int s = 0; s < S; ++s) {
-        items.push_back({s, 0, 64});
-        for (int t = 0; t < 64; ++t) toks.push_back((t * 31 + s) % V);
-      }
-      std::vector<float> x(toks.size() * C), logits(size_t(S) * V);
-      gpu->embed(x.data(), toks.data(), items.data(), S);
-      gpu->forward(x.data(), items.data(), S);
-      const int steps = 40, warm = 5;
-      double fwd_s = 0, all_s = 0;
-      for (int step = 0; step < warm + steps; ++step) {
-        for (int s = 0; s < S; ++s) items[s] = {s, 64 + step, 1};
-        toks.resize(S);
-        const auto t0 = std::chrono::steady_clock::now();
-        gpu->embed(x.data(), toks.data(), items.data(), S);
-        const auto t1 = std::chrono::steady_clock::now();
-        gpu->forward(x.data(), items.data(), S);
-        const auto t2 = std::chrono::steady_clock::now();
-        gpu->logits(logits.data(), x.data(), items.data(), S);
-        const auto t3 = std::chrono::steady_clock::now();
-        for (int s = 0; s < S; ++s) toks[s] = argmax(logits.data() + size_t(s) * V, V);
-        if (step >= warm) {
-          fwd_s += std::chrono::duration<double>(t2 - t1).count();
-          all_s += std::chrono::duration<double>(t3 - t0).count();
-        }
-      }
-      const double step_ms = all_s / steps * 1e3, bound_ms = wbytes / bw * 1e3;
-      std::printf("[ figure ] bench: %s, %d sample(s), graphs %s, PDL %d, tensor cores %d: decode step %.3f ms "
-                  "(layers %.3f ms), %.2fx the bound, %.0f tokens/s\n",
-                  gpu->name().c_str(), S, graphs, int(pdl), int(mma), step_ms, fwd_s / steps * 1e3,
-                  step_ms / bound_ms, S / (step_ms * 1e-3));
+  struct Run {
+    int samples;
+    std::string graphs;
+    bool pdl, mma;
+  };
+  std::vector<Run> runs{{1, "1", true, true}, {1, "1", false, true}, {1, "0", true, true}, {1, "1", true, false},
+                        {8, "1", true, true}, {8, "1", false, true}, {8, "0", true, true}, {8, "1", true, false}};
+  // MDI_BENCH_RUNS="samples,graphs,pdl,tensor cores;...": these runs instead.
+  if (const char* env = std::getenv("MDI_BENCH_RUNS")) {
+    runs.clear();
+    const std::string all = env;
+    for (size_t at = 0; at < all.size();) {
+      const size_t end = std::min(all.find(';', at), all.size());
+      int s = 0, g = 1, pdl = 1, mma = 0;
+      if (std::sscanf(all.substr(at, end - at).c_str(), "%d,%d,%d,%d", &s, &g, &pdl, &mma) == 4 && s > 0)
+        runs.push_back({s, std::to_string(g), pdl != 0, mma != 0});
+      at = end + 1;
     }
+  }
+  for (const auto& [S, graphs, pdl, mma] : runs) {
+    mdi::cuda::set_pdl(pdl);
+    setenv("MDI_CUDA_MMA", mma ? "1" : "0", 1);
+    setenv("MDI_CUDA_GRAPHS", graphs.c_str(), 1);
+    auto gpu = mdi::make_cuda_backend(cfg, w, mdi::BackendSpec{S * 64, S, 1, 1}, 0, DType::kF16);
+    unsetenv("MDI_CUDA_GRAPHS");
+    // Prefill 64 tokens per sample, then time decode steps at positions 64 .. 64 + steps.
+    std::vector<mdi::BatchItem> items;
+    std::vector<int> toks;
+    for (int s = 0; s < S; ++s) {
+      items.push_back({s, 0, 64});
+      for (int t = 0; t < 64; ++t) toks.push_back((t * 31 + s) % V);
+    }
+    std::vector<float> x(toks.size() * C), logits(size_t(S) * V), best(S);
+    gpu->embed(x.data(), toks.data(), items.data(), S);
+    gpu->forward(x.data(), items.data(), S);
+    const int steps = 40, warm = 5;
+    double fwd_s = 0, all_s = 0;
+    bool on_gpu = false;
+    for (int step = 0; step < warm + steps; ++step) {
+      for (int s = 0; s < S; ++s) items[s] = {s, 64 + step, 1};
+      toks.resize(S);
+      const auto t0 = std::chrono::steady_clock::now();
+      gpu->embed(x.data(), toks.data(), items.data(), S);
+      const auto t1 = std::chrono::steady_clock::now();
+      gpu->forward(x.data(), items.data(), S);
+      const auto t2 = std::chrono::steady_clock::now();
+      // Greedy as the product decodes it (Head::finish): the GPU selects each sample's best token.
+      on_gpu = gpu->top(1, V, toks.data(), best.data(), x.data(), items.data(), S);
+      if (!on_gpu) {
+        gpu->logits(logits.data(), x.data(), items.data(), S);
+        for (int s = 0; s < S; ++s) toks[s] = argmax(logits.data() + size_t(s) * V, V);
+      }
+      const auto t3 = std::chrono::steady_clock::now();
+      if (step >= warm) {
+        fwd_s += std::chrono::duration<double>(t2 - t1).count();
+        all_s += std::chrono::duration<double>(t3 - t0).count();
+      }
+    }
+    const double step_ms = all_s / steps * 1e3, bound_ms = wbytes / bw * 1e3;
+    std::printf("[ figure ] bench: %s, %d sample(s), graphs %s, PDL %d, tensor cores %d, greedy %s: decode step "
+                "%.3f ms (layers %.3f ms), %.2fx the bound, %.0f tokens/s\n",
+                gpu->name().c_str(), S, graphs.c_str(), int(pdl), int(mma), on_gpu ? "on the GPU" : "on the host",
+                step_ms, fwd_s / steps * 1e3, step_ms / bound_ms, S / (step_ms * 1e-3));
   }
   mdi::cuda::set_pdl(true);
   unsetenv("MDI_CUDA_MMA");

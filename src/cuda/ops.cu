@@ -346,6 +346,8 @@ __device__ __forceinline__ void epilogue(void* out, long i, float y) {
   if constexpr (E == Epilogue::kResidual) static_cast<float*>(out)[i] += y;
 }
 
+constexpr int kMatvecWarps = 8;  // warps per block of the matrix-vector kernels
+
 struct MatvecParams {
   void* out;
   const void* inp;     // (NB, IC): in T, or fp32 when the LayerNorm is fused (kLN)
@@ -377,20 +379,131 @@ __device__ __forceinline__ void write_out(const MatvecParams& p, int b, int oc, 
   }
 }
 
+// With kLN: normalises the NB fp32 rows inp (NB, IC) into xs (NB, IC), two-pass mean / variance,
+// with the LayerNorm weight lnw and bias lnb already in shared memory. Ends with a barrier.
+template <int NB>
+__device__ void layernorm_rows(float* xs, const float* inp, const float* lnw, const float* lnb, int IC,
+                               float eps, float* red) {
+  const float4* x = reinterpret_cast<const float4*>(inp);
+  float s[NB];
+#pragma unroll
+  for (int b = 0; b < NB; ++b) {
+    s[b] = 0.0f;
+#pragma unroll 2
+    for (int i = threadIdx.x; i < IC / 4; i += blockDim.x) {
+      const float4 v = x[long(b) * (IC / 4) + i];
+      reinterpret_cast<float4*>(xs + b * IC)[i] = v;
+      s[b] += (v.x + v.y) + (v.z + v.w);
+    }
+  }
+  block_sum_n<NB>(s, red);
+  float mean[NB], var[NB];
+#pragma unroll
+  for (int b = 0; b < NB; ++b) {
+    mean[b] = s[b] / IC;
+    var[b] = 0.0f;
+    for (int i = threadIdx.x; i < IC; i += blockDim.x) {
+      const float d = xs[b * IC + i] - mean[b];
+      var[b] += d * d;
+    }
+  }
+  block_sum_n<NB>(var, red);
+#pragma unroll
+  for (int b = 0; b < NB; ++b) {
+    const float rstd = rsqrtf(var[b] / IC + eps);
+    for (int i = threadIdx.x; i < IC; i += blockDim.x)
+      xs[b * IC + i] = (xs[b * IC + i] - mean[b]) * rstd * lnw[i] + lnb[i];
+  }
+  __syncthreads();
+}
+
+// Stages the LayerNorm weight and bias (IC; bias may be nullptr: zeros) into shared memory.
+__device__ __forceinline__ void stage_layernorm(float* lnw, float* lnb, const float* w, const float* b, int IC) {
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  const float4* b4 = reinterpret_cast<const float4*>(b);
+#pragma unroll 2
+  for (int i = threadIdx.x; i < IC / 4; i += blockDim.x) {
+    reinterpret_cast<float4*>(lnw)[i] = __ldg(w4 + i);
+    reinterpret_cast<float4*>(lnb)[i] = b ? __ldg(b4 + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+}
+
+// acc[b] += weight vector j (16 bytes of T, `raw`) . the same elements of row b: from xs (NB, IC)
+// fp32 with kLN, from inp (NB, IC) in T without.
+template <typename T, int NB, bool kLN>
+__device__ __forceinline__ void dot_rows(float (&acc)[NB], const uint4& raw, int j, const float* xs,
+                                         const void* inp, int IC) {
+  constexpr int N = Vec16<T>::N;
+  Vec16<T> wv;
+  wv.from(raw);
+#pragma unroll
+  for (int b = 0; b < NB; ++b) {
+    float xv[N];
+    if constexpr (kLN) {
+      const float4* src = reinterpret_cast<const float4*>(xs + b * IC + j * N);
+#pragma unroll
+      for (int q = 0; q < N / 4; ++q) {
+        const float4 f = src[q];
+        xv[4 * q] = f.x, xv[4 * q + 1] = f.y, xv[4 * q + 2] = f.z, xv[4 * q + 3] = f.w;
+      }
+    } else {
+      Vec16<T> in;
+      in.load(static_cast<const T*>(inp) + long(b) * IC + j * N);
+#pragma unroll
+      for (int e = 0; e < N; ++e) xv[e] = in.f[e];
+    }
+#pragma unroll
+    for (int e = 0; e < N; ++e) acc[b] = fmaf(wv.f[e], xv[e], acc[b]);
+  }
+}
+
+// The end of one column pass of the CUDA-core kernels (every thread of the block calls it, with
+// S block-uniform): each warp's lane sums are added over the warp, the S slice sums of column oc
+// in slice order by its first warp (through pt, one of two buffers used by alternate passes, so
+// that no barrier is needed before the writes), and lane b of that warp writes row b.
+template <typename T, int NB, Epilogue E>
+__device__ __forceinline__ void finish_column(const MatvecParams& p, float (&acc)[NB],
+                                              float (&pt)[kMatvecWarps][NB], int oc, bool active) {
+  const int S = p.slices, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int b = 0; b < NB; ++b) acc[b] = warp_sum(acc[b]);
+  if (S > 1) {
+    if (lane == 0)
+#pragma unroll
+      for (int b = 0; b < NB; ++b) pt[warp][b] = acc[b];
+    __syncthreads();
+    if (warp % S != 0) return;
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      float t = pt[warp][b];
+      for (int k = 1; k < S; ++k) t += pt[warp + k][b];
+      acc[b] = t;
+    }
+  }
+  if (!active) return;
+  const float bo = p.bias ? p.bias[oc] : 0.0f;
+#pragma unroll
+  for (int b = 0; b < NB; ++b) {
+    const float y = acc[b] + bo;
+    if (lane != b % 32) continue;
+    write_out<T, E>(p, b, oc, y);
+  }
+}
+
 // Decode rows: S warps per output column oc (S = 1, 2, 4 or 8, MatvecParams::slices), warp s
 // reading slice s of the weight row (IC), so that a slice of at most 32 * kPre 16-byte vectors
 // is loaded, all at once, before waiting for the previous kernel (weights do not depend on it).
-// Each slice is dotted with each of the NB input rows, summed over the warp, and the S slice sums
-// are added in slice order; lane b of the first warp writes row b through the epilogue. With kLN
-// the block first normalises the NB fp32 rows into shared memory (two-pass mean / variance; the
-// LayerNorm parameters are staged into shared memory before the wait too). Row b's arithmetic is
-// the same for every NB: results do not depend on which rows share a launch. The grid is one
-// wave (no more blocks than fit on the GPU at once), each block looping over its columns c0,
-// c0 + stride, ...: the LayerNorm is computed once per block and the next column's slice is
-// loaded into registers while the current one's sums are reduced and written.
+// Lane l takes the slice's vectors l, l + 32, ... in order, dotted with each of the NB input
+// rows (dot_rows); finish_column adds them up and writes. With kLN the block first normalises
+// the NB fp32 rows into shared memory (the LayerNorm parameters are staged into shared memory
+// before the wait). Row b's arithmetic is the same for every NB: results do not depend on which
+// rows share a launch. The grid is one wave (no more blocks than fit on the GPU at once), each
+// block looping over its columns c0, c0 + stride, ...: the LayerNorm is computed once per block
+// and the next column's slice is loaded into registers while the current one's sums are reduced
+// and written.
 template <typename T, int NB, Epilogue E, bool kLN>
 __global__ void __launch_bounds__(256) matvec_kernel(MatvecParams p) {
-  constexpr int N = Vec16<T>::N, kPre = 8, kUnroll = 4, kWarps = 8;
+  constexpr int N = Vec16<T>::N, kPre = 8, kUnroll = 4, kWarps = kMatvecWarps;
   extern __shared__ float xs[];  // kLN: (NB, IC) normalised rows, then ln_w (IC), ln_b (IC)
   __shared__ float red[NB * 32];
   __shared__ float part[2][kWarps][NB];  // slice sums, by iteration parity
@@ -411,76 +524,11 @@ __global__ void __launch_bounds__(256) matvec_kernel(MatvecParams p) {
   load(c0 + warp / S);
   float* lnw = xs + NB * IC;
   float* lnb = lnw + IC;
-  if constexpr (kLN) {
-    const float4* w4 = reinterpret_cast<const float4*>(p.ln_w);
-    const float4* b4 = reinterpret_cast<const float4*>(p.ln_b);
-#pragma unroll 2
-    for (int i = threadIdx.x; i < IC / 4; i += blockDim.x) {
-      const float4 w = __ldg(w4 + i), b = p.ln_b ? __ldg(b4 + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      reinterpret_cast<float4*>(lnw)[i] = w;
-      reinterpret_cast<float4*>(lnb)[i] = b;
-    }
-  }
+  if constexpr (kLN) stage_layernorm(lnw, lnb, p.ln_w, p.ln_b, IC);
   pdl_launch_dependents();
   pdl_wait();
+  if constexpr (kLN) layernorm_rows<NB>(xs, static_cast<const float*>(p.inp), lnw, lnb, IC, p.eps, red);
 
-  if constexpr (kLN) {
-    const float4* x = static_cast<const float4*>(p.inp);
-    float s[NB];
-#pragma unroll
-    for (int b = 0; b < NB; ++b) {
-      s[b] = 0.0f;
-#pragma unroll 2
-      for (int i = threadIdx.x; i < IC / 4; i += blockDim.x) {
-        const float4 v = x[long(b) * (IC / 4) + i];
-        reinterpret_cast<float4*>(xs + b * IC)[i] = v;
-        s[b] += (v.x + v.y) + (v.z + v.w);
-      }
-    }
-    block_sum_n<NB>(s, red);
-    float mean[NB], var[NB];
-#pragma unroll
-    for (int b = 0; b < NB; ++b) {
-      mean[b] = s[b] / IC;
-      var[b] = 0.0f;
-      for (int i = threadIdx.x; i < IC; i += blockDim.x) {
-        const float d = xs[b * IC + i] - mean[b];
-        var[b] += d * d;
-      }
-    }
-    block_sum_n<NB>(var, red);
-#pragma unroll
-    for (int b = 0; b < NB; ++b) {
-      const float rstd = rsqrtf(var[b] / IC + p.eps);
-      for (int i = threadIdx.x; i < IC; i += blockDim.x)
-        xs[b * IC + i] = (xs[b * IC + i] - mean[b]) * rstd * lnw[i] + lnb[i];
-    }
-    __syncthreads();
-  }
-
-  auto dot = [&](float (&acc)[NB], const uint4& raw, int j) {  // weight vector j with every row
-    Vec16<T> wv;
-    wv.from(raw);
-#pragma unroll
-    for (int b = 0; b < NB; ++b) {
-      float xv[N];
-      if constexpr (kLN) {
-        const float4* src = reinterpret_cast<const float4*>(xs + b * IC + j * N);
-#pragma unroll
-        for (int q = 0; q < N / 4; ++q) {
-          const float4 f = src[q];
-          xv[4 * q] = f.x, xv[4 * q + 1] = f.y, xv[4 * q + 2] = f.z, xv[4 * q + 3] = f.w;
-        }
-      } else {
-        Vec16<T> in;
-        in.load(static_cast<const T*>(p.inp) + long(b) * IC + j * N);
-#pragma unroll
-        for (int e = 0; e < N; ++e) xv[e] = in.f[e];
-      }
-#pragma unroll
-      for (int e = 0; e < N; ++e) acc[b] = fmaf(wv.f[e], xv[e], acc[b]);
-    }
-  };
   // Block-uniform trip count (the slice sums meet at a barrier): while the block's first column
   // exists; warps past OC only take part in the barriers.
   for (int it = 0; c0 + it * stride < p.OC; ++it) {
@@ -490,7 +538,7 @@ __global__ void __launch_bounds__(256) matvec_kernel(MatvecParams p) {
     if (active) {
 #pragma unroll
       for (int u = 0; u < kPre; ++u)
-        if (lo + lane + 32 * u < hi) dot(acc, pre[u], lo + lane + 32 * u);
+        if (lo + lane + 32 * u < hi) dot_rows<T, NB, kLN>(acc, pre[u], lo + lane + 32 * u, xs, p.inp, IC);
       for (int j0 = lo + lane + 32 * kPre; j0 < hi; j0 += 32 * kUnroll) {  // slices beyond 32 * kPre
         uint4 raw[kUnroll];
 #pragma unroll
@@ -498,34 +546,11 @@ __global__ void __launch_bounds__(256) matvec_kernel(MatvecParams p) {
           if (j0 + 32 * u < hi) raw[u] = __ldg(row(oc) + j0 + 32 * u);
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u)
-          if (j0 + 32 * u < hi) dot(acc, raw[u], j0 + 32 * u);
+          if (j0 + 32 * u < hi) dot_rows<T, NB, kLN>(acc, raw[u], j0 + 32 * u, xs, p.inp, IC);
       }
       load(oc + stride);  // in flight during the reductions and the epilogue
     }
-#pragma unroll
-    for (int b = 0; b < NB; ++b) acc[b] = warp_sum(acc[b]);
-    if (S > 1) {  // the slice sums of each column, added in slice order by its first warp
-      float(&pt)[kWarps][NB] = part[it % 2];  // two buffers: no barrier needed before the writes
-      if (lane == 0)
-#pragma unroll
-        for (int b = 0; b < NB; ++b) pt[warp][b] = acc[b];
-      __syncthreads();
-      if (sl != 0) continue;
-#pragma unroll
-      for (int b = 0; b < NB; ++b) {
-        float t = pt[warp][b];
-        for (int k = 1; k < S; ++k) t += pt[warp + k][b];
-        acc[b] = t;
-      }
-    }
-    if (!active) continue;
-    const float bo = p.bias ? p.bias[oc] : 0.0f;
-#pragma unroll
-    for (int b = 0; b < NB; ++b) {
-      const float y = acc[b] + bo;
-      if (lane != b % 32) continue;
-      write_out<T, E>(p, b, oc, y);
-    }
+    finish_column<T, NB, E>(p, acc, part[it % 2], oc, active);
   }
 }
 
@@ -562,7 +587,7 @@ __device__ __forceinline__ void mma_row8(float (&d)[4], uint32_t a0, uint32_t a2
 template <typename T, Epilogue E, bool kLN>
 __global__ void __launch_bounds__(256) mma_matvec_kernel(MatvecParams p, int B) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  constexpr int kPre = 8, kWarps = 8;
+  constexpr int kPre = 8, kWarps = kMatvecWarps;
   extern __shared__ float xs[];  // kLN: ln_w (IC), ln_b (IC), then the B rows in T (stride IC + 32)
   __shared__ float part[2][kWarps][32][2];  // slice sums, by iteration parity
   const int IC = p.IC, S = p.slices, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -585,13 +610,7 @@ __global__ void __launch_bounds__(256) mma_matvec_kernel(MatvecParams p, int B) 
     }
   };
   if (blockIdx.x * tpb + warp / S < tiles) load(blockIdx.x * tpb + warp / S, k_lo);
-  if constexpr (kLN) {
-    for (int i = threadIdx.x; i < IC / 4; i += blockDim.x) {
-      reinterpret_cast<float4*>(xs)[i] = __ldg(reinterpret_cast<const float4*>(p.ln_w) + i);
-      reinterpret_cast<float4*>(xs + IC)[i] =
-          p.ln_b ? __ldg(reinterpret_cast<const float4*>(p.ln_b) + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    }
-  }
+  if constexpr (kLN) stage_layernorm(xs, xs + IC, p.ln_w, p.ln_b, IC);
   pdl_launch_dependents();
   pdl_wait();
 
@@ -903,8 +922,6 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaSt
   cfg.numAttrs = pdl_enabled(st) ? 1 : 0;
   MDI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
-
-constexpr int kMatvecWarps = 8;
 
 // Blocks of kMatvecWarps warps of `kernel` with `smem` bytes of dynamic shared memory that fit on
 // the current GPU at once (one wave). It depends only on the kernel, its shared memory and the
