@@ -662,7 +662,7 @@ TEST(CudaGreedy, FiftyStepsIdenticalTokensFp32) {
       toks.insert(toks.end(), prompts[s].begin(), prompts[s].end());
     }
     out[k].assign(S, {});
-    std::vector<float> x(toks.size() * C), logits(size_t(S) * V), best(S);
+    std::vector<float> x(toks.size() * C), logits(size_t(S) * V);
     for (int step = 0; step <= steps; ++step) {
       be->embed(x.data(), toks.data(), items.data(), S);
       be->forward(x.data(), items.data(), S);

@@ -23,6 +23,31 @@ mdi::SamplingParams params(float t, int k = 0, float p = 1.0f) {
   return s;
 }
 
+// The rows the tests sample from: normal(0, sd); the same with every 997th token 15 ahead
+// (peaked); all equal to `flat`; normal rounded toward zero (coarse: many ties); normal with
+// signed zeros, NaNs and infinities at fixed ids (special). One draw of gen per token, none when
+// flat.
+enum class Row { kNormal, kPeaked, kFlat, kCoarse, kSpecial };
+
+std::vector<float> test_row(Row kind, int V, std::mt19937& gen, float sd, float flat = 0.5f) {
+  std::normal_distribution<float> nd(0.0f, sd);
+  std::vector<float> l(V);
+  for (int i = 0; i < V; ++i) {
+    switch (kind) {
+      case Row::kNormal: l[i] = nd(gen); break;
+      case Row::kPeaked: l[i] = nd(gen) + (i % 997 == 0 ? 15.0f : 0.0f); break;
+      case Row::kFlat: l[i] = flat; break;
+      case Row::kCoarse: l[i] = float(int(nd(gen))); break;
+      case Row::kSpecial:
+        l[i] = nd(gen);
+        if (i % 7 == 0) l[i] = i % 14 ? NAN : (i % 28 ? -0.0f : 0.0f);
+        if (i % 101 == 0) l[i] = i % 202 ? INFINITY : -INFINITY;
+        break;
+    }
+  }
+  return l;
+}
+
 // Draws n samples and returns the frequency of each id.
 std::vector<double> frequencies(const mdi::SamplingParams& sp, const std::vector<float>& logits, int n) {
   mdi::Sampler s(sp, int(logits.size()));
@@ -170,14 +195,10 @@ int reference_sample(const mdi::SamplingParams& sp, const std::vector<float>& l,
 TEST(Sampler, AgreesWithAFullSortReference) {
   std::mt19937 gen(3);
   const int V = 3000;
+  // flat: every token is a candidate; coarse: many ties at the cuts
+  const Row kinds[] = {Row::kNormal, Row::kPeaked, Row::kFlat, Row::kCoarse};
   for (int dist = 0; dist < 4; ++dist) {
-    // normal, peaked (a few tokens far ahead), flat (all equal: every token is a candidate), coarse
-    // (many ties at the cuts)
-    std::vector<float> l(V);
-    std::normal_distribution<float> nd(0.0f, 2.5f);
-    for (int i = 0; i < V; ++i)
-      l[i] = dist == 0 ? nd(gen) : dist == 1 ? nd(gen) + (i % 997 == 0 ? 15.0f : 0.0f)
-           : dist == 2 ? 0.5f : float(int(nd(gen)));
+    const std::vector<float> l = test_row(kinds[dist], V, gen, 2.5f);
     for (const mdi::SamplingParams& sp :
          {params(0), params(1), params(0.8f, 40), params(1, 2999), params(0.8f, 0, 0.95f), params(1, 0, 0.5f),
           params(1.5f, 0, 0.999f), params(0.8f, 40, 0.9f), params(1, 1000, 0.3f), params(1, 0, 1e-6f)}) {
@@ -198,14 +219,9 @@ TEST(Sampler, AgreesWithAFullSortReference) {
 TEST(Sampler, SelectTopIsTheUniqueBestSetInIdOrder) {
   std::mt19937 gen(5);
   const int V = 777;
+  const Row kinds[] = {Row::kNormal, Row::kCoarse, Row::kFlat, Row::kSpecial};
   for (int dist = 0; dist < 4; ++dist) {
-    std::vector<float> l(V);
-    std::normal_distribution<float> nd(0.0f, 2.0f);
-    for (int i = 0; i < V; ++i) {
-      l[i] = dist == 0 ? nd(gen) : dist == 1 ? float(int(nd(gen))) : dist == 2 ? 0.25f : nd(gen);
-      if (dist == 3 && i % 7 == 0) l[i] = i % 14 ? NAN : (i % 28 ? -0.0f : 0.0f);
-      if (dist == 3 && i % 101 == 0) l[i] = i % 202 ? INFINITY : -INFINITY;
-    }
+    const std::vector<float> l = test_row(kinds[dist], V, gen, 2.0f, 0.25f);
     std::vector<int> order(V);
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
@@ -227,10 +243,9 @@ TEST(Sampler, SelectTopIsTheUniqueBestSetInIdOrder) {
 TEST(Sampler, SampleTopOnTheBestCandidatesEqualsSampleOnTheRow) {
   std::mt19937 gen(9);
   const int V = 5000;
+  const Row kinds[] = {Row::kNormal, Row::kCoarse, Row::kFlat};
   for (int dist = 0; dist < 3; ++dist) {
-    std::vector<float> l(V);
-    std::normal_distribution<float> nd(0.0f, 3.0f);
-    for (int i = 0; i < V; ++i) l[i] = dist == 0 ? nd(gen) : dist == 1 ? float(int(nd(gen))) : 1.0f;
+    const std::vector<float> l = test_row(kinds[dist], V, gen, 3.0f, 1.0f);
     for (const mdi::SamplingParams& sp : {params(0), params(1, 1), params(0.8f, 40), params(1.3f, 4999),
                                           params(0.8f, 40, 0.9f), params(1, 1000, 0.3f)}) {
       mdi::Sampler whole(sp, V), top(sp, V);

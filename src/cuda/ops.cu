@@ -959,7 +959,6 @@ size_t mma_smem(int IC, bool layernorm) {
   return layernorm ? 2 * size_t(IC) * sizeof(float) + size_t(kMmaRows) * (IC + 32) * 2 : 0;
 }
 
-
 // Warps per 8-column tile of the tensor-core kernel: at least 6 k-steps (of 32) each. (Choosing
 // it to keep the grid to one wave measured slower: fewer warps, fewer loads in flight.)
 int mma_slices(int IC) {
