@@ -574,12 +574,14 @@ void wait_send(MPI_Request& req, RankStats& st) {
   MDI_MPI_CHECK(MPI_Wait(&req, MPI_STATUS_IGNORE));
 }
 
-// A buffer for the largest message of the plan.
-Message plan_message(const Plan& plan, int C) { return Message(plan.max_items, plan.max_rows, C, plan.samples); }
+// A buffer for the largest message of the plan, in memory from the rank's backend.
+Message plan_message(const Plan& plan, int C, const Backend& be) {
+  return Message(plan.max_items, plan.max_rows, C, plan.samples, &be);
+}
 
 // Rank 0 alone: no ring, micro-batches one after the other.
-void run_single(Driver& head, const Plan& plan, int C, RankStats& st) {
-  Message m = plan_message(plan, C);
+void run_single(Driver& head, const Backend& be, const Plan& plan, int C, RankStats& st) {
+  Message m = plan_message(plan, C, be);
   for (bool active = true; active;) {
     active = false;
     for (int mb = 0; mb < plan.micro_batches; ++mb) {
@@ -594,14 +596,14 @@ void run_single(Driver& head, const Plan& plan, int C, RankStats& st) {
 // messages wait to be received (the ring cannot deadlock); B + 1 receive buffers, the next receive
 // always posted before compute. Up to B micro-batches that came back while rank 0 was busy are
 // finished together (Driver::finish), without waiting for any that are still on their way.
-void run_starter(const Ring& ring, Driver& head, const Plan& plan, int C, RankStats& st) {
+void run_starter(const Ring& ring, Driver& head, const Backend& be, const Plan& plan, int C, RankStats& st) {
   constexpr int kMaxBack = 4;
   const int M = plan.micro_batches, B = std::min(M, kMaxBack), R = B + 1;
   std::vector<Message> sbuf, rbuf;
   sbuf.reserve(M);
   rbuf.reserve(R);
-  for (int i = 0; i < M; ++i) sbuf.push_back(plan_message(plan, C));
-  for (int i = 0; i < R; ++i) rbuf.push_back(plan_message(plan, C));
+  for (int i = 0; i < M; ++i) sbuf.push_back(plan_message(plan, C, be));
+  for (int i = 0; i < R; ++i) rbuf.push_back(plan_message(plan, C, be));
   std::vector<MPI_Request> sreq(M, MPI_REQUEST_NULL);
   MPI_Request rreq = MPI_REQUEST_NULL;
   int rnext = 0, in_flight = 0;  // rbuf[rnext]: the buffer of the next receive
@@ -659,7 +661,7 @@ void run_starter(const Ring& ring, Driver& head, const Plan& plan, int C, RankSt
 // Ranks 1..N-1: receive, run my layers in place, send on. Three buffers rotate: one being
 // computed, one receiving the next message, one still being sent.
 void run_worker(const Ring& ring, Backend& be, const Plan& plan, int C, RankStats& st) {
-  Message buf[3] = {plan_message(plan, C), plan_message(plan, C), plan_message(plan, C)};
+  Message buf[3] = {plan_message(plan, C, be), plan_message(plan, C, be), plan_message(plan, C, be)};
   MPI_Request sreq[3] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL};
   MPI_Request rreq = MPI_REQUEST_NULL;
   int cur = 0;
@@ -906,8 +908,8 @@ int run(const Options& o, MPI_Comm world) {
   MDI_MPI_CHECK(MPI_Barrier(ring.comm()));
   const double t0 = now();
   if (head) head->start_clock();
-  if (starter && N == 1) run_single(*driver, plan, cfg.n_embd, st);
-  else if (starter) run_starter(ring, *driver, plan, cfg.n_embd, st);
+  if (starter && N == 1) run_single(*driver, *be, plan, cfg.n_embd, st);
+  else if (starter) run_starter(ring, *driver, *be, plan, cfg.n_embd, st);
   else run_worker(ring, *be, plan, cfg.n_embd, st);
   const double seconds = now() - t0;
   if (head) head->end_progress();

@@ -5,9 +5,9 @@
 
 namespace mdi {
 
-Message::Message(int max_items, int max_rows, int C, int samples)
-    : data_(sizeof(MsgHeader) + sizeof(BatchItem) * size_t(max_items) +
-            sizeof(float) * size_t(max_rows) * C),
+Message::Message(int max_items, int max_rows, int C, int samples, const Backend* be)
+    : size_(sizeof(MsgHeader) + sizeof(BatchItem) * size_t(max_items) + sizeof(float) * size_t(max_rows) * C),
+      data_(be ? be->host_buffer(size_) : heap_buffer(size_)),
       max_items_(max_items), max_rows_(max_rows), C_(C), samples_(samples) {
   header() = MsgHeader{0, 0, 0, 0};
 }
@@ -20,7 +20,7 @@ void Message::validate(int received_bytes) const {
   if (!ok)
     abort_job(fmt::format("corrupt ring message: kind {}, {} items, {} rows, {} bytes received",
                           h.kind, h.n_items, h.rows, received_bytes));
-  const BatchItem* items = reinterpret_cast<const BatchItem*>(data_.data() + sizeof(MsgHeader));
+  const BatchItem* items = reinterpret_cast<const BatchItem*>(data_.get() + sizeof(MsgHeader));
   int64_t rows = 0;
   for (int i = 0; i < h.n_items; ++i) {
     const BatchItem& it = items[i];

@@ -4,6 +4,7 @@
 // reference; the CUDA backend implements the same interface.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -24,6 +25,12 @@ struct BackendSpec {
   int threads = 1;    // CPU threads
   int top_k = 0;      // rank 0: most candidates per row top() is asked for (0: top() unused)
 };
+
+// Host memory from Backend::host_buffer, freed by whoever allocated it.
+using HostBuffer = std::unique_ptr<std::byte[], void (*)(std::byte*)>;
+
+// Zeroed host memory from the heap (the default Backend::host_buffer).
+HostBuffer heap_buffer(size_t bytes);
 
 class Backend {
  public:
@@ -48,6 +55,10 @@ class Backend {
   }
   // Bytes of memory the backend holds beyond the weights (KV cache, scratch).
   virtual size_t workspace_bytes() const = 0;
+  // Zeroed host memory for buffers whose rows forward() takes (the ring's messages: MPI receives
+  // into it): page-locked where the backend copies faster from and to such memory (CUDA), from
+  // the heap otherwise. It must not outlive the backend.
+  virtual HostBuffer host_buffer(size_t bytes) const { return heap_buffer(bytes); }
 };
 
 std::unique_ptr<Backend> make_cpu_backend(const Config& cfg, const Weights& w,

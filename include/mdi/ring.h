@@ -8,7 +8,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <vector>
 
 #include "mdi/backend.h"
 
@@ -24,32 +23,33 @@ struct MsgHeader {
 };
 static_assert(sizeof(MsgHeader) == 16 && sizeof(BatchItem) == 12, "wire layout");
 
-// One preallocated message buffer of the largest size any message can have.
+// One preallocated message buffer of the largest size any message can have, from the heap or,
+// given a backend, from its host_buffer (page-locked for a GPU: MPI receives straight into the
+// memory the GPU copies from).
 class Message {
  public:
-  Message() = default;
-  Message(int max_items, int max_rows, int C, int samples);
-  MsgHeader& header() { return *reinterpret_cast<MsgHeader*>(data_.data()); }
-  const MsgHeader& header() const { return *reinterpret_cast<const MsgHeader*>(data_.data()); }
-  BatchItem* items() { return reinterpret_cast<BatchItem*>(data_.data() + sizeof(MsgHeader)); }
+  Message(int max_items, int max_rows, int C, int samples, const Backend* be = nullptr);
+  MsgHeader& header() { return *reinterpret_cast<MsgHeader*>(data_.get()); }
+  const MsgHeader& header() const { return *reinterpret_cast<const MsgHeader*>(data_.get()); }
+  BatchItem* items() { return reinterpret_cast<BatchItem*>(data_.get() + sizeof(MsgHeader)); }
   // The activations follow the items actually present, so only used bytes travel.
   float* payload() {
-    return reinterpret_cast<float*>(data_.data() + sizeof(MsgHeader) +
-                                    sizeof(BatchItem) * header().n_items);
+    return reinterpret_cast<float*>(data_.get() + sizeof(MsgHeader) + sizeof(BatchItem) * header().n_items);
   }
   size_t bytes() const {  // bytes on the wire for the current header
     const MsgHeader& h = header();
     return sizeof(MsgHeader) + sizeof(BatchItem) * h.n_items + sizeof(float) * size_t(h.rows) * C_;
   }
-  size_t capacity() const { return data_.size(); }
-  void* raw() { return data_.data(); }
+  size_t capacity() const { return size_; }
+  void* raw() { return data_.get(); }
   // Checks a received message against the buffer's limits (kind, counts, size; each item's sample
   // id in [0, samples), rows >= 1, pos >= 0, rows adding up to the header's) before anything
   // indexes with it; aborts the job on a corrupt message. Backends check pos + rows <= block_size.
   void validate(int received_bytes) const;
 
  private:
-  std::vector<std::byte> data_;  // header, items, payload; sized once (uint32-aligned)
+  size_t size_;
+  HostBuffer data_;  // header, items, payload; sized once (uint32-aligned)
   int max_items_ = 0, max_rows_ = 0, C_ = 0, samples_ = 0;
 };
 

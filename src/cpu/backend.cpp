@@ -149,6 +149,10 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
+HostBuffer heap_buffer(size_t bytes) {
+  return HostBuffer(new std::byte[bytes](), [](std::byte* p) { delete[] p; });
+}
+
 std::unique_ptr<Backend> make_cpu_backend(const Config& cfg, const Weights& w,
                                           const BackendSpec& spec) {
   return std::make_unique<CpuBackend>(cfg, w, spec);
