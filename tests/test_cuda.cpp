@@ -393,11 +393,12 @@ TEST(CudaOpsF32, ResidualIsExact) {
 }
 
 // The GPU selection is exact: the same ids and logit bits as mdi::select_top, on rows with ties,
-// signed zeros, infinities and NaNs, for k from 1 (greedy) to V, rows of a padded stride.
+// signed zeros, infinities and NaNs (one row all NaN), for k from 1 (greedy: a kernel of its
+// own) to V, rows of a padded stride.
 TEST(CudaOpsF32, TopIsSelectTop) {
   MDI_REQUIRE_GPU();
   std::mt19937 g(17);
-  const int B = 5, V = 50257, stride = 50304;
+  const int B = 6, V = 50257, stride = 50304;
   std::vector<float> l = randn(size_t(B) * stride, g, 0.0f, 3.0f);
   for (int i = 0; i < stride; ++i) {
     l[size_t(1) * stride + i] = float(int(l[size_t(1) * stride + i]));  // many ties
@@ -406,6 +407,7 @@ TEST(CudaOpsF32, TopIsSelectTop) {
     if (i % 7 == 0) x = i % 14 ? NAN : (i % 28 ? -0.0f : 0.0f);
     if (i % 101 == 0) x = i % 202 ? INFINITY : -INFINITY;
     l[size_t(4) * stride + i] = i % 3 ? NAN : l[size_t(4) * stride + i];  // mostly NaN
+    l[size_t(5) * stride + i] = NAN;                                     // all NaN
   }
   l[size_t(0) * stride + V] = 1e30f;  // in the padding: never a candidate
   DevBuf dl = to_dev(l);
@@ -685,6 +687,108 @@ TEST(CudaGreedy, FiftyStepsIdenticalTokensFp32) {
   std::printf("\n");
 }
 
+// The persistent decode kernel (every layer in one launch; head size 64) against the kernels
+// layer by layer: bit-identical activations and logits, with and without CUDA graphs, for
+// decode batches of 1 to 4 rows at positions past prompts of different lengths; in fp32 the
+// logits also match the CPU's. Five samples, the tensor-core kernel off, so that batches of all
+// five split into rows of 4 + 1 and every row count of the kernel is taken.
+class CudaPersistent : public ::testing::TestWithParam<DType> {};
+
+TEST_P(CudaPersistent, SameBitsAsLayerByLayer) {
+  MDI_REQUIRE_GPU();
+  const DType dt = GetParam();
+  MDI_REQUIRE_DTYPE(dt);
+  mdi::Config cfg = small_config(3, 40, 97);
+  cfg.n_head = 2;
+  cfg.n_embd = 128;
+  const mdi::Weights w = random_model(cfg, 7);
+  const int S = 5, C = cfg.n_embd, V = cfg.vocab_size;
+  const mdi::BackendSpec spec{S * cfg.block_size, S, 1};
+  setenv("MDI_CUDA_MMA", "0", 1);
+  setenv("MDI_CUDA_PERSISTENT", "1", 1);  // on whether or not the GPU has programmatic dependent launch
+  auto persistent = mdi::make_cuda_backend(cfg, w, spec, 0, dt);
+  setenv("MDI_CUDA_GRAPHS", "0", 1);
+  auto eager = mdi::make_cuda_backend(cfg, w, spec, 0, dt);
+  unsetenv("MDI_CUDA_GRAPHS");
+  setenv("MDI_CUDA_PERSISTENT", "0", 1);
+  auto layered = mdi::make_cuda_backend(cfg, w, spec, 0, dt);
+  unsetenv("MDI_CUDA_PERSISTENT");
+  unsetenv("MDI_CUDA_MMA");
+  auto cpu = mdi::make_cpu_backend(cfg, w, spec);
+  std::printf("[ info ] %s; %s\n", persistent->name().c_str(), layered->name().c_str());
+  ASSERT_NE(persistent->name().find("persistent decode"), std::string::npos);
+  ASSERT_NE(eager->name().find("persistent decode"), std::string::npos);
+  ASSERT_EQ(layered->name().find("persistent decode"), std::string::npos);
+
+  const std::vector<int> len = {5, 9, 2, 1, 7};
+  // Which samples share a forward: all five, then 0-1 and 2-4, then one by one.
+  const std::vector<std::vector<std::vector<int>>> groups = {
+      {{0, 1, 2, 3, 4}}, {{0, 1}, {2, 3, 4}}, {{0}, {1}, {2}, {3}, {4}}};
+  std::vector<float> outs[4];  // persistent, eager, layered, cpu: every forward's rows, then logits
+  mdi::Backend* bes[4] = {persistent.get(), eager.get(), layered.get(), cpu.get()};
+  for (int k = 0; k < 4; ++k) {
+    std::vector<int> next(S);
+    for (int s = 0; s < S; ++s) next[s] = (s * 13 + 1) % V;
+    for (int step = 0; step < 12; ++step) {
+      for (const std::vector<int>& g : groups[step % 3]) {
+        std::vector<mdi::BatchItem> items;
+        std::vector<int> toks;
+        for (int s : g) {
+          const int rows = step == 0 ? len[s] : 1, pos = step == 0 ? 0 : len[s] + step - 1;
+          items.push_back({s, pos, rows});
+          for (int r = 0; r < rows; ++r) toks.push_back(step == 0 ? (s * 7 + r * 3 + 2) % V : next[s]);
+        }
+        const int n = int(items.size());
+        std::vector<float> x(toks.size() * C), logits(size_t(n) * V);
+        bes[k]->embed(x.data(), toks.data(), items.data(), n);
+        bes[k]->forward(x.data(), items.data(), n);
+        bes[k]->logits(logits.data(), x.data(), items.data(), n);
+        outs[k].insert(outs[k].end(), x.begin(), x.end());
+        outs[k].insert(outs[k].end(), logits.begin(), logits.end());
+        for (int i = 0; i < n; ++i)  // the next tokens from the CPU's choice would differ: use the
+          next[g[i]] = (next[g[i]] * 31 + 17 + step) % V;  // same fixed sequence on every backend
+      }
+    }
+  }
+  ASSERT_EQ(outs[0].size(), outs[2].size());
+  EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[2].data(), outs[0].size() * sizeof(float)))
+      << "persistent vs layer by layer: max abs difference " << max_abs(outs[0], outs[2]);
+  EXPECT_EQ(0, std::memcmp(outs[1].data(), outs[2].data(), outs[1].size() * sizeof(float)))
+      << "persistent without graphs vs layer by layer: max abs difference " << max_abs(outs[1], outs[2]);
+  const double ma = max_abs(outs[0], outs[3]), ne = norm_err(outs[0], outs[3]);
+  std::printf("[ figure ] cuda persistent decode %s: vs CPU max abs %.3g, normalised %.3g\n",
+              mdi::dtype_name(dt), ma, ne);
+  if (dt == DType::kF32) EXPECT_LE(ma, 1e-3);
+  else EXPECT_LE(ne, 2e-2);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaPersistent, ::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
+                         [](const ::testing::TestParamInfo<DType>& i) { return std::string(mdi::dtype_name(i.param)); });
+
+// Rows in page-locked memory from host_buffer (the ring's messages) are copied straight to and
+// from the GPU: the same activations as from pageable memory, prefill and decode.
+TEST(CudaModelF32, PageLockedRowsAsPageable) {
+  MDI_REQUIRE_GPU();
+  const mdi::Config cfg = small_config(2, 32, 50);
+  const mdi::Weights w = random_model(cfg, 3);
+  const int C = cfg.n_embd, T = 9;
+  const mdi::BackendSpec spec{cfg.block_size, 1, 1};
+  auto a = mdi::make_cuda_backend(cfg, w, spec, 0, DType::kF32);
+  auto b = mdi::make_cuda_backend(cfg, w, spec, 0, DType::kF32);
+  std::vector<int> toks(T);
+  for (int i = 0; i < T; ++i) toks[i] = (i * 5 + 2) % cfg.vocab_size;
+  std::vector<float> xa(size_t(T) * C);
+  mdi::HostBuffer buf = b->host_buffer(xa.size() * sizeof(float));
+  float* xb = reinterpret_cast<float*>(buf.get());
+  for (const mdi::BatchItem it : {mdi::BatchItem{0, 0, T - 1}, mdi::BatchItem{0, T - 1, 1}}) {
+    a->embed(xa.data(), toks.data() + it.pos, &it, 1);
+    b->embed(xb, toks.data() + it.pos, &it, 1);
+    a->forward(xa.data(), &it, 1);
+    b->forward(xb, &it, 1);
+    EXPECT_EQ(0, std::memcmp(xa.data(), xb, size_t(it.rows) * C * sizeof(float))) << "rows at " << it.pos;
+  }
+}
+
 // What rank 0 copies back for sampling: Backend::top's candidates are select_top's of the
 // backend's own logits(), for greedy (k = 1) and top-k, over the tokenizer's V of a padded vocabulary
 // (nanoGPT's 50304), in lm_head passes of several items; k above the spec's is declined.
@@ -830,28 +934,31 @@ TEST(CudaBench, DISABLED_DecodeStepGpt2XlFp16) {
   struct Run {
     int samples;
     std::string graphs;
-    bool pdl, mma;
+    bool pdl, mma, persistent;
   };
-  std::vector<Run> runs{{1, "1", true, true}, {1, "1", false, true}, {1, "0", true, true}, {1, "1", true, false},
-                        {8, "1", true, true}, {8, "1", false, true}, {8, "0", true, true}, {8, "1", true, false}};
-  // MDI_BENCH_RUNS="samples,graphs,pdl,tensor cores;...": these runs instead.
+  std::vector<Run> runs{{1, "1", true, false, true},  {1, "1", true, false, false}, {1, "0", true, false, true},
+                        {1, "1", false, false, false}, {4, "1", true, false, true},  {4, "1", true, true, false},
+                        {8, "1", true, true, false},   {8, "1", true, false, true}};
+  // MDI_BENCH_RUNS="samples,graphs,pdl,tensor cores[,persistent];...": these runs instead.
   if (const char* env = std::getenv("MDI_BENCH_RUNS")) {
     runs.clear();
     const std::string all = env;
     for (size_t at = 0; at < all.size();) {
       const size_t end = std::min(all.find(';', at), all.size());
-      int s = 0, g = 1, pdl = 1, mma = 0;
-      if (std::sscanf(all.substr(at, end - at).c_str(), "%d,%d,%d,%d", &s, &g, &pdl, &mma) == 4 && s > 0)
-        runs.push_back({s, std::to_string(g), pdl != 0, mma != 0});
+      int s = 0, g = 1, pdl = 1, mma = 0, pers = 1;
+      if (std::sscanf(all.substr(at, end - at).c_str(), "%d,%d,%d,%d,%d", &s, &g, &pdl, &mma, &pers) >= 4 && s > 0)
+        runs.push_back({s, std::to_string(g), pdl != 0, mma != 0, pers != 0});
       at = end + 1;
     }
   }
-  for (const auto& [S, graphs, pdl, mma] : runs) {
+  for (const auto& [S, graphs, pdl, mma, persistent] : runs) {
     mdi::cuda::set_pdl(pdl);
     setenv("MDI_CUDA_MMA", mma ? "1" : "0", 1);
     setenv("MDI_CUDA_GRAPHS", graphs.c_str(), 1);
+    setenv("MDI_CUDA_PERSISTENT", persistent ? "1" : "0", 1);
     auto gpu = mdi::make_cuda_backend(cfg, w, mdi::BackendSpec{S * 64, S, 1, 1}, 0, DType::kF16);
     unsetenv("MDI_CUDA_GRAPHS");
+    unsetenv("MDI_CUDA_PERSISTENT");
     // Prefill 64 tokens per sample, then time decode steps at positions 64 .. 64 + steps.
     std::vector<mdi::BatchItem> items;
     std::vector<int> toks;

@@ -4,8 +4,10 @@
 // staging are allocated once in the constructor; the per-call path only copies and launches on
 // one stream. Decode rows take fused kernels (src/cuda/ops.h: LayerNorm inside the matrix-vector
 // kernels, programmatic dependent launch) and small decode batches replay CUDA graphs; how a row
-// is computed never depends on the other rows of its batch. Not here (yet): overlap of the host
-// copies with the ring's MPI, a CUDA-aware MPI path.
+// is computed never depends on the other rows of its batch; with head size 64 (every GPT-2) the
+// decode rows go through all layers in one persistent kernel. The ring's messages live in
+// page-locked memory (host_buffer). Not here: a CUDA-aware MPI path (neither machine's Open MPI
+// has one to test it on).
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -85,6 +87,7 @@ class CudaBackend final : public Backend {
     fused_ = cuda::matvec_ok(cfg_.n_embd) && cuda::matvec_ok(4 * cfg_.n_embd);
     tc_ = use_tensor_cores();
     decode_rows_ = cuda::matvec_rows(cfg_.n_embd, true, tc_);
+    persistent_ = use_persistent();
     segs_.reserve(size_t(spec.max_rows) + 1);
     plan_weights();
     plan_workspace();
@@ -114,6 +117,7 @@ class CudaBackend final : public Backend {
     MDI_CUBLAS_CHECK(cublasSetWorkspace(cublas_, work_.at<void>(off_cublas_), kCublasWorkspace));
     cuda::configure_kernels();
     upload_weights();
+    upload_decode_layers();
     const char* env = std::getenv("MDI_CUDA_GRAPHS");  // "0": launch kernel by kernel always
     if (!(env && std::string(env) == "0")) graphs_.assign(std::min(kGraphRows, spec.max_rows), nullptr);
   }
@@ -139,7 +143,17 @@ class CudaBackend final : public Backend {
   CudaBackend& operator=(const CudaBackend&) = delete;
 
   std::string name() const override {
-    return fmt::format("cuda:{} ({}, {}{})", device_, gpu_name_, dtype_name(dt_), tc_ ? ", tensor cores" : "");
+    return fmt::format("cuda:{} ({}, {}{})", device_, gpu_name_, dtype_name(dt_),
+                       tc_ ? ", tensor cores" : persistent_ ? ", persistent decode" : "");
+  }
+
+  // Page-locked: the ring's messages are received straight into memory the GPU copies from.
+  HostBuffer host_buffer(size_t bytes) const override {
+    MDI_CUDA_CHECK(cudaSetDevice(device_));
+    void* p = nullptr;
+    MDI_CUDA_CHECK(cudaMallocHost(&p, std::max<size_t>(bytes, 1)));
+    std::memset(p, 0, bytes);
+    return HostBuffer(static_cast<std::byte*>(p), [](std::byte* q) { MDI_CUDA_CHECK(cudaFreeHost(q)); });
   }
 
   size_t workspace_bytes() const override {
@@ -151,29 +165,34 @@ class CudaBackend final : public Backend {
   // at their first use, one per row count: launching 5 kernels per layer one by one costs more
   // than they run at one row. The graph's copies read the pinned buffers, so it serves any such
   // batch of that many rows.
+  // Other batches copy straight from and to x when it is page-locked (a ring message from
+  // host_buffer), through the pinned staging buffer when it is not.
   void forward(float* x, const BatchItem* items, int n_items) override {
     const int R = expand_rows(items, n_items);
     if (R == 0) return;
-    const size_t C = cfg_.n_embd;
+    const size_t bytes = size_t(R) * cfg_.n_embd * sizeof(float);
     MDI_CUDA_CHECK(cudaSetDevice(device_));
-    std::memcpy(h_x_, x, R * C * sizeof(float));
     const bool all_decode = plan_segments(items, n_items);
+    float* host = h_x_;
     if (all_decode && R <= int(graphs_.size())) {
+      std::memcpy(h_x_, x, bytes);
       cudaGraphExec_t& g = graphs_[R - 1];
       if (!g) {
         cudaGraph_t graph;
         MDI_CUDA_CHECK(cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal));
-        enqueue_forward(R);
+        enqueue_forward(R, h_x_);
         MDI_CUDA_CHECK(cudaStreamEndCapture(st_, &graph));
         MDI_CUDA_CHECK(cudaGraphInstantiate(&g, graph, 0));
         MDI_CUDA_CHECK(cudaGraphDestroy(graph));
       }
       MDI_CUDA_CHECK(cudaGraphLaunch(g, st_));
     } else {
-      enqueue_forward(R);
+      if (page_locked(x)) host = x;
+      else std::memcpy(h_x_, x, bytes);
+      enqueue_forward(R, host);
     }
     MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
-    std::memcpy(x, h_x_, R * C * sizeof(float));
+    if (host != x) std::memcpy(x, h_x_, bytes);
   }
 
   void embed(float* x, const int* tokens, const BatchItem* items, int n_items) override {
@@ -283,6 +302,21 @@ class CudaBackend final : public Backend {
     return spec_.samples >= kTensorCoreSamples;
   }
 
+  // Whether decode rows go through all layers in one persistent kernel (cuda::decode_layers_ok;
+  // CUDA cores only): where programmatic dependent launch is not (below compute capability 9.0:
+  // the Jetsons), since with it the kernels layer by layer are faster (GPT-2 XL fp16, 1 sample,
+  // H200: 1.68 ms against 1.98; without it 2.13). MDI_CUDA_PERSISTENT=1 / 0 forces it on / off.
+  // Rows are bit-identical either way.
+  bool use_persistent() const {
+    if (!fused_ || tc_ || w_.layers.empty() ||
+        !cuda::decode_layers_ok(cfg_.n_embd, cfg_.n_head, cfg_.block_size, decode_rows_, dt_))
+      return false;
+    const char* env = std::getenv("MDI_CUDA_PERSISTENT");
+    if (env && std::string(env) == "0") return false;
+    if (env && std::string(env) == "1") return true;
+    return !cuda::pdl_on();
+  }
+
   void require_head(const char* what) const {
     if (!has_head_) abort_job(fmt::format("internal error: {} called on a rank without the head", what));
   }
@@ -338,19 +372,30 @@ class CudaBackend final : public Backend {
     return all_decode;
   }
 
-  // Copies h_x_ (R rows) and the row metadata in, runs every layer over the planned segments,
-  // copies the result back to h_x_.
-  void enqueue_forward(int R) {
+  // Copies host (R rows, page-locked) and the row metadata in, runs every layer over the planned
+  // segments, copies the result back to host.
+  void enqueue_forward(int R, float* host) {
     const size_t C = cfg_.n_embd;
     float* d_x = work_.at<float>(off_x_);
-    MDI_CUDA_CHECK(cudaMemcpyAsync(d_x, h_x_, R * C * sizeof(float), cudaMemcpyHostToDevice, st_));
+    MDI_CUDA_CHECK(cudaMemcpyAsync(d_x, host, R * C * sizeof(float), cudaMemcpyHostToDevice, st_));
     upload_rows(R);
+    for (const Segment& sg : segs_)  // rows are independent: each segment may go through alone
+      if (sg.decode && persistent_) decode_layers(d_x + sg.r0 * C, sg.r0, sg.rows);
     for (int l = 0; l < int(layers_.size()); ++l)
       for (const Segment& sg : segs_) {
-        if (sg.decode) decode_block_forward(l, d_x + sg.r0 * C, sg.r0, sg.rows);
-        else block_forward(l, d_x + sg.r0 * C, sg.r0, sg.rows);
+        if (!sg.decode) block_forward(l, d_x + sg.r0 * C, sg.r0, sg.rows);
+        else if (!persistent_) decode_block_forward(l, d_x + sg.r0 * C, sg.r0, sg.rows);
       }
-    MDI_CUDA_CHECK(cudaMemcpyAsync(h_x_, d_x, R * C * sizeof(float), cudaMemcpyDeviceToHost, st_));
+    MDI_CUDA_CHECK(cudaMemcpyAsync(host, d_x, R * C * sizeof(float), cudaMemcpyDeviceToHost, st_));
+  }
+
+  static bool page_locked(const void* p) {
+    cudaPointerAttributes a{};
+    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+      cudaGetLastError();  // not known to CUDA: pageable
+      return false;
+    }
+    return a.type == cudaMemoryTypeHost;
   }
 
   // One transformer block on B decode rows [r0, r0 + B): five kernels, both LayerNorms fused into
@@ -385,6 +430,16 @@ class CudaBackend final : public Backend {
                          dt_, tc_, st_);
     cuda::matvec_forward(x, h, nullptr, nullptr, 0.0f, w.mproj_w, w.mproj_b, B, 4 * C, C, Epilogue::kResidual,
                          nullptr, dt_, tc_, st_);
+  }
+
+  // Every layer on B decode rows [r0, r0 + B) in one persistent kernel: the same results as
+  // decode_block_forward layer by layer, without the launch gaps between its kernels.
+  void decode_layers(float* x, int r0, int B) {
+    const auto [ln, att, h, k, v, qkv, q, y, rs, rp] = bufs(0, r0);
+    const cuda::DecodeLayersArgs a{work_.at<const cuda::DecodeLayer>(off_layers_), int(layers_.size()), x, att, h,
+                                   q, rs, rp, cfg_.n_embd, cfg_.n_head, cfg_.block_size, cfg_.layer_norm_eps,
+                                   work_.at<unsigned>(off_barrier_)};
+    cuda::decode_layers_forward(a, B, dt_, st_);
   }
 
   // One transformer block (layer l of this rank) on rows [r0, r0 + B) of the batch; x is on the
@@ -461,6 +516,8 @@ class CudaBackend final : public Backend {
     off_sample_ = work_.take(MR * sizeof(int));
     off_pos_ = work_.take(MR * sizeof(int));
     off_tokens_ = work_.take(MR * sizeof(int));
+    off_layers_ = work_.take(L * sizeof(cuda::DecodeLayer));
+    off_barrier_ = work_.take(sizeof(unsigned));
     if (w_.has_head) {
       off_lnf_ = work_.take(size_t(lchunk_) * C * e);
       off_logits_ = work_.take(size_t(lchunk_) * cfg_.vocab_size * sizeof(float));
@@ -505,6 +562,20 @@ class CudaBackend final : public Backend {
                f32(head_off_[4])};
   }
 
+  // The layers' pointers, KV caches included, as decode_layers_forward reads them on the GPU.
+  void upload_decode_layers() {
+    std::vector<cuda::DecodeLayer> dl;
+    for (int l = 0; l < int(layers_.size()); ++l) {
+      const DevLayer& w = layers_[l];
+      const Bufs b = bufs(l, 0);
+      dl.push_back({w.ln1_w, w.ln1_b, w.attn_b, w.aproj_b, w.ln2_w, w.ln2_b, w.fc_b, w.mproj_b, w.attn_w,
+                    w.aproj_w, w.fc_w, w.mproj_w, b.k, b.v});
+    }
+    if (dl.empty()) return;
+    MDI_CUDA_CHECK(cudaMemcpy(work_.at<void>(off_layers_), dl.data(), dl.size() * sizeof(dl[0]),
+                              cudaMemcpyHostToDevice));
+  }
+
   struct Segment {
     int r0, rows;
     bool decode;
@@ -519,6 +590,7 @@ class CudaBackend final : public Backend {
   int chunk_, lchunk_;
   bool fused_ = false;   // the decode kernels apply (C % 8 == 0)
   bool tc_ = false;      // matrix-vector kernels on tensor cores (use_tensor_cores)
+  bool persistent_ = false;  // decode rows through decode_layers (use_persistent)
   int decode_rows_ = 1;  // decode rows per launch
   std::vector<Segment> segs_;  // this forward's pieces (plan_segments); reserved at start-up
   std::string gpu_name_;
@@ -532,7 +604,7 @@ class CudaBackend final : public Backend {
   DevHead head_{};
   size_t off_cublas_ = 0, off_k_ = 0, off_v_ = 0, off_x_ = 0, off_ln_ = 0, off_qkv_ = 0, off_q_ = 0,
          off_att_ = 0, off_y_ = 0, off_h_ = 0, off_sample_ = 0, off_pos_ = 0, off_tokens_ = 0,
-         off_lnf_ = 0, off_logits_ = 0, off_top_ids_ = 0, off_top_vals_ = 0;
+         off_lnf_ = 0, off_logits_ = 0, off_top_ids_ = 0, off_top_vals_ = 0, off_layers_ = 0, off_barrier_ = 0;
 
   std::vector<cudaGraphExec_t> graphs_;  // [R - 1]: forward of R rows; empty when disabled
   cudaStream_t st_ = nullptr;

@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <cublas_v2.h>
 
+#include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
 #include <algorithm>
@@ -326,6 +327,34 @@ __global__ void __launch_bounds__(kTopThreads) top_kernel(int* ids, float* vals,
   }
 }
 
+// Top 1 (greedy), one block per row: a single pass where top_kernel's radix select makes five,
+// with the same answer (the largest order_key, the lowest id among equal ones; id 0 when every
+// logit is NaN). Each candidate is one 64-bit word, key above the complemented id, so the
+// largest word wins.
+struct MaxU64 {
+  __device__ __forceinline__ unsigned long long operator()(unsigned long long a, unsigned long long b) const {
+    return a > b ? a : b;
+  }
+};
+
+__global__ void __launch_bounds__(kTopThreads) argmax_kernel(int* ids, float* vals, const float* logits,
+                                                             int stride, int V) {
+  using Reduce = cub::BlockReduce<unsigned long long, kTopThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  const float* row = logits + size_t(blockIdx.x) * stride;
+  unsigned long long best = 0;
+  for (int i = threadIdx.x; i < V; i += blockDim.x) {
+    const unsigned long long c = (static_cast<unsigned long long>(order_key(row[i])) << 32) | (0xffffffffu - unsigned(i));
+    best = c > best ? c : best;
+  }
+  best = Reduce(tmp).Reduce(best, MaxU64{});
+  if (threadIdx.x == 0) {
+    const int id = int(0xffffffffu - unsigned(best & 0xffffffffu));
+    ids[blockIdx.x] = id;
+    vals[blockIdx.x] = row[id];
+  }
+}
+
 // 16 bytes of T (8 halves or 4 floats) converted to fp32.
 template <typename T>
 struct Vec16 {
@@ -338,6 +367,14 @@ struct Vec16 {
   }
   __device__ __forceinline__ void load(const T* p) { from(__ldg(reinterpret_cast<const uint4*>(p))); }
 };
+
+// 16 bytes at p: through the read-only (non-coherent) cache with kNC, which is only for data no
+// thread of the running kernel writes; a plain load without.
+template <bool kNC>
+__device__ __forceinline__ uint4 load16(const void* p) {
+  if constexpr (kNC) return __ldg(static_cast<const uint4*>(p));
+  else return *static_cast<const uint4*>(p);
+}
 
 template <typename T, Epilogue E>
 __device__ __forceinline__ void epilogue(void* out, long i, float y) {
@@ -429,8 +466,8 @@ __device__ __forceinline__ void stage_layernorm(float* lnw, float* lnb, const fl
 }
 
 // acc[b] += weight vector j (16 bytes of T, `raw`) . the same elements of row b: from xs (NB, IC)
-// fp32 with kLN, from inp (NB, IC) in T without.
-template <typename T, int NB, bool kLN>
+// fp32 with kLN, from inp (NB, IC) in T without (through the read-only cache with kNC).
+template <typename T, int NB, bool kLN, bool kNC>
 __device__ __forceinline__ void dot_rows(float (&acc)[NB], const uint4& raw, int j, const float* xs,
                                          const void* inp, int IC) {
   constexpr int N = Vec16<T>::N;
@@ -448,7 +485,7 @@ __device__ __forceinline__ void dot_rows(float (&acc)[NB], const uint4& raw, int
       }
     } else {
       Vec16<T> in;
-      in.load(static_cast<const T*>(inp) + long(b) * IC + j * N);
+      in.from(load16<kNC>(static_cast<const T*>(inp) + long(b) * IC + j * N));
 #pragma unroll
       for (int e = 0; e < N; ++e) xv[e] = in.f[e];
     }
@@ -490,6 +527,85 @@ __device__ __forceinline__ void finish_column(const MatvecParams& p, float (&acc
   }
 }
 
+// 16-byte vectors per lane of a column's weight slice loaded ahead (see matvec_kernel).
+constexpr int kPre = 8;
+
+// Where the calling warp works in a CUDA-core matrix-vector pass over the whole grid: S warps
+// per output column, this warp reading slice warp % S (16-byte vectors lo .. hi) of each weight
+// row; the block's columns are c0, c0 + stride, ... (plus warp / S).
+template <typename T>
+struct MatvecWarp {
+  int nvec, S, warp, lane, lo, hi, stride, c0;
+  __device__ __forceinline__ explicit MatvecWarp(const MatvecParams& p) {
+    nvec = p.IC / Vec16<T>::N;
+    S = p.slices;
+    warp = threadIdx.x / 32;
+    lane = threadIdx.x % 32;
+    const int cols = kMatvecWarps / S, per = (nvec + S - 1) / S;
+    lo = (warp % S) * per;
+    hi = min(nvec, lo + per);
+    stride = gridDim.x * cols;
+    c0 = blockIdx.x * cols;
+  }
+  __device__ __forceinline__ const uint4* row(const MatvecParams& p, int oc) const {
+    return static_cast<const uint4*>(p.w) + long(oc) * nvec;
+  }
+  // The first kPre vectors of this lane's part of column oc's slice (nothing past OC).
+  __device__ __forceinline__ void load(const MatvecParams& p, uint4 (&pre)[kPre], int oc) const {
+    if (oc >= p.OC) return;
+#pragma unroll
+    for (int u = 0; u < kPre; ++u)
+      if (lo + lane + 32 * u < hi) pre[u] = __ldg(row(p, oc) + lo + lane + 32 * u);
+  }
+};
+
+// What a matrix-vector pass does before waiting for whatever writes its inputs (weights do not
+// depend on it): loads the warp's first column slice into pre and, with kLN, stages the
+// LayerNorm weight and bias into shared memory after the NB rows (xs + NB * IC).
+template <typename T, int NB, bool kLN>
+__device__ __forceinline__ void matvec_prologue(const MatvecParams& p, uint4 (&pre)[kPre], float* xs) {
+  const MatvecWarp<T> mw(p);
+  mw.load(p, pre, mw.c0 + mw.warp / mw.S);
+  if constexpr (kLN) stage_layernorm(xs + NB * p.IC, xs + (NB + 1) * p.IC, p.ln_w, p.ln_b, p.IC);
+}
+
+// The rest of the pass, after matvec_prologue and the wait: with kLN the block normalises the NB
+// fp32 rows into xs, then loops over its columns. kNC: the input rows are read through the
+// read-only cache (only where nothing in the same kernel writes them).
+template <typename T, int NB, Epilogue E, bool kLN, bool kNC>
+__device__ __forceinline__ void matvec_columns(const MatvecParams& p, uint4 (&pre)[kPre], float* xs, float* red,
+                                               float (&part)[2][kMatvecWarps][NB]) {
+  constexpr int kUnroll = 4;
+  const MatvecWarp<T> mw(p);
+  const int IC = p.IC, S = mw.S, lane = mw.lane, lo = mw.lo, hi = mw.hi, stride = mw.stride, c0 = mw.c0;
+  if constexpr (kLN)
+    layernorm_rows<NB>(xs, static_cast<const float*>(p.inp), xs + NB * IC, xs + (NB + 1) * IC, IC, p.eps, red);
+
+  // Block-uniform trip count (the slice sums meet at a barrier): while the block's first column
+  // exists; warps past OC only take part in the barriers.
+  for (int it = 0; c0 + it * stride < p.OC; ++it) {
+    const int oc = c0 + it * stride + mw.warp / S;
+    const bool active = oc < p.OC;
+    float acc[NB] = {};
+    if (active) {
+#pragma unroll
+      for (int u = 0; u < kPre; ++u)
+        if (lo + lane + 32 * u < hi) dot_rows<T, NB, kLN, kNC>(acc, pre[u], lo + lane + 32 * u, xs, p.inp, IC);
+      for (int j0 = lo + lane + 32 * kPre; j0 < hi; j0 += 32 * kUnroll) {  // slices beyond 32 * kPre
+        uint4 raw[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u)
+          if (j0 + 32 * u < hi) raw[u] = __ldg(mw.row(p, oc) + j0 + 32 * u);
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u)
+          if (j0 + 32 * u < hi) dot_rows<T, NB, kLN, kNC>(acc, raw[u], j0 + 32 * u, xs, p.inp, IC);
+      }
+      mw.load(p, pre, oc + stride);  // in flight during the reductions and the epilogue
+    }
+    finish_column<T, NB, E>(p, acc, part[it % 2], oc, active);
+  }
+}
+
 // Decode rows: S warps per output column oc (S = 1, 2, 4 or 8, MatvecParams::slices), warp s
 // reading slice s of the weight row (IC), so that a slice of at most 32 * kPre 16-byte vectors
 // is loaded, all at once, before waiting for the previous kernel (weights do not depend on it).
@@ -500,58 +616,17 @@ __device__ __forceinline__ void finish_column(const MatvecParams& p, float (&acc
 // rows share a launch. The grid is one wave (no more blocks than fit on the GPU at once), each
 // block looping over its columns c0, c0 + stride, ...: the LayerNorm is computed once per block
 // and the next column's slice is loaded into registers while the current one's sums are reduced
-// and written.
+// and written. (decode_layers_kernel runs the same two parts, prologue and columns.)
 template <typename T, int NB, Epilogue E, bool kLN>
 __global__ void __launch_bounds__(256) matvec_kernel(MatvecParams p) {
-  constexpr int N = Vec16<T>::N, kPre = 8, kUnroll = 4, kWarps = kMatvecWarps;
   extern __shared__ float xs[];  // kLN: (NB, IC) normalised rows, then ln_w (IC), ln_b (IC)
   __shared__ float red[NB * 32];
-  __shared__ float part[2][kWarps][NB];  // slice sums, by iteration parity
-  const int IC = p.IC, nvec = IC / N;  // 16-byte vectors per weight row
-  const int S = p.slices, warp = threadIdx.x / 32, lane = threadIdx.x % 32, cols = kWarps / S;
-  const int sl = warp % S, per = (nvec + S - 1) / S, lo = sl * per, hi = min(nvec, lo + per);  // slice
-  const int stride = gridDim.x * cols;  // the block's columns: c0, c0 + stride, ... (+ warp / S)
-  const uint4* w = static_cast<const uint4*>(p.w);
-  auto row = [&](int oc) { return w + long(oc) * nvec; };
+  __shared__ float part[2][kMatvecWarps][NB];  // slice sums, by iteration parity
   uint4 pre[kPre];  // the current column's slice
-  auto load = [&](int oc) {
-    if (oc >= p.OC) return;
-#pragma unroll
-    for (int u = 0; u < kPre; ++u)
-      if (lo + lane + 32 * u < hi) pre[u] = __ldg(row(oc) + lo + lane + 32 * u);
-  };
-  const int c0 = blockIdx.x * cols;
-  load(c0 + warp / S);
-  float* lnw = xs + NB * IC;
-  float* lnb = lnw + IC;
-  if constexpr (kLN) stage_layernorm(lnw, lnb, p.ln_w, p.ln_b, IC);
+  matvec_prologue<T, NB, kLN>(p, pre, xs);
   pdl_launch_dependents();
   pdl_wait();
-  if constexpr (kLN) layernorm_rows<NB>(xs, static_cast<const float*>(p.inp), lnw, lnb, IC, p.eps, red);
-
-  // Block-uniform trip count (the slice sums meet at a barrier): while the block's first column
-  // exists; warps past OC only take part in the barriers.
-  for (int it = 0; c0 + it * stride < p.OC; ++it) {
-    const int oc = c0 + it * stride + warp / S;
-    const bool active = oc < p.OC;
-    float acc[NB] = {};
-    if (active) {
-#pragma unroll
-      for (int u = 0; u < kPre; ++u)
-        if (lo + lane + 32 * u < hi) dot_rows<T, NB, kLN>(acc, pre[u], lo + lane + 32 * u, xs, p.inp, IC);
-      for (int j0 = lo + lane + 32 * kPre; j0 < hi; j0 += 32 * kUnroll) {  // slices beyond 32 * kPre
-        uint4 raw[kUnroll];
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u)
-          if (j0 + 32 * u < hi) raw[u] = __ldg(row(oc) + j0 + 32 * u);
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u)
-          if (j0 + 32 * u < hi) dot_rows<T, NB, kLN>(acc, raw[u], j0 + 32 * u, xs, p.inp, IC);
-      }
-      load(oc + stride);  // in flight during the reductions and the epilogue
-    }
-    finish_column<T, NB, E>(p, acc, part[it % 2], oc, active);
-  }
+  matvec_columns<T, NB, E, kLN, true>(p, pre, xs, red, part);
 }
 
 // One mma.sync m16n8k16 (fp32 accumulation, d += a . b) with A rows 8-15 zero: a0 / a2 hold
@@ -587,7 +662,7 @@ __device__ __forceinline__ void mma_row8(float (&d)[4], uint32_t a0, uint32_t a2
 template <typename T, Epilogue E, bool kLN>
 __global__ void __launch_bounds__(256) mma_matvec_kernel(MatvecParams p, int B) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  constexpr int kPre = 8, kWarps = kMatvecWarps;
+  constexpr int kWarps = kMatvecWarps;
   extern __shared__ float xs[];  // kLN: ln_w (IC), ln_b (IC), then the B rows in T (stride IC + 32)
   __shared__ float part[2][kWarps][32][2];  // slice sums, by iteration parity
   const int IC = p.IC, S = p.slices, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -696,24 +771,22 @@ __global__ void __launch_bounds__(256) mma_matvec_kernel(MatvecParams p, int B) 
 }
 
 // Attention for head sizes HS = G * (16 / sizeof(T)), G a power of two <= 32: one block per
-// (head, row). Scores: a group of G threads per position, one 16-byte key load each and a
+// (head h, row b). Scores: a group of G threads per position, one 16-byte key load each and a
 // shuffle sum within the group; softmax with block reductions; output: group g sums positions
 // g, g + NG, ... (16 bytes of V per thread), then the NG partial rows are added in order. All
 // loads of a pass are independent, so long contexts keep many in flight. Any row (decode or
-// prefill) takes it, so a row's result does not depend on what else is in the batch.
-template <typename T, int G>
-__global__ void __launch_bounds__(256) attention_decode_kernel(T* out, const float* q, const T* k,
-                                                                const T* v, const int* row_sample,
-                                                                const int* row_pos, int C, int T_,
-                                                                float scale) {
+// prefill) takes it, so a row's result does not depend on what else is in the batch. sm: shared
+// memory for T_ + NG * HS floats; kNC: keys and values through the read-only cache (not where
+// the same kernel writes them).
+template <typename T, int G, bool kNC>
+__device__ __forceinline__ void attention_row(T* out, const float* q, const T* k, const T* v,
+                                              const int* row_sample, const int* row_pos, int C, int T_,
+                                              float scale, int h, int b, float* sm) {
   constexpr int VN = 16 / sizeof(T), HS = G * VN;
-  extern __shared__ float sm[];  // scores (T_), then NG partial outputs (NG, HS)
   __shared__ float qs[HS];
   __shared__ float red[32];
-  const int h = blockIdx.x, b = blockIdx.y, NG = blockDim.x / G;
+  const int NG = blockDim.x / G;
   const int g = threadIdx.x / G, l = threadIdx.x % G;
-  pdl_launch_dependents();
-  pdl_wait();
   const int P = row_pos[b];
   const long base = long(row_sample[b]) * T_ * C + long(h) * HS;  // (sample, t = 0, head h)
   for (int d = threadIdx.x; d < HS; d += blockDim.x) qs[d] = q[long(b) * C + h * HS + d] * scale;
@@ -730,7 +803,7 @@ __global__ void __launch_bounds__(256) attention_decode_kernel(T* out, const flo
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int t = t0 + u * NG + g;
-      if (t <= P) raw[u] = __ldg(reinterpret_cast<const uint4*>(k + base + long(t) * C + l * VN));
+      if (t <= P) raw[u] = load16<kNC>(k + base + long(t) * C + l * VN);
     }
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
@@ -764,7 +837,7 @@ __global__ void __launch_bounds__(256) attention_decode_kernel(T* out, const flo
     uint4 raw[kU];
 #pragma unroll
     for (int u = 0; u < kU; ++u)
-      if (t0 + u * NG <= P) raw[u] = __ldg(reinterpret_cast<const uint4*>(v + base + long(t0 + u * NG) * C + l * VN));
+      if (t0 + u * NG <= P) raw[u] = load16<kNC>(v + base + long(t0 + u * NG) * C + l * VN);
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int t = t0 + u * NG;
@@ -784,6 +857,118 @@ __global__ void __launch_bounds__(256) attention_decode_kernel(T* out, const flo
     float o = 0.0f;
     for (int j = 0; j < NG; ++j) o += part[j * HS + d];
     out[long(b) * C + h * HS + d] = from_f<T>(o * inv);
+  }
+}
+
+// attention_row with one block per (head, row): grid (NH, B).
+template <typename T, int G>
+__global__ void __launch_bounds__(256) attention_decode_kernel(T* out, const float* q, const T* k,
+                                                                const T* v, const int* row_sample,
+                                                                const int* row_pos, int C, int T_,
+                                                                float scale) {
+  extern __shared__ float sm[];  // scores (T_), then NG partial outputs (NG, HS)
+  pdl_launch_dependents();
+  pdl_wait();
+  attention_row<T, G, true>(out, q, k, v, row_sample, row_pos, C, T_, scale, blockIdx.x, blockIdx.y, sm);
+}
+
+// A barrier over the whole grid; every block must be resident (decode_layers_kernel's grid is
+// one wave). bar: one counter, zeroed before the launch, that only grows; barrier k (from 1)
+// waits until it reaches k times the grid's blocks. The release / acquire pair, with the block
+// barriers around it, makes every block's writes before the barrier visible to every block after
+// it. (Arrivals spread over 8 counters polled by 8 lanes measured the same on the H200.)
+__device__ __forceinline__ void grid_barrier(unsigned* bar, unsigned k) {
+  __syncthreads();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+  if (threadIdx.x == 0) {
+    asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar) : "memory");
+    const unsigned want = k * gridDim.x;
+    unsigned seen = 0;
+    do {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(bar) : "memory");
+    } while (seen < want);
+  }
+#else
+  (void)bar, (void)k;
+  __trap();  // launched only on compute capability 7.0+ (decode_layers_ok)
+#endif
+  __syncthreads();
+}
+
+// Matrix-vector pass `stage` of layer l in decode_layers_kernel: 0 LayerNorm 1 + QKV into q and
+// the KV cache, 1 attention projection added to x, 2 LayerNorm 2 + fc + GELU into h, 3 MLP
+// projection added to x; the same parameters decode_block_forward gives matvec_forward.
+__device__ __forceinline__ MatvecParams layer_pass(const DecodeLayersArgs& a, int l, int stage, int slices_c,
+                                                   int slices_4c) {
+  const DecodeLayer& L = a.layers[l];
+  const int C = a.C;
+  MatvecParams p{};
+  p.eps = a.eps;
+  p.IC = C;
+  p.slices = slices_c;
+  switch (stage) {
+    case 0:
+      p.inp = a.x, p.ln_w = L.ln1_w, p.ln_b = L.ln1_b, p.w = L.attn_w, p.bias = L.attn_b, p.OC = 3 * C;
+      p.qkv = QkvOut{a.q, L.k, L.v, a.row_sample, a.row_pos, a.T};
+      break;
+    case 1: p.out = a.x, p.inp = a.att, p.w = L.aproj_w, p.bias = L.aproj_b, p.OC = C; break;
+    case 2:
+      p.out = a.h, p.inp = a.x, p.ln_w = L.ln2_w, p.ln_b = L.ln2_b, p.w = L.fc_w, p.bias = L.fc_b, p.OC = 4 * C;
+      break;
+    default:
+      p.out = a.x, p.inp = a.h, p.w = L.mproj_w, p.bias = L.mproj_b, p.IC = 4 * C, p.OC = C, p.slices = slices_4c;
+      break;
+  }
+  return p;
+}
+
+// Every layer of the rank on NB decode rows in one persistent launch: the five kernels of
+// decode_block_forward per layer (four matrix-vector passes and the attention) become stages of
+// one grid, separated by grid barriers, so no stage waits for a kernel launch or for the
+// previous kernel's blocks to leave the GPU. Before each barrier the blocks load their first
+// weights of the next pass (matvec_prologue): weights stream while the grid waits. The passes are
+// matvec_kernel's and attention_decode_kernel's own code, in the same order, so every row's
+// result is bit-identical to decode_block_forward's on CUDA cores; only the loads of what this
+// kernel writes (activations, the KV cache) bypass the read-only cache. Head size 64: G = 64 / (16
+// / sizeof(T)) threads per key.
+template <typename T, int NB, int G>
+__global__ void __launch_bounds__(256, 2) decode_layers_kernel(DecodeLayersArgs a, int slices_c, int slices_4c,
+                                                               float scale) {
+  extern __shared__ float xs[];  // LayerNorm rows and parameters, or the attention's scores
+  __shared__ float red[NB * 32];
+  __shared__ float part[2][kMatvecWarps][NB];
+  unsigned barriers = 0;
+  auto sync = [&] { grid_barrier(a.barrier, ++barriers); };
+  uint4 pre[kPre];
+  MatvecParams p = layer_pass(a, 0, 0, slices_c, slices_4c);
+  matvec_prologue<T, NB, true>(p, pre, xs);
+  for (int l = 0; l < a.n_layers; ++l) {
+    matvec_columns<T, NB, Epilogue::kQkv, true, false>(p, pre, xs, red, part);
+    p = layer_pass(a, l, 1, slices_c, slices_4c);
+    matvec_prologue<T, NB, false>(p, pre, xs);
+    sync();
+    const T* k = static_cast<const T*>(a.layers[l].k);
+    const T* v = static_cast<const T*>(a.layers[l].v);
+    for (int w = blockIdx.x; w < a.n_head * NB; w += gridDim.x) {  // (head, row) items
+      __syncthreads();  // shared memory of the previous item
+      attention_row<T, G, false>(static_cast<T*>(a.att), a.q, k, v, a.row_sample, a.row_pos, a.C, a.T, scale,
+                                 w % a.n_head, w / a.n_head, xs);
+    }
+    sync();
+    matvec_columns<T, NB, Epilogue::kResidual, false, false>(p, pre, xs, red, part);
+    p = layer_pass(a, l, 2, slices_c, slices_4c);
+    matvec_prologue<T, NB, true>(p, pre, xs);
+    sync();
+    matvec_columns<T, NB, Epilogue::kGelu, true, false>(p, pre, xs, red, part);
+    p = layer_pass(a, l, 3, slices_c, slices_4c);
+    matvec_prologue<T, NB, false>(p, pre, xs);
+    sync();
+    matvec_columns<T, NB, Epilogue::kResidual, false, false>(p, pre, xs, red, part);
+    if (l + 1 < a.n_layers) {
+      p = layer_pass(a, l + 1, 0, slices_c, slices_4c);
+      matvec_prologue<T, NB, true>(p, pre, xs);
+      sync();
+    }
   }
 }
 
@@ -896,8 +1081,7 @@ size_t smem_limit() { return std::min<size_t>(200 * 1024, device_info().smem_opt
 // MDI_CUDA_PDL=0 or set_pdl() turned it off.
 std::atomic<int> pdl_mode{-1};  // -1: not yet decided, 0 off, 1 on (for GPUs that support it)
 
-bool pdl_enabled(cudaStream_t st) {
-  if (st == nullptr) return false;
+bool pdl_device() {
   int mode = pdl_mode.load(std::memory_order_relaxed);
   if (mode < 0) {
     const char* env = std::getenv("MDI_CUDA_PDL");
@@ -906,6 +1090,8 @@ bool pdl_enabled(cudaStream_t st) {
   }
   return mode == 1 && device_info().major >= 9;
 }
+
+bool pdl_enabled(cudaStream_t st) { return st != nullptr && pdl_device(); }
 
 template <typename... KArgs, typename... Args>
 void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
@@ -992,9 +1178,25 @@ void allow_matvec_smem() {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// Dynamic shared memory of decode_layers_kernel: the LayerNorm rows and parameters, or the
+// attention's scores and partial outputs (attention_forward's fast path), whichever is larger.
+size_t decode_layers_smem(int C, int T, int NB, size_t esize) {
+  const int G = int(64 / (16 / esize));
+  return std::max(size_t(NB + 2) * C, size_t(T) + size_t(256 / G) * 64) * sizeof(float);
+}
+
+template <typename T, int NB>
+void allow_layers_smem() {
+  constexpr int G = 64 / Vec16<T>::N;
+  MDI_CUDA_CHECK(cudaFuncSetAttribute(decode_layers_kernel<T, NB, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      int(smem_limit())));
+  if constexpr (NB > 1) allow_layers_smem<T, NB - 1>();
+}
+
 }  // namespace
 
 void set_pdl(bool on) { pdl_mode.store(on ? 1 : 0, std::memory_order_relaxed); }
+bool pdl_on() { return pdl_device(); }
 bool tensor_cores_ok(DType dt, int IC, bool layernorm) {
   return dt != DType::kF32 && device_info().major >= 8 && mma_smem(IC, layernorm) <= smem_limit();
 }
@@ -1007,6 +1209,7 @@ void configure_kernels() {
       allow_matvec_smem<T, Epilogue::kGelu, kDecodeRows>();
       allow_matvec_smem<T, Epilogue::kResidual, kDecodeRows>();
       allow_matvec_smem<T, Epilogue::kQkv, kDecodeRows>();
+      if (device_info().major >= 7) allow_layers_smem<T, kDecodeRows>();
     });
   }
 }
@@ -1080,6 +1283,43 @@ void matvec_forward(void* out, const void* inp, const float* ln_w, const float* 
         case Epilogue::kResidual: run(std::integral_constant<Epilogue, Epilogue::kResidual>{}); break;
         case Epilogue::kQkv: run(std::integral_constant<Epilogue, Epilogue::kQkv>{}); break;
       }
+    }
+  });
+}
+
+namespace {
+
+template <typename T, int NB>
+void launch_layers(const DecodeLayersArgs& a, DType dt, cudaStream_t st) {
+  constexpr int G = 64 / Vec16<T>::N;
+  auto* kernel = decode_layers_kernel<T, NB, G>;
+  const size_t smem = decode_layers_smem(a.C, a.T, NB, sizeof(T));
+  const int blocks = wave_blocks(kernel, smem);  // all resident at once: the grid barriers need it
+  MDI_CUDA_CHECK(cudaMemsetAsync(a.barrier, 0, sizeof(unsigned), st));
+  kernel<<<blocks, kMatvecWarps * 32, smem, st>>>(a, matvec_slices(a.C, dt), matvec_slices(4 * a.C, dt),
+                                                  1.0f / std::sqrt(64.0f));
+  MDI_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+bool decode_layers_ok(int C, int n_head, int T, int B, DType dt) {
+  return device_info().major >= 7 && n_head > 0 && C == 64 * n_head && T > 0 && B >= 1 && B <= kDecodeRows &&
+         matvec_ok(C) && matvec_ok(4 * C) && B <= matvec_rows(C, true, false) &&
+         decode_layers_smem(C, T, B, dtype_size(dt)) <= smem_limit();
+}
+
+void decode_layers_forward(const DecodeLayersArgs& a, int B, DType dt, cudaStream_t st) {
+  if (!decode_layers_ok(a.C, a.n_head, a.T, B, dt) || !a.barrier || !a.layers || a.n_layers < 1)
+    abort_job(fmt::format("internal error: decode_layers_forward of {} rows, C {}, {} heads", B, a.C, a.n_head));
+  dispatch(dt, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    static_assert(kDecodeRows == 4, "one case per row count");
+    switch (B) {
+      case 1: return launch_layers<T, 1>(a, dt, st);
+      case 2: return launch_layers<T, 2>(a, dt, st);
+      case 3: return launch_layers<T, 3>(a, dt, st);
+      default: return launch_layers<T, 4>(a, dt, st);
     }
   });
 }
@@ -1186,7 +1426,8 @@ void top_forward(int* ids, float* vals, const float* logits, int B, int stride, 
   if (B < 1) return;
   if (k < 1 || k > V || V > stride)
     abort_job(fmt::format("internal error: top_forward of {} from {} (stride {})", k, V, stride));
-  top_kernel<<<B, kTopThreads, 0, st>>>(ids, vals, logits, stride, V, k);
+  if (k == 1) argmax_kernel<<<B, kTopThreads, 0, st>>>(ids, vals, logits, stride, V);
+  else top_kernel<<<B, kTopThreads, 0, st>>>(ids, vals, logits, stride, V, k);
   MDI_LAUNCH_CHECK();
 }
 

@@ -61,6 +61,9 @@ void configure_kernels();
 // Turns programmatic dependent launch (Hopper+: the next kernel starts while the previous
 // finishes; on by default, MDI_CUDA_PDL=0 turns it off) on or off for later launches.
 void set_pdl(bool on);
+// Whether later launches on the current device (on a stream of their own) use programmatic
+// dependent launch.
+bool pdl_on();
 
 // Whether matvec_forward takes IC (IC % 8 == 0, a LayerNorm row fits in shared memory), and how
 // many rows one of its launches serves (fewer with the LayerNorm for very wide rows).
@@ -84,6 +87,37 @@ bool tensor_cores_ok(DType dt, int IC, bool layernorm);
 void matvec_forward(void* out, const void* inp, const float* ln_w, const float* ln_b, float eps,
                     const void* weight, const float* bias, int B, int IC, int OC, Epilogue epi,
                     const QkvOut* qkv, DType dt, bool tensor_cores, cudaStream_t st);
+
+// One layer's device pointers for decode_layers_forward: matrices in dt, vectors fp32 (biases
+// and LayerNorm biases may be nullptr), and the layer's KV cache k, v (S, T, C) in dt.
+struct DecodeLayer {
+  const float *ln1_w, *ln1_b, *attn_b, *aproj_b, *ln2_w, *ln2_b, *fc_b, *mproj_b;
+  const void *attn_w, *aproj_w, *fc_w, *mproj_w;
+  void *k, *v;
+};
+
+struct DecodeLayersArgs {
+  const DecodeLayer* layers;  // device array of n_layers
+  int n_layers;
+  float* x;             // (B, C) fp32: the residual stream, updated in place
+  void* att;            // (B, C) in dt: scratch
+  void* h;              // (B, 4C) in dt: scratch
+  float* q;             // (B, C) fp32: scratch
+  const int* row_sample;  // (B): each row's KV cache slot and position
+  const int* row_pos;
+  int C, n_head, T;     // T: the KV cache's positions per sample
+  float eps;            // LayerNorm epsilon
+  unsigned* barrier;    // one device word, zeroed by decode_layers_forward
+};
+
+// Whether decode_layers_forward takes B rows of this model shape: compute capability 7.0+, head
+// size 64, 1 <= B <= kDecodeRows, rows that matvec_forward takes in one chunk.
+bool decode_layers_ok(int C, int n_head, int T, int B, DType dt);
+// Every layer of a.layers on B decode rows in one persistent launch (grid barriers between the
+// stages), bit-identical to calling, per layer, matvec_forward (CUDA cores) and attention_forward
+// as the backend's decode block does, and faster: no launch gaps, and each pass's first weights
+// are loaded while the grid waits at a barrier.
+void decode_layers_forward(const DecodeLayersArgs& a, int B, DType dt, cudaStream_t st);
 
 // out = epi(inp (B, IC) . weight (OC, IC)^T + bias (OC)); inp and weight in dt, fp32 accumulation;
 // bias may be nullptr. B <= kMatvecRows (IC % 8 == 0, 16-byte aligned rows): matvec_forward.
@@ -117,7 +151,7 @@ void residual_forward(float* x, const float* y, const float* bias, int B, int C,
 // For each of B rows of logits (fp32, row stride `stride`): the k best of its first V values by
 // (logit desc, NaN last, id asc), 1 <= k <= V, in id order: ids (B, k) and their logits vals
 // (B, k), exactly mdi::select_top's output. One block per row: a radix select of the k-th key
-// (4 passes of 8 bits), then an ordered compaction.
+// (4 passes of 8 bits), then an ordered compaction; for k = 1 a single pass.
 void top_forward(int* ids, float* vals, const float* logits, int B, int stride, int V, int k,
                  cudaStream_t st);
 
