@@ -873,10 +873,11 @@ __global__ void __launch_bounds__(256) attention_decode_kernel(T* out, const flo
 }
 
 // A barrier over the whole grid; every block must be resident (decode_layers_kernel's grid is
-// one wave). bar: one counter, zeroed before the launch, that only grows; barrier k (from 1)
-// waits until it reaches k times the grid's blocks. The release / acquire pair, with the block
-// barriers around it, makes every block's writes before the barrier visible to every block after
-// it. (Arrivals spread over 8 counters polled by 8 lanes measured the same on the H200.)
+// one wave, launched cooperatively). bar: one counter, zeroed before the launch, that only
+// grows; barrier k (from 1) waits until it reaches k times the grid's blocks. The release /
+// acquire pair, with the block barriers around it, makes every block's writes before the barrier
+// visible to every block after it. (Arrivals spread over 8 counters polled by 8 lanes measured
+// the same on the H200.)
 __device__ __forceinline__ void grid_barrier(unsigned* bar, unsigned k) {
   __syncthreads();
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
@@ -1054,6 +1055,7 @@ struct DeviceInfo {
   int major = 0;          // compute capability
   size_t smem_optin = 0;  // most dynamic shared memory a block may ask for
   int sms = 0;            // multiprocessors
+  bool cooperative = false;  // cooperative launches (a grid whose blocks are all resident at once)
 };
 
 const DeviceInfo& device_info() {
@@ -1063,11 +1065,12 @@ const DeviceInfo& device_info() {
   MDI_CUDA_CHECK(cudaGetDevice(&dev));
   if (dev < 0 || dev >= 64) abort_job(fmt::format("internal error: CUDA device {} out of range", dev));
   if (!known[dev].load(std::memory_order_acquire)) {
-    int major = 0, smem = 0, sms = 0;
+    int major = 0, smem = 0, sms = 0, coop = 0;
     MDI_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     MDI_CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     MDI_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    info[dev] = DeviceInfo{major, size_t(smem), sms};
+    MDI_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
+    info[dev] = DeviceInfo{major, size_t(smem), sms, coop != 0};
     known[dev].store(true, std::memory_order_release);
   }
   return info[dev];
@@ -1294,17 +1297,28 @@ void launch_layers(const DecodeLayersArgs& a, DType dt, cudaStream_t st) {
   constexpr int G = 64 / Vec16<T>::N;
   auto* kernel = decode_layers_kernel<T, NB, G>;
   const size_t smem = decode_layers_smem(a.C, a.T, NB, sizeof(T));
-  const int blocks = wave_blocks(kernel, smem);  // all resident at once: the grid barriers need it
   MDI_CUDA_CHECK(cudaMemsetAsync(a.barrier, 0, sizeof(unsigned), st));
-  kernel<<<blocks, kMatvecWarps * 32, smem, st>>>(a, matvec_slices(a.C, dt), matvec_slices(4 * a.C, dt),
-                                                  1.0f / std::sqrt(64.0f));
-  MDI_LAUNCH_CHECK();
+  // One wave, launched cooperatively: the grid barriers need every block resident at once, which
+  // a plain launch does not promise where other work shares the GPU (e.g. another rank's
+  // persistent kernel under MPS); a cooperative one starts all blocks together or fails.
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeCooperative;
+  attr.val.cooperative = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(wave_blocks(kernel, smem));
+  cfg.blockDim = dim3(kMatvecWarps * 32);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  MDI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a, matvec_slices(a.C, dt), matvec_slices(4 * a.C, dt),
+                                    1.0f / std::sqrt(64.0f)));
 }
 
 }  // namespace
 
 bool decode_layers_ok(int C, int n_head, int T, int B, DType dt) {
-  return device_info().major >= 7 && n_head > 0 && C == 64 * n_head && T > 0 && B >= 1 && B <= kDecodeRows &&
+  return device_info().major >= 7 && device_info().cooperative && n_head > 0 && C == 64 * n_head && T > 0 && B >= 1 && B <= kDecodeRows &&
          matvec_ok(C) && matvec_ok(4 * C) && B <= matvec_rows(C, true, false) &&
          decode_layers_smem(C, T, B, dtype_size(dt)) <= smem_limit();
 }

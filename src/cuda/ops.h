@@ -110,8 +110,9 @@ struct DecodeLayersArgs {
   unsigned* barrier;    // one device word, zeroed by decode_layers_forward
 };
 
-// Whether decode_layers_forward takes B rows of this model shape: compute capability 7.0+, head
-// size 64, 1 <= B <= kDecodeRows, rows that matvec_forward takes in one chunk.
+// Whether decode_layers_forward takes B rows of this model shape: compute capability 7.0+ with
+// cooperative launches, head size 64, 1 <= B <= kDecodeRows, rows that matvec_forward takes in
+// one chunk.
 bool decode_layers_ok(int C, int n_head, int T, int B, DType dt);
 // Every layer of a.layers on B decode rows in one persistent launch (grid barriers between the
 // stages), bit-identical to calling, per layer, matvec_forward (CUDA cores) and attention_forward
