@@ -934,20 +934,22 @@ TEST(CudaBench, DISABLED_DecodeStepGpt2XlFp16) {
   struct Run {
     int samples;
     std::string graphs;
-    bool pdl, mma, persistent;
+    bool pdl, mma;
+    int persistent;  // MDI_CUDA_PERSISTENT 1 / 0, or -1: unset (the backend's own choice)
   };
-  std::vector<Run> runs{{1, "1", true, false, true},  {1, "1", true, false, false}, {1, "0", true, false, true},
-                        {1, "1", false, false, false}, {4, "1", true, false, true},  {4, "1", true, true, false},
-                        {8, "1", true, true, false},   {8, "1", true, false, true}};
-  // MDI_BENCH_RUNS="samples,graphs,pdl,tensor cores[,persistent];...": these runs instead.
+  std::vector<Run> runs{{1, "1", true, false, 1},  {1, "1", true, false, 0}, {1, "0", true, false, 1},
+                        {1, "1", false, false, 0}, {4, "1", true, false, 1},  {4, "1", true, true, 0},
+                        {8, "1", true, true, 0},   {8, "1", true, false, 1}};
+  // MDI_BENCH_RUNS="samples,graphs,pdl,tensor cores[,persistent];...": these runs instead (without
+  // the fifth field the backend chooses).
   if (const char* env = std::getenv("MDI_BENCH_RUNS")) {
     runs.clear();
     const std::string all = env;
     for (size_t at = 0; at < all.size();) {
       const size_t end = std::min(all.find(';', at), all.size());
-      int s = 0, g = 1, pdl = 1, mma = 0, pers = 1;
+      int s = 0, g = 1, pdl = 1, mma = 0, pers = -1;
       if (std::sscanf(all.substr(at, end - at).c_str(), "%d,%d,%d,%d,%d", &s, &g, &pdl, &mma, &pers) >= 4 && s > 0)
-        runs.push_back({s, std::to_string(g), pdl != 0, mma != 0, pers != 0});
+        runs.push_back({s, std::to_string(g), pdl != 0, mma != 0, pers < 0 ? -1 : int(pers != 0)});
       at = end + 1;
     }
   }
@@ -955,7 +957,7 @@ TEST(CudaBench, DISABLED_DecodeStepGpt2XlFp16) {
     mdi::cuda::set_pdl(pdl);
     setenv("MDI_CUDA_MMA", mma ? "1" : "0", 1);
     setenv("MDI_CUDA_GRAPHS", graphs.c_str(), 1);
-    setenv("MDI_CUDA_PERSISTENT", persistent ? "1" : "0", 1);
+    if (persistent >= 0) setenv("MDI_CUDA_PERSISTENT", persistent ? "1" : "0", 1);
     auto gpu = mdi::make_cuda_backend(cfg, w, mdi::BackendSpec{S * 64, S, 1, 1}, 0, DType::kF16);
     unsetenv("MDI_CUDA_GRAPHS");
     unsetenv("MDI_CUDA_PERSISTENT");

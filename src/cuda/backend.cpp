@@ -562,8 +562,10 @@ class CudaBackend final : public Backend {
                f32(head_off_[4])};
   }
 
-  // The layers' pointers, KV caches included, as decode_layers_forward reads them on the GPU.
+  // The layers' pointers, KV caches included, as decode_layers_forward reads them on the GPU
+  // (where it is used: persistent_ implies layers).
   void upload_decode_layers() {
+    if (!persistent_) return;
     std::vector<cuda::DecodeLayer> dl;
     for (int l = 0; l < int(layers_.size()); ++l) {
       const DevLayer& w = layers_[l];
@@ -571,7 +573,6 @@ class CudaBackend final : public Backend {
       dl.push_back({w.ln1_w, w.ln1_b, w.attn_b, w.aproj_b, w.ln2_w, w.ln2_b, w.fc_b, w.mproj_b, w.attn_w,
                     w.aproj_w, w.fc_w, w.mproj_w, b.k, b.v});
     }
-    if (dl.empty()) return;
     MDI_CUDA_CHECK(cudaMemcpy(work_.at<void>(off_layers_), dl.data(), dl.size() * sizeof(dl[0]),
                               cudaMemcpyHostToDevice));
   }

@@ -345,7 +345,7 @@ __global__ void __launch_bounds__(kTopThreads) argmax_kernel(int* ids, float* va
   unsigned long long best = 0;
   for (int i = threadIdx.x; i < V; i += blockDim.x) {
     const unsigned long long c = (static_cast<unsigned long long>(order_key(row[i])) << 32) | (0xffffffffu - unsigned(i));
-    best = c > best ? c : best;
+    best = MaxU64{}(best, c);
   }
   best = Reduce(tmp).Reduce(best, MaxU64{});
   if (threadIdx.x == 0) {
@@ -1096,20 +1096,29 @@ bool pdl_device() {
 
 bool pdl_enabled(cudaStream_t st) { return st != nullptr && pdl_device(); }
 
+// kernel<<<grid, block, smem, st>>>(args...) through cudaLaunchKernelEx, with the launch
+// attribute `attr` unless `with_attr` is false.
 template <typename... KArgs, typename... Args>
-void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
-            Args&&... args) {
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
+void launch_with(cudaLaunchAttribute attr, bool with_attr, void (*kernel)(KArgs...), dim3 grid,
+                 dim3 block, size_t smem, cudaStream_t st, Args&&... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = st;
   cfg.attrs = &attr;
-  cfg.numAttrs = pdl_enabled(st) ? 1 : 0;
+  cfg.numAttrs = with_attr ? 1 : 0;
   MDI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
+// A launch with programmatic dependent launch where pdl_enabled(st).
+template <typename... KArgs, typename... Args>
+void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+            Args&&... args) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  launch_with(attr, pdl_enabled(st), kernel, grid, block, smem, st, std::forward<Args>(args)...);
 }
 
 // Blocks of kMatvecWarps warps of `kernel` with `smem` bytes of dynamic shared memory that fit on
@@ -1304,22 +1313,15 @@ void launch_layers(const DecodeLayersArgs& a, DType dt, cudaStream_t st) {
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeCooperative;
   attr.val.cooperative = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(wave_blocks(kernel, smem));
-  cfg.blockDim = dim3(kMatvecWarps * 32);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = st;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  MDI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a, matvec_slices(a.C, dt), matvec_slices(4 * a.C, dt),
-                                    1.0f / std::sqrt(64.0f)));
+  launch_with(attr, true, kernel, dim3(wave_blocks(kernel, smem)), dim3(kMatvecWarps * 32), smem, st, a,
+              matvec_slices(a.C, dt), matvec_slices(4 * a.C, dt), 1.0f / std::sqrt(64.0f));
 }
 
 }  // namespace
 
 bool decode_layers_ok(int C, int n_head, int T, int B, DType dt) {
-  return device_info().major >= 7 && device_info().cooperative && n_head > 0 && C == 64 * n_head && T > 0 && B >= 1 && B <= kDecodeRows &&
-         matvec_ok(C) && matvec_ok(4 * C) && B <= matvec_rows(C, true, false) &&
+  return device_info().major >= 7 && device_info().cooperative && n_head > 0 && C == 64 * n_head && T > 0 &&
+         B >= 1 && B <= kDecodeRows && matvec_ok(C) && matvec_ok(4 * C) && B <= matvec_rows(C, true, false) &&
          decode_layers_smem(C, T, B, dtype_size(dt)) <= smem_limit();
 }
 
