@@ -69,7 +69,8 @@ run_fuzzers() {
     export MDI_FUZZ_GPT2_DIR=$root/build/tests/bpe_ref/package
   fi
   local supp=$root/tests/sanitize
-  export ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0
+  # intercept_tls_get_addr=0: see MDI_ASAN_OPTIONS in CMakeLists.txt (LLVM 14's tracer crash).
+  export ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0:intercept_tls_get_addr=0
   export LSAN_OPTIONS=suppressions=$supp/lsan.supp:print_suppressions=0
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   local failed=0 rows=() corpus crashes log rc regress
