@@ -55,7 +55,7 @@ if has sanitize; then
   for tool in ${SAN_TOOLS:-memcheck racecheck}; do
     t0=$(date +%s)
     timeout "${SAN_TIMEOUT:-300}" compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 20 \
-      build-gpu/tests/unit_tests --gtest_filter="${SAN_FILTER:-Cuda*}" >"$out/sanitize-$tool.log" 2>&1
+      build-gpu/tests/cuda_tests --gtest_filter="${SAN_FILTER:-Cuda*}" >"$out/sanitize-$tool.log" 2>&1
     r=$?
     [ $r -eq 0 ] || rc=1
     echo "compute-sanitizer $tool: rc $r in $(( $(date +%s) - t0 )) s;" \
@@ -65,7 +65,7 @@ if has sanitize; then
 fi
 
 if has bench; then
-  build-gpu/tests/unit_tests --gtest_also_run_disabled_tests --gtest_filter='CudaBench.*' \
+  build-gpu/tests/cuda_tests --gtest_also_run_disabled_tests --gtest_filter='CudaBench.*' \
     >"$out/bench.log" 2>&1 || rc=1
   grep -E '\[ figure \]|FAILED' "$out/bench.log"
 fi

@@ -22,6 +22,7 @@
 #include "mdi/cuda_backend.h"
 #include "mdi/error.h"
 #include "ops.h"
+#include "plugin.h"
 
 namespace mdi {
 
@@ -51,6 +52,15 @@ struct Arena {
   P* at(size_t off) const { return reinterpret_cast<P*>(base + off); }
 };
 
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the error (no driver, no device): "none" is the answer
+    return 0;
+  }
+  return n;
+}
+
 // Device pointers of one layer: matrices in the chosen dtype, vectors in fp32.
 struct DevLayer {
   const float *ln1_w, *ln1_b, *attn_b, *aproj_b, *ln2_w, *ln2_b, *fc_b, *mproj_b;
@@ -68,7 +78,7 @@ class CudaBackend final : public Backend {
       : cfg_(cfg), w_(w), has_head_(w.has_head), spec_(spec), device_(device), dt_(dt),
         chunk_(std::min(kChunkRows, std::max(1, spec.max_rows))),
         lchunk_(std::min(kLogitRows, std::max(1, spec.max_rows))) {
-    const int n = cuda_device_count();
+    const int n = device_count();
     if (n == 0) throw UserError("--device cuda: no CUDA device is visible");
     if (device < 0 || device >= n)
       user_error("--device cuda: device {} asked for, but {} CUDA device(s) are visible", device, n);
@@ -617,22 +627,15 @@ class CudaBackend final : public Backend {
   float* h_top_vals_ = nullptr;
 };
 
-}  // namespace
-
-int cuda_device_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the error (no driver, no device): "none" is the answer
-    return 0;
-  }
-  return n;
-}
-
-bool cuda_available() { return cuda_device_count() > 0; }
-
-std::unique_ptr<Backend> make_cuda_backend(const Config& cfg, const Weights& w,
-                                           const BackendSpec& spec, int device, DType dtype) {
+std::unique_ptr<Backend> make_backend(const Config& cfg, const Weights& w, const BackendSpec& spec,
+                                      int device, DType dtype) {
   return std::make_unique<CudaBackend>(cfg, w, spec, device, dtype);
 }
 
+constexpr CudaPlugin kPlugin{&device_count, &make_backend};
+
+}  // namespace
+
 }  // namespace mdi
+
+const mdi::CudaPlugin* mdi_cuda_plugin() { return &mdi::kPlugin; }
