@@ -1,7 +1,8 @@
 // The CUDA backend: the Backend interface (backend.h) on one GPU, with cuBLAS GEMMs (fp32
 // accumulation) and own kernels (src/cuda/ops.cu). Weights and the KV cache live on the GPU in
 // the chosen dtype; everything is allocated once in the constructor. Builds without CUDA get
-// stubs that throw UserError, so callers need no #ifdef.
+// stubs that throw UserError, so callers need no #ifdef; in CUDA builds the functions below load
+// the backend, a plugin beside libmdi_core.so (src/cuda/plugin.h), on first use.
 #pragma once
 
 #include <cstddef>
