@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "check.h"
+#include "grid_barrier.cuh"
 #include "mdi/error.h"
 #include "ops.h"
 
@@ -870,30 +871,6 @@ __global__ void __launch_bounds__(256) attention_decode_kernel(T* out, const flo
   pdl_launch_dependents();
   pdl_wait();
   attention_row<T, G, true>(out, q, k, v, row_sample, row_pos, C, T_, scale, blockIdx.x, blockIdx.y, sm);
-}
-
-// A barrier over the whole grid; every block must be resident (decode_layers_kernel's grid is
-// one wave, launched cooperatively). bar: one counter, zeroed before the launch, that only
-// grows; barrier k (from 1) waits until it reaches k times the grid's blocks. The release /
-// acquire pair, with the block barriers around it, makes every block's writes before the barrier
-// visible to every block after it. (Arrivals spread over 8 counters polled by 8 lanes measured
-// the same on the H200.)
-__device__ __forceinline__ void grid_barrier(unsigned* bar, unsigned k) {
-  __syncthreads();
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
-  if (threadIdx.x == 0) {
-    asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar) : "memory");
-    const unsigned want = k * gridDim.x;
-    unsigned seen = 0;
-    do {
-      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(bar) : "memory");
-    } while (seen < want);
-  }
-#else
-  (void)bar, (void)k;
-  __trap();  // launched only on compute capability 7.0+ (decode_layers_ok)
-#endif
-  __syncthreads();
 }
 
 // Matrix-vector pass `stage` of layer l in decode_layers_kernel: 0 LayerNorm 1 + QKV into q and

@@ -1,0 +1,294 @@
+// Experiment for the 1-sample decode step (issue 4's 1.3x target): how close to the bandwidth
+// bound does a weight stream come that runs on across the grid-wide dependencies between a
+// layer's matrix-vector passes? Not part of mdi-llm: only the weight traffic and the dependencies
+// of a decode step, 48 layers of 4 fp16 matrices (QKV 4800x1600, projection 1600x1600, fc
+// 6400x1600, MLP projection 1600x6400), one row, fp32 accumulation; no LayerNorm, attention,
+// bias or residual. One persistent block per SM (launched cooperatively) owns a slice of rows of
+// every matrix and copies it, chunk by chunk, into a ring of shared-memory slots (cp.async by all
+// threads, or one bulk copy (TMA) completing on the slot's mbarrier), RING - 1 chunks ahead of the
+// chunk being multiplied; at each pass's end the grid meets at a barrier, since the next pass
+// needs every block's outputs. `cross 1` lets the copies run ahead into the next pass while a block
+// waits at the barrier; `cross 0` stops them at the pass's end. Prints each variant's step time
+// against the bound (weight bytes / device-to-device copy bandwidth). Figures: docs/h200/.
+//   cmake --build build --target bench_stream && build/bench_stream [layers] [skip]
+//   skip (timing only, wrong results): 1 leaves the multiplications out, 2 the grid barriers
+// Built for sm_90 only (bulk copies); -DSLOT_KB=.. -DRING=.. change the ring.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <utility>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "grid_barrier.cuh"
+
+#define CK(call)                                                                          \
+  do {                                                                                    \
+    cudaError_t e_ = (call);                                                              \
+    if (e_ != cudaSuccess) {                                                              \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                       \
+    }                                                                                     \
+  } while (0)
+
+namespace {
+
+constexpr int kThreads = 512, kWarps = kThreads / 32;
+#ifndef SLOT_KB  // -DSLOT_KB=.. -DRING=.. to try other rings (slots * KB <= ~190)
+#define SLOT_KB 48
+#define RING 4
+#endif
+constexpr int kSlot = SLOT_KB * 1024;  // bytes of one ring slot
+constexpr int kRing = RING;            // slots: kRing - 1 chunks in flight ahead of the one in use
+// A chunk holds kSlot / (IC * 2) <= kWarps rows (IC >= 1024), and a warp's share of it, at most
+// two rows (IC >= 800).
+constexpr int kMaxIC = 6400;
+constexpr int kMaxPasses = 256;
+
+struct Pass {
+  const __half* w;  // (OC, IC)
+  const float* x;   // (IC) input
+  float* y;         // (OC) output
+  int IC, OC;
+};
+
+// This block's share of a pass: rows [r0, r0 + rows), rc rows a chunk, nch chunks.
+struct Share {
+  int r0, rows, rc, nch;
+};
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+// Bulk copies (TMA) into a slot, completing on the slot's mbarrier.
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(unsigned long long* bar) {
+  asm volatile("mbarrier.init.shared.b64 [%0], 1;" ::"r"(smem_u32(bar)) : "memory");
+}
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, unsigned long long* bar) {
+  asm volatile("mbarrier.arrive.expect_tx.shared.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+          smem_u32(dst)),
+      "l"(src), "r"(bytes), "r"(smem_u32(bar))
+      : "memory");
+}
+__device__ __forceinline__ void mbar_wait(unsigned long long* bar, unsigned parity) {
+  asm volatile(
+      "{\n .reg .pred p;\n WAIT_%=:\n"
+      " mbarrier.try_wait.parity.shared.b64 p, [%0], %1;\n"
+      " @!p bra WAIT_%=;\n}" ::"r"(smem_u32(bar)),
+      "r"(parity)
+      : "memory");
+}
+
+__global__ void __launch_bounds__(kThreads, 1)
+    stream_kernel(const Pass* passes, int n_passes, unsigned* bar, int cross, int tma, int skip) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* ring = smem;                                  // kRing * kSlot
+  float* xs = reinterpret_cast<float*>(smem + kRing * kSlot);  // kMaxIC
+  float* red = xs + kMaxIC;                                    // kWarps * 2
+  int* red_row = reinterpret_cast<int*>(red + kWarps * 2);     // kWarps
+  Share* share = reinterpret_cast<Share*>(red_row + kWarps);   // kMaxPasses
+  auto* full = reinterpret_cast<unsigned long long*>(share + kMaxPasses);  // kRing mbarriers
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+  for (int i = tid; i < n_passes; i += kThreads) {
+    const Pass& p = passes[i];
+    const int r0 = int((long)p.OC * blockIdx.x / gridDim.x);
+    const int r1 = int((long)p.OC * (blockIdx.x + 1) / gridDim.x);
+    const int rc = kSlot / (p.IC * 2);
+    share[i] = Share{r0, r1 - r0, rc, (r1 - r0 + rc - 1) / rc};
+  }
+  if (tid < kRing) mbar_init(full + tid);
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  __syncthreads();
+
+  // Producer cursor (pass pp, chunk pc); `issued` counts the chunks copied.
+  int pp = 0, pc = 0;
+  long issued = 0;
+  unsigned barriers = 0;
+  auto produce = [&](int limit_pass) {  // copies the producer's next chunk, if there is one
+    while (pp < n_passes && pc >= share[pp].nch) pp++, pc = 0;
+    if (pp < n_passes && pp <= limit_pass) {
+      const Share sh = share[pp];
+      const int IC = passes[pp].IC, ra = sh.r0 + pc * sh.rc;
+      const int n16 = min(sh.rc, sh.r0 + sh.rows - ra) * IC / 8;
+      const uint4* src = reinterpret_cast<const uint4*>(passes[pp].w + (size_t)ra * IC);
+      uint4* dst = reinterpret_cast<uint4*>(ring + (issued % kRing) * kSlot);
+      if (tma) {
+        if (tid == 0) bulk_copy(dst, src, unsigned(n16) * 16, full + issued % kRing);
+      } else {
+        for (int u = tid; u < n16; u += kThreads) cp_async16(dst + u, src + u);
+      }
+      pc++;
+      issued++;
+    }
+    cp_commit();  // one group per call, empty or not, so that wait_group counts chunks
+  };
+
+  for (int i = 0; i < kRing - 1; ++i) produce(cross ? n_passes : 0);
+  long used = 0;
+  for (int s = 0; s < n_passes; ++s) {
+    const Pass p = passes[s];
+    const Share sh = share[s];
+    if (s > 0) {
+      if (!(skip & 2)) grid_barrier(bar, ++barriers);  // every block's outputs of pass s - 1 are written
+      if (!cross)  // the copies stopped at the pass's end: start this pass's (kRing - 1 groups,
+        for (int i = 0; i < kRing - 1; ++i) produce(s);  // empty past its chunks)
+    }
+    for (int i = tid; i < p.IC; i += kThreads) xs[i] = p.x[i];
+    const int units_per_row = p.IC / 8;
+    const unsigned inv = 0xffffffffu / unsigned(units_per_row) + 1;  // u * inv >> 32 == u / units_per_row
+    for (int c = 0; c < sh.nch; ++c, ++used) {
+      produce(cross ? n_passes : s);
+      if (tma) {
+        mbar_wait(full + used % kRing, unsigned(used / kRing) & 1);  // the chunk has landed
+        __syncthreads();  // xs is in shared memory
+      } else {
+        cp_wait<kRing - 1>();
+        __syncthreads();  // the chunk (all threads' copies) and xs are in shared memory
+      }
+      const int ra = sh.r0 + c * sh.rc, rows = min(sh.rc, sh.r0 + sh.rows - ra);
+      const int n16 = rows * units_per_row;
+      const uint4* w = reinterpret_cast<const uint4*>(ring + (used % kRing) * kSlot);
+      // Warp `warp` takes units [u0, u1): contiguous, so at most two rows (a row has >= 200).
+      const int u0 = n16 * warp / kWarps, u1 = (skip & 1) ? u0 : n16 * (warp + 1) / kWarps;
+      const int row0 = __umulhi(unsigned(u0), inv);
+      float acc0 = 0.0f, acc1 = 0.0f;
+      for (int u = u0 + lane; u < u1; u += 32) {
+        const int row = __umulhi(unsigned(u), inv), col = (u - row * units_per_row) * 8;
+        const uint4 q = w[u];
+        const __half2* h = reinterpret_cast<const __half2*>(&q);
+        const float4 xa = *reinterpret_cast<const float4*>(xs + col);
+        const float4 xb = *reinterpret_cast<const float4*>(xs + col + 4);
+        const float2 w0 = __half22float2(h[0]), w1 = __half22float2(h[1]);
+        const float2 w2 = __half22float2(h[2]), w3 = __half22float2(h[3]);
+        float d = w0.x * xa.x;
+        d = fmaf(w0.y, xa.y, d), d = fmaf(w1.x, xa.z, d), d = fmaf(w1.y, xa.w, d);
+        d = fmaf(w2.x, xb.x, d), d = fmaf(w2.y, xb.y, d), d = fmaf(w3.x, xb.z, d);
+        d = fmaf(w3.y, xb.w, d);
+        if (row == row0) acc0 += d;
+        else acc1 += d;
+      }
+      for (int o = 16; o > 0; o >>= 1) {
+        acc0 += __shfl_xor_sync(0xffffffffu, acc0, o);
+        acc1 += __shfl_xor_sync(0xffffffffu, acc1, o);
+      }
+      if (lane == 0) red[warp * 2] = acc0, red[warp * 2 + 1] = acc1, red_row[warp] = u0 < u1 ? row0 : -2;
+      __syncthreads();  // also: every thread is done with the slot before it is copied into again
+      if (warp < rows) {  // warp r sums row r's parts, in warp order (a tree over 16 lanes)
+        float v = 0.0f;
+        if (lane < kWarps) {
+          const int r0w = red_row[lane];
+          v = r0w == warp ? red[lane * 2] : r0w + 1 == warp ? red[lane * 2 + 1] : 0.0f;
+        }
+        for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) p.y[ra + warp] = v;
+      }
+    }
+  }
+  cp_wait<0>();
+}
+
+__global__ void fill_half(__half* w, size_t n, unsigned seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    unsigned h = unsigned(i) * 2654435761u ^ seed;
+    h ^= h >> 13, h *= 0x5bd1e995u, h ^= h >> 15;
+    w[i] = __float2half((float(h & 0xffff) / 65535.0f - 0.5f) * 0.05f);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int layers = argc > 1 ? std::atoi(argv[1]) : 48, reps = 20;
+  int skip = argc > 2 ? std::atoi(argv[2]) : 0;
+  const int C = 1600;
+  const int shapes[4][2] = {{3 * C, C}, {C, C}, {4 * C, C}, {C, 4 * C}};  // (OC, IC)
+  size_t per_layer = 0;
+  for (auto& s : shapes) per_layer += size_t(s[0]) * s[1];
+  const size_t n_w = per_layer * layers, bytes = n_w * sizeof(__half);
+  __half* w;
+  float *act, *x0;
+  unsigned* bar;
+  CK(cudaMalloc(&w, bytes));
+  CK(cudaMalloc(&act, sizeof(float) * 4 * C * 4 * layers));
+  CK(cudaMalloc(&x0, sizeof(float) * 4 * C));
+  CK(cudaMalloc(&bar, sizeof(unsigned)));
+  fill_half<<<1024, 256>>>(w, n_w, 7);
+  std::vector<float> hx(4 * C, 1.0f);
+  CK(cudaMemcpy(x0, hx.data(), sizeof(float) * 4 * C, cudaMemcpyHostToDevice));
+  std::vector<Pass> hp;
+  size_t off = 0;
+  const float* in = x0;
+  for (int l = 0; l < layers; ++l)
+    for (int k = 0; k < 4; ++k) {
+      float* out = act + size_t(hp.size()) * 4 * C;
+      hp.push_back(Pass{w + off, in, out, shapes[k][1], shapes[k][0]});
+      off += size_t(shapes[k][0]) * shapes[k][1];
+      in = out;
+    }
+  Pass* dp;
+  CK(cudaMalloc(&dp, sizeof(Pass) * hp.size()));
+  CK(cudaMemcpy(dp, hp.data(), sizeof(Pass) * hp.size(), cudaMemcpyHostToDevice));
+
+  // The bound: device-to-device copy bandwidth (read + write bytes / time) over 2 x 1 GiB.
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  void *ca, *cb;
+  const size_t cbytes = size_t(1) << 30;
+  CK(cudaMalloc(&ca, cbytes));
+  CK(cudaMalloc(&cb, cbytes));
+  float best_copy = 1e9f;
+  for (int r = 0; r < 10; ++r) {
+    CK(cudaEventRecord(e0));
+    CK(cudaMemcpy(cb, ca, cbytes, cudaMemcpyDeviceToDevice));
+    CK(cudaEventRecord(e1));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    best_copy = std::min(best_copy, ms);
+  }
+  const double bw = 2.0 * cbytes / (best_copy * 1e-3);
+  const double bound_ms = bytes / bw * 1e3;
+  std::printf("weights %.3f GB, copy bandwidth %.0f GB/s, bound %.3f ms\n", bytes / 1e9, bw / 1e9, bound_ms);
+
+  int dev = 0, sms = 0;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  const size_t shm = kRing * kSlot + sizeof(float) * (kMaxIC + kWarps * 2) + sizeof(int) * kWarps +
+                     sizeof(Share) * kMaxPasses + 8 * kRing;
+  if (int(hp.size()) > kMaxPasses) return std::fprintf(stderr, "at most %d passes\n", kMaxPasses), 1;
+  CK(cudaFuncSetAttribute(stream_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shm)));
+  int n_passes = int(hp.size());
+  for (auto [cross, tma] : {std::pair{0, 0}, std::pair{1, 0}, std::pair{0, 1}, std::pair{1, 1}}) {
+    float best = 1e9f;
+    for (int r = 0; r < reps; ++r) {
+      CK(cudaMemset(bar, 0, sizeof(unsigned)));
+      void* args[] = {&dp, &n_passes, &bar, &cross, &tma, &skip};
+      CK(cudaEventRecord(e0));
+      CK(cudaLaunchCooperativeKernel((void*)stream_kernel, dim3(sms), dim3(kThreads), args, shm));
+      CK(cudaEventRecord(e1));
+      CK(cudaEventSynchronize(e1));
+      float ms;
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      best = std::min(best, ms);
+    }
+    CK(cudaGetLastError());
+    std::vector<float> y(C);
+    CK(cudaMemcpy(y.data(), hp.back().y, sizeof(float) * C, cudaMemcpyDeviceToHost));
+    std::printf("skip %d, %s, cross %d: %d layers, %d passes, %d blocks: %.3f ms (%.2fx the bound, %.0f GB/s); y[0] %g\n",
+                skip, tma ? "bulk copies" : "cp.async", cross, layers, n_passes, sms, best, best / bound_ms, bytes / (best * 1e-3) / 1e9, y[0]);
+  }
+  return 0;
+}
