@@ -44,22 +44,25 @@ jobs=$(nproc)
 # Open MPI refuses root unless told; oversubscribe so tests and the demo run on small machines.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
-sanitize() {  # ASan + UBSan on every C/C++ object (no CUDA: it cannot run here), then the suite.
-  # -O1 -g1: the optimisation ASan's authors advise, and line tables only (the sanitizers' file:line
-  # stacks): the subset CI builds took 182 s at -O2 -g1 on 2 cores.
+# ASan + UBSan on every C/C++ object (no CUDA: it cannot run here) in build-asan. -O1 -g1: the
+# optimisation ASan's authors advise, and line tables only (the sanitizers' file:line stacks): the
+# subset CI builds took 182 s at -O2 -g1 on 2 cores.
+sanitized_build() {  # [targets...]
   local flags="-O1 -g1 -DNDEBUG"
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMDI_SANITIZE=ON -DMDI_CUDA=OFF \
     -DCMAKE_C_FLAGS_RELWITHDEBINFO="$flags" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$flags"
-  cmake --build build-asan -j "$jobs" ${targets:+--target $targets}
-  # bpe_vs_js (its C++ side is the BPE encoder: unit tests and fuzz_bpe cover it) and
-  # mpi_emulated_cluster (the mpi_* tests run the same mdi-llm code) add no C++ path of their own.
+  cmake --build build-asan -j "$jobs" ${1:+--target "$@"}
+}
+# The suite there, less bpe_vs_js (its C++ side is the BPE encoder: unit tests and fuzz_bpe cover
+# it), mpi_emulated_cluster (the mpi_* tests run the same mdi-llm code) and the tests in $skip.
+sanitized_suite() {
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -E "^(bpe_vs_js|mpi_emulated_cluster${skip:-})\$" "$@"
 }
 fuzz() { tools/fuzz.sh build && tools/fuzz.sh run "${1:-5}"; }
 
-targets="" skip=""
+skip=""
 case "$what" in
-  sanitize) shift; sanitize "$@"; exit ;;
+  sanitize) shift; sanitized_build && sanitized_suite "$@"; exit ;;
   fuzz) fuzz "${2:-5}"; exit ;;
 esac
 
@@ -76,16 +79,26 @@ case "$what" in
   test)
     stage() { echo "setup: $1 done at $((SECONDS / 60)) min $((SECONDS % 60)) s"; }
     stage "install + build"
-    suite
-    stage "test suite"
     # The sanitized part of CI (tools/setup.sh sanitize runs all of it, ~10 min): every unit, model
     # and fuzz-replay test, the tokenizer round trips, and of the MPI tests the two that cover the
     # ring's roles in little time (mpi_report_and_files: 3 ranks generating and writing every
-    # output; mpi_kill_rank). The build leaves out the tools no test runs.
-    targets="mdi-llm mdi-convert mdi-train-bpe unit_tests convert_tests dtls_probe dtls_probe_lib"
-    targets+=" $(printf ' fuzz_%s_replay' bpe char h5 safetensors cli)"
+    # output; mpi_kill_rank). Its build leaves out the tools no test runs, and runs while the
+    # suite does (which leaves a quarter of the CPUs idle); its output goes to
+    # build/sanitized-build.log.
+    targets=(mdi-llm mdi-convert mdi-train-bpe unit_tests convert_tests dtls_probe dtls_probe_lib)
+    targets+=(fuzz_{bpe,char,h5,safetensors,cli}_replay)
+    sanitized_build "${targets[@]}" >build/sanitized-build.log 2>&1 &
+    asan_build=$!
+    trap 'kill $asan_build 2>/dev/null' EXIT
+    suite
+    stage "test suite"
+    if ! wait $asan_build; then
+      tail -n 60 build/sanitized-build.log
+      echo "setup: the sanitized build failed (build/sanitized-build.log)" >&2
+      exit 1
+    fi
     skip="|mpi_same_tokens_np[0-9]|mpi_bad_input|mpi_long_run"
-    sanitize
+    sanitized_suite
     stage "sanitized build + suite"
     ;;
   run)
