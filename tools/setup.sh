@@ -4,9 +4,9 @@
 #   run       the demo: 3 ranks generate 3 samples with the bundled model
 #   test      every test (ctest) in ./build: unit, model and MPI; then the unit tests, the fuzz
 #             replays and two MPI tests again, built with AddressSanitizer + UndefinedBehaviorSanitizer
-#             in ./build-asan. What CI runs (.ci/run); ~10 min on 2 cores
+#             in ./build-asan. What CI runs (.ci/run); ~9 min on 2 cores
 #   check     only the first part of `test` (~5 min)
-#   sanitize  the whole suite under the sanitizers [extra ctest arguments] (~10 min)
+#   sanitize  the whole suite under the sanitizers [extra ctest arguments] (~16 min)
 #   fuzz      each libFuzzer harness (clang, ./build-fuzz) [seconds per harness, default 5]
 #   build     stops after building
 set -euo pipefail
@@ -81,7 +81,7 @@ case "$what" in
     stage "install + build"
     suite
     stage "test suite"
-    # The sanitized part of CI (tools/setup.sh sanitize runs all of it, ~10 min): every unit and
+    # The sanitized part of CI (tools/setup.sh sanitize runs all of it, ~16 min): every unit and
     # model test, the fuzz replays, and of the MPI tests the two that cover the ring's roles in
     # little time (mpi_report_and_files: 3 ranks generating and writing every output;
     # mpi_kill_rank). It builds only what those run: not the tools, convert_tests (mdi-convert;

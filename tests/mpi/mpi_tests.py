@@ -60,9 +60,9 @@ def error_lines(stderr):
 
 
 def expect_error(name, cmd, expect, timeout=60, asan_report=False, **kw):
-    """Runs the job of a bad input: it must end within BAD_INPUT_S, exit non-zero and print one
-    error line containing `expect` (or, with asan_report, may end with AddressSanitizer's report
-    instead).
+    """Runs the job of a bad input: it must end within BAD_INPUT_S seconds, exit non-zero and
+    print one error line containing `expect` (or, with asan_report, may end with
+    AddressSanitizer's report instead).
     Extra keywords go to run."""
     try:
         p, secs = run(cmd, timeout=timeout, **kw)
