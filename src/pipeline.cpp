@@ -574,6 +574,25 @@ void wait_send(MPI_Request& req, RankStats& st) {
   MDI_MPI_CHECK(MPI_Wait(&req, MPI_STATUS_IGNORE));
 }
 
+// While it lives, the backend's forward() moves the sends in `reqs` on between layers
+// (Backend::set_progress): a rank that computes for a whole pass right after a send would
+// otherwise hold a rendezvous message back from the next rank for that long.
+class SendProgress {
+ public:
+  SendProgress(Backend& be, MPI_Request* reqs, int n) : be_(be) {
+    be_.set_progress([reqs, n] {
+      int done = 0;
+      MDI_MPI_CHECK(MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE));
+    });
+  }
+  ~SendProgress() { be_.set_progress(nullptr); }
+  SendProgress(const SendProgress&) = delete;
+  SendProgress& operator=(const SendProgress&) = delete;
+
+ private:
+  Backend& be_;
+};
+
 // A buffer for the largest message of the plan, in memory from the rank's backend.
 Message plan_message(const Plan& plan, int C, const Backend& be) {
   return Message(plan.max_items, plan.max_rows, C, plan.samples, &be);
@@ -596,7 +615,7 @@ void run_single(Driver& head, const Backend& be, const Plan& plan, int C, RankSt
 // messages wait to be received (the ring cannot deadlock); B + 1 receive buffers, the next receive
 // always posted before compute. Up to B micro-batches that came back while rank 0 was busy are
 // finished together (Driver::finish), without waiting for any that are still on their way.
-void run_starter(const Ring& ring, Driver& head, const Backend& be, const Plan& plan, int C, RankStats& st) {
+void run_starter(const Ring& ring, Driver& head, Backend& be, const Plan& plan, int C, RankStats& st) {
   constexpr int kMaxBack = 4;
   const int M = plan.micro_batches, B = std::min(M, kMaxBack), R = B + 1;
   std::vector<Message> sbuf, rbuf;
@@ -605,6 +624,7 @@ void run_starter(const Ring& ring, Driver& head, const Backend& be, const Plan& 
   for (int i = 0; i < M; ++i) sbuf.push_back(plan_message(plan, C, be));
   for (int i = 0; i < R; ++i) rbuf.push_back(plan_message(plan, C, be));
   std::vector<MPI_Request> sreq(M, MPI_REQUEST_NULL);
+  const SendProgress progress(be, sreq.data(), M);
   MPI_Request rreq = MPI_REQUEST_NULL;
   int rnext = 0, in_flight = 0;  // rbuf[rnext]: the buffer of the next receive
   std::vector<Message*> back;  // micro-batches come back, to finish together
@@ -663,6 +683,7 @@ void run_starter(const Ring& ring, Driver& head, const Backend& be, const Plan& 
 void run_worker(const Ring& ring, Backend& be, const Plan& plan, int C, RankStats& st) {
   Message buf[3] = {plan_message(plan, C, be), plan_message(plan, C, be), plan_message(plan, C, be)};
   MPI_Request sreq[3] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+  const SendProgress progress(be, sreq, 3);
   MPI_Request rreq = MPI_REQUEST_NULL;
   int cur = 0;
   post_recv(ring, buf[cur], rreq, st);

@@ -132,4 +132,25 @@ TEST_F(Invariants, BatchingAndThreadsDoNotChangeBits) {
   EXPECT_EQ(0, std::memcmp(out.data() + V, alone.data() + size_t(T - 1) * V, V * sizeof(float)));
 }
 
+// The ring's progress hook (Backend::set_progress): forward() calls it after every layer, and the
+// activations are those of a forward without it.
+TEST_F(Invariants, ForwardCallsProgressAfterEveryLayer) {
+  const int T = 5, C = cfg.n_embd;
+  std::vector<int> toks(ref.tokens.begin(), ref.tokens.begin() + T);
+  Stage plain(path, cfg, 1, 4, false, 1), hooked(path, cfg, 1, 4, false, 1);
+  int calls = 0;
+  hooked.be->set_progress([&] { ++calls; });
+  std::vector<float> a(size_t(T) * C), b;
+  for (size_t i = 0; i < a.size(); ++i) a[i] = std::sin(0.1f * float(i));
+  b = a;
+  const mdi::BatchItem all{0, 0, T};
+  plain.be->forward(a.data(), &all, 1);
+  hooked.be->forward(b.data(), &all, 1);
+  EXPECT_EQ(calls, 3);  // layers 1, 2 and 3
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+  hooked.be->set_progress(nullptr);
+  hooked.be->forward(b.data(), &all, 1);
+  EXPECT_EQ(calls, 3);
+}
+
 }  // namespace

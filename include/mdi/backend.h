@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -59,6 +60,21 @@ class Backend {
   // into it): page-locked where the backend copies faster from and to such memory (CUDA), from
   // the heap otherwise. It must not outlive the backend.
   virtual HostBuffer host_buffer(size_t bytes) const { return heap_buffer(bytes); }
+
+  // What forward() calls between layers (the CPU backend; the CUDA one does not yet). The ring
+  // sets it to move the rank's pending sends on: in a rendezvous protocol (Open MPI's shared-memory
+  // transport without single-copy support, from 4 KiB on; TCP from 64 KiB) a message reaches the
+  // next rank only while its sender is inside an MPI call, and a rank that went on computing
+  // would hold it back for a whole pass.
+  void set_progress(std::function<void()> f) { progress_ = std::move(f); }
+
+ protected:
+  void progress() const {
+    if (progress_) progress_();
+  }
+
+ private:
+  std::function<void()> progress_;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(const Config& cfg, const Weights& w,

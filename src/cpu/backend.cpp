@@ -52,6 +52,7 @@ class CpuBackend final : public Backend {
       for (int r0 = 0; r0 < R; r0 += chunk_) {
         block_forward(l, x + size_t(r0) * C, r0, std::min(chunk_, R - r0));
       }
+      progress();
     }
   }
 

@@ -148,6 +148,13 @@ def same_tokens(r, N):
     check(ref is not None and ref == got and mbs > passes > 0,
           f"np {N}, micro-batches finished together ({mbs:.0f} in {passes:.0f} lm_head passes): "
           "token ids equal to 1 rank")
+    # Every message in a rendezvous protocol (Open MPI's shared memory with a 128-byte eager limit
+    # and no single-copy support): the sends complete while their ranks compute (forward() moves
+    # them on, Backend::set_progress), and the tokens stay those of 1 rank.
+    rndv = dict(os.environ, OMPI_MCA_btl_vader_eager_limit="128", OMPI_MCA_btl_vader_single_copy_mechanism="none")
+    flags = tiny + prompts + sampled + past_block + ["--samples", str(2 * N)]
+    ref, got = r.tokens(0, flags), r.tokens(N, flags, env=rndv)
+    check(ref is not None and ref == got, f"np {N}, rendezvous messages: token ids equal to 1 rank")
     # --eval: the same loss on N ranks as on 1, and the PyTorch reference's (tools/make_fixtures.py).
     ref = json.load(open(os.path.join(r.fixtures, "eval_ref.json"), encoding="utf-8"))
     text = os.path.join(r.tmp, "eval.txt")
