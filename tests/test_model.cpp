@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "mdi/backend.h"
+#include "mdi/cpu_ops.h"
 #include "mdi/h5.h"
 #include "mdi/weights.h"
 
@@ -151,6 +152,41 @@ TEST_F(Invariants, ForwardCallsProgressAfterEveryLayer) {
   hooked.be->set_progress(nullptr);
   hooked.be->forward(b.data(), &all, 1);
   EXPECT_EQ(calls, 3);
+}
+
+// Rank 0's lm_head runs in slices of the vocabulary with the progress hook after each (4 for
+// 50257 rows of C = 64): the logits are one whole matmul's, bit for bit.
+TEST(HeadSlices, ProgressBetweenSlicesSameBits) {
+  mdi::Config cfg;
+  cfg.model_type = "gpt2";
+  cfg.n_layer = 1;
+  cfg.n_head = 4;
+  cfg.n_embd = 64;
+  cfg.block_size = 8;
+  cfg.vocab_size = 50257;
+  const size_t C = cfg.n_embd, V = cfg.vocab_size, T = cfg.block_size;
+  mdi::Weights w;
+  w.layer_begin = w.layer_end = 0;  // the head only, as rank 0 with no layers
+  w.has_head = true;
+  w.storage.resize(V * C + T * C + 2 * C);
+  for (size_t i = 0; i < w.storage.size(); ++i) w.storage[i] = std::sin(0.37f * float(i % 9973)) * 0.1f;
+  w.head.wte = w.head.lm_head = w.storage.data();
+  w.head.wpe = w.storage.data() + V * C;
+  w.head.lnf_w = w.head.wpe + T * C;
+  w.head.lnf_b = w.head.lnf_w + C;
+  auto be = mdi::make_cpu_backend(cfg, w, mdi::BackendSpec{int(T), 2, 2});
+  int calls = 0;
+  be->set_progress([&] { ++calls; });
+  const std::vector<mdi::BatchItem> items = {{0, 0, 3}, {1, 0, 2}};  // last rows: 2 and 4
+  std::vector<float> x(5 * C), out(2 * V), want(2 * V), rows(2 * C);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::cos(0.05f * float(i));
+  be->logits(out.data(), x.data(), items.data(), 2);
+  EXPECT_EQ(calls, 4);
+  std::memcpy(rows.data(), x.data() + 2 * C, C * sizeof(float));
+  std::memcpy(rows.data() + C, x.data() + 4 * C, C * sizeof(float));
+  mdi::cpu::layernorm_forward(rows.data(), rows.data(), w.head.lnf_w, w.head.lnf_b, 2, int(C), cfg.layer_norm_eps);
+  mdi::cpu::matmul_forward(want.data(), rows.data(), w.head.lm_head, nullptr, 2, int(C), int(V));
+  EXPECT_EQ(0, std::memcmp(out.data(), want.data(), out.size() * sizeof(float)));
 }
 
 }  // namespace

@@ -61,11 +61,11 @@ class Backend {
   // the heap otherwise. It must not outlive the backend.
   virtual HostBuffer host_buffer(size_t bytes) const { return heap_buffer(bytes); }
 
-  // What forward() calls between layers (the CPU backend; the CUDA one does not yet). The ring
-  // sets it to move the rank's pending sends on: in a rendezvous protocol (Open MPI's shared-memory
-  // transport without single-copy support, from 4 KiB on; TCP from 64 KiB) a message reaches the
-  // next rank only while its sender is inside an MPI call, and a rank that went on computing
-  // would hold it back for a whole pass.
+  // What forward() calls between layers, and logits() between slices of the vocabulary (the CPU
+  // backend; the CUDA one does not yet). The ring sets it to move the rank's pending sends on: in
+  // a rendezvous protocol (Open MPI's shared-memory transport without single-copy support, from
+  // 4 KiB on; TCP from 64 KiB) a message reaches the next rank only while its sender is inside an
+  // MPI call, and a rank that went on computing would hold it back for a whole pass.
   void set_progress(std::function<void()> f) { progress_ = std::move(f); }
 
  protected:

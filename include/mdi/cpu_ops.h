@@ -12,9 +12,11 @@ namespace mdi::cpu {
 // lanes, then the tail in order (src/cpu/ops.cpp).
 float dot(const float* a, const float* b, int n);
 
-// out (B, OC) = inp (B, IC) . weight (OC, IC)^T + bias (OC); bias may be nullptr.
+// out (B, OC) = inp (B, IC) . weight (OC, IC)^T + bias (OC); bias may be nullptr. Rows of out are
+// ldo floats apart (0: OC), so that columns of a wider output can be computed in parts; each
+// output is its own fixed-order dot product, the same bits in any part.
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B,
-                    int IC, int OC);
+                    int IC, int OC, int ldo = 0);
 
 // out (B, C) = (inp - mean) / sqrt(var + eps) * weight + bias, per row; bias may be nullptr.
 // out may alias inp.

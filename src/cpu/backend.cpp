@@ -82,10 +82,21 @@ class CpuBackend final : public Backend {
     }
     cpu::layernorm_forward(lnf_.data(), lnf_.data(), w_.head.lnf_w, w_.head.lnf_b, n_items, C,
                            cfg_.layer_norm_eps);
-    cpu::matmul_forward(out, lnf_.data(), w_.head.lm_head, nullptr, n_items, C, cfg_.vocab_size);
+    // The lm_head in slices of the vocabulary (head_slice_rows), the ring's progress hook after
+    // each: the head is rank 0's longest computation.
+    const int V = cfg_.vocab_size, slice = head_slice_rows(C);
+    for (int o0 = 0; o0 < V; o0 += slice) {
+      cpu::matmul_forward(out + o0, lnf_.data(), w_.head.lm_head + size_t(o0) * C, nullptr, n_items, C,
+                          std::min(slice, V - o0), V);
+      progress();
+    }
   }
 
+
  private:
+  // Vocabulary rows per slice of logits(): about 4 MiB of the lm_head, a multiple of 64 rows.
+  static int head_slice_rows(int C) { return std::max(64, (4 << 20) / (4 * std::max(C, 1)) / 64 * 64); }
+
   void require_head(const char* what) const {
     if (!w_.has_head) abort_job(fmt::format("internal error: {} called on a rank without the head", what));
   }

@@ -227,7 +227,8 @@ float dot(const float* a, const float* b, int n) {
 }
 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B,
-                    int IC, int OC) {
+                    int IC, int OC, int ldo) {
+  const int ld = ldo > 0 ? ldo : OC;
   // Tiles of OT weight rows (about 128 KiB, a multiple of NR) are a thread's unit of work and stay
   // in L2 while every input row streams past them, MR rows at a time; each weight row is read from
   // memory once per call.
@@ -241,8 +242,8 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
       const int rb = std::min(MR, B - b);
       for (int o = o0; o < o1; o += NR) {
         const int nb = std::min(NR, o1 - o);
-        kKernels[rb - 1][nb - 1](out + (size_t)b * OC + o, inp + (size_t)b * IC,
-                                 weight + (size_t)o * IC, bias ? bias + o : nullptr, IC, OC);
+        kKernels[rb - 1][nb - 1](out + (size_t)b * ld + o, inp + (size_t)b * IC,
+                                 weight + (size_t)o * IC, bias ? bias + o : nullptr, IC, ld);
       }
     }
   });
