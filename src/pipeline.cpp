@@ -574,9 +574,9 @@ void wait_send(MPI_Request& req, RankStats& st) {
   MDI_MPI_CHECK(MPI_Wait(&req, MPI_STATUS_IGNORE));
 }
 
-// While it lives, the backend's forward() moves the sends in `reqs` on between layers
-// (Backend::set_progress): a rank that computes for a whole pass right after a send would
-// otherwise hold a rendezvous message back from the next rank for that long.
+// While it lives, the backend moves the sends in `reqs` on while it computes (between layers and
+// slices of the lm_head: Backend::set_progress): a rank that computes for a whole pass right after
+// a send would otherwise hold a rendezvous message back from the next rank for that long.
 class SendProgress {
  public:
   SendProgress(Backend& be, MPI_Request* reqs, int n) : be_(be) {

@@ -137,7 +137,6 @@ TEST_F(Invariants, BatchingAndThreadsDoNotChangeBits) {
 // activations are those of a forward without it.
 TEST_F(Invariants, ForwardCallsProgressAfterEveryLayer) {
   const int T = 5, C = cfg.n_embd;
-  std::vector<int> toks(ref.tokens.begin(), ref.tokens.begin() + T);
   Stage plain(path, cfg, 1, 4, false, 1), hooked(path, cfg, 1, 4, false, 1);
   int calls = 0;
   hooked.be->set_progress([&] { ++calls; });

@@ -92,7 +92,6 @@ class CpuBackend final : public Backend {
     }
   }
 
-
  private:
   // Vocabulary rows per slice of logits(): about 4 MiB of the lm_head, a multiple of 64 rows.
   static int head_slice_rows(int C) { return std::max(64, (4 << 20) / (4 * std::max(C, 1)) / 64 * 64); }

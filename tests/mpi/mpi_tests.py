@@ -149,7 +149,7 @@ def same_tokens(r, N):
           f"np {N}, micro-batches finished together ({mbs:.0f} in {passes:.0f} lm_head passes): "
           "token ids equal to 1 rank")
     # Every message in a rendezvous protocol (Open MPI's shared memory with a 128-byte eager limit
-    # and no single-copy support): the sends complete while their ranks compute (forward() moves
+    # and no single-copy support): the sends complete while their ranks compute (the backend moves
     # them on, Backend::set_progress), and the tokens stay those of 1 rank.
     rndv = dict(os.environ, OMPI_MCA_btl_vader_eager_limit="128", OMPI_MCA_btl_vader_single_copy_mechanism="none")
     flags = tiny + prompts + sampled + past_block + ["--samples", str(2 * N)]
