@@ -60,6 +60,21 @@ ParseResult parse_cli(int argc, const char* const* argv) {
   auto* layers = app.add_option("--layers", o.layers,
                                 "Layers per rank, e.g. 0,6,6 (sum = n_layer; rank 0 may own 0). "
                                 "Default: cost-balanced split");
+  std::string head_split = "auto";
+  auto* head_split_opt =
+      app.add_option("--head-split", head_split,
+                     "Rows of the lm_head (the vocabulary's last ids) that the last rank computes "
+                     "instead of rank 0, sending their logits back with the activations; 0 = none. "
+                     "Default auto: as the cost balance needs (CPU ranks, generation only)")
+          ->capture_default_str()
+          ->check(CLI::Validator(
+              [](std::string& v) -> std::string {
+                if (v == "auto") return "";
+                if (v.empty() || v.size() > 9 || v.find_first_not_of("0123456789") != std::string::npos)
+                  return "expected auto or a number of rows >= 0, got '" + v + "'";
+                return "";
+              },
+              "auto|ROWS"));
   app.add_option("--threads", o.threads,
                  "CPU threads per rank (default: cores / ranks on this host)")
       ->check(CLI::Range(1, 1024));
@@ -100,12 +115,13 @@ ParseResult parse_cli(int argc, const char* const* argv) {
     eval->excludes(gen);
   for (CLI::Option* mode : {tk, dtk})
     for (CLI::Option* run : {prompt, prompts_file, samples, tokens, temperature, top_k, top_p, seed,
-                             layers, micro_batches, crop, output, timings, report_json, eval})
+                             layers, head_split_opt, micro_batches, crop, output, timings, report_json, eval})
       mode->excludes(run);
   tk->excludes(dtk);
   app.add_flag("-v,--verbose", o.verbose, "More detail in the report (repeatable)");
   try {
     app.parse(argc, argv);
+    o.head_split = head_split == "auto" ? -1 : std::stoi(head_split);
   } catch (const CLI::CallForHelp& e) {
     r.exit = true;
     r.message = app.help();

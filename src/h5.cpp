@@ -234,6 +234,11 @@ bool is_ieee_half(hid_t type) {
 
 void read_floats(hid_t file, const std::string& name, const std::vector<hsize_t>& shape, float* out,
                  const std::string& file_name) {
+  read_float_rows(file, name, shape, 0, shape.empty() ? 1 : shape[0], out, file_name);
+}
+
+void read_float_rows(hid_t file, const std::string& name, const std::vector<hsize_t>& shape, hsize_t row0,
+                     hsize_t rows, float* out, const std::string& file_name) {
   Handle d = open_dataset(file, name, file_name);
   auto dims = shape_of(d.get());
   if (dims != shape)
@@ -242,14 +247,29 @@ void read_floats(hid_t file, const std::string& name, const std::vector<hsize_t>
   Handle type(H5Dget_type(d.get()));
   if (H5Tget_class(type.get()) != H5T_FLOAT)
     user_error("{}: dataset {}: expected float32 or float16 values, got another type", file_name, name);
+  // The whole dataset (H5S_ALL), or the hyperslab of rows [row0, row0 + rows) and a memory space of
+  // that shape.
+  const bool whole = shape.empty() || (row0 == 0 && rows == shape[0]);
+  if (!whole && row0 + rows > shape[0])
+    user_error("{}: dataset {}: rows [{}, {}) are outside its {} rows", file_name, name, row0, row0 + rows, shape[0]);
+  std::vector<hsize_t> start(shape.size(), 0), count = shape;
+  if (!whole) start[0] = row0, count[0] = rows;
+  Handle file_space, mem_space;
+  if (!whole) {
+    file_space = Handle(H5Dget_space(d.get()));
+    mem_space = Handle(H5Screate_simple(int(count.size()), count.data(), nullptr));
+    if (H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr) < 0)
+      user_error("{}: dataset {}: cannot select rows [{}, {})", file_name, name, row0, row0 + rows);
+  }
+  const hid_t fs = whole ? H5S_ALL : file_space.get(), ms = whole ? H5S_ALL : mem_space.get();
   size_t n = 1;
-  for (hsize_t x : shape) n *= x;
+  for (hsize_t x : count) n *= x;
   herr_t rc;
   if (is_ieee_half(type.get())) {
     // HDF5's generic float conversion is ~15x slower than this: read the raw halves into the back
     // half of `out`, then widen in place front to back (float i only overwrites halves <= i).
     uint16_t* raw = reinterpret_cast<uint16_t*>(out) + n;
-    rc = H5Dread(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, raw);
+    rc = H5Dread(d.get(), type.get(), ms, fs, H5P_DEFAULT, raw);
     if (rc >= 0)
       for (size_t i = 0; i < n; ++i) {
         uint16_t h;
@@ -257,7 +277,7 @@ void read_floats(hid_t file, const std::string& name, const std::vector<hsize_t>
         out[i] = half_to_float(h);
       }
   } else {
-    rc = H5Dread(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out);
+    rc = H5Dread(d.get(), H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out);
   }
   if (rc < 0) user_error("{}: cannot read dataset {} (corrupt or truncated file?)", file_name, name);
 }

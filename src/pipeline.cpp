@@ -195,11 +195,8 @@ int default_threads(const LocalRank& local) {
   return std::max(1, t);
 }
 
-// This rank's backend from --device ("cpu", "cuda", "cuda:K", or one entry per rank) and --dtype.
-// "cuda" picks GPU (node-local rank mod GPUs of the host), so ranks of a host spread over its GPUs.
-std::unique_ptr<Backend> make_backend(const Options& o, const Config& cfg, const Weights& w,
-                                      const BackendSpec& spec, int rank, int N, const LocalRank& local,
-                                      std::string& device_used) {
+// The --device entries: one for every rank, or one per rank.
+std::vector<std::string> device_list(const Options& o, int N) {
   std::vector<std::string> list;
   for (size_t start = 0;;) {
     const size_t comma = o.device.find(',', start);
@@ -210,6 +207,35 @@ std::unique_ptr<Backend> make_backend(const Options& o, const Config& cfg, const
   if (list.size() != 1 && int(list.size()) != N)
     user_error("--device {} lists {} devices for {} ranks (give one for all, or one per rank)", o.device,
                list.size(), N);
+  return list;
+}
+
+std::string rank_device(const Options& o, int rank, int N) {
+  const std::vector<std::string> list = device_list(o, N);
+  return list.size() == 1 ? list[0] : list[rank];
+}
+
+// The head split (rows of the lm_head the last rank computes): --head-split, or by the partition
+// rule (head_split_rows). Only for generation with rank 0 and the last rank on the CPU: --eval
+// needs every row's logits on rank 0, and the CUDA backend computes the whole lm_head.
+int choose_head_split(const Options& o, const Config& cfg, const std::vector<int>& split, int N) {
+  const bool cpu_ends = rank_device(o, 0, N) == "cpu" && rank_device(o, N - 1, N) == "cpu";
+  if (o.head_split < 0) return !o.eval_file.empty() || !cpu_ends ? 0 : head_split_rows(cfg, split);
+  check_head_split(o.head_split, cfg, N);
+  if (o.head_split > 0 && !o.eval_file.empty())
+    user_error("--head-split {}: --eval computes every row's logits on rank 0 (use --head-split 0)", o.head_split);
+  if (o.head_split > 0 && !cpu_ends)
+    user_error("--head-split {} needs rank 0 and the last rank on the CPU (the CUDA backend computes the "
+               "whole lm_head)", o.head_split);
+  return o.head_split;
+}
+
+// This rank's backend from --device ("cpu", "cuda", "cuda:K", or one entry per rank) and --dtype.
+// "cuda" picks GPU (node-local rank mod GPUs of the host), so ranks of a host spread over its GPUs.
+std::unique_ptr<Backend> make_backend(const Options& o, const Config& cfg, const Weights& w,
+                                      const BackendSpec& spec, int rank, int N, const LocalRank& local,
+                                      std::string& device_used) {
+  const std::vector<std::string> list = device_list(o, N);
   const std::string dev = list.size() == 1 ? list[0] : list[rank];
   DType dt = DType::kF32;
   if (o.dtype == "fp16") dt = DType::kF16;
@@ -283,13 +309,16 @@ class Driver {
 // Generation: sample states, the sampler and the head of the model.
 class Head final : public Driver {
  public:
-  Head(const Options& o, const Config& cfg, const Tokenizer& tok, Backend& be, const Plan& plan,
+  // tail: the lm_head rows the last rank computes (head split), whose logits come with the rows.
+  Head(const Options& o, const Config& cfg, const Tokenizer& tok, Backend& be, const Plan& plan, int tail,
        std::vector<SampleResult>& results)
       : o_(o), cfg_(cfg), tok_(tok), be_(be), plan_(plan), results_(results),
         sampler_(o.sampling, tok.vocab_size()), states_(plan.samples),  // the tokenizer's ids only: vocab_size may be padded (nanoGPT 50304)
         tok_ids_(plan.max_rows), head_rows_(head_rows(plan)),
         last_(size_t(plan.samples) * cfg.n_embd), last_items_(plan.samples),
-        logits_(size_t(head_rows_) * cfg.vocab_size), top_k_(sampler_.candidates()),
+        logits_(size_t(head_rows_) * cfg.vocab_size), tail_(tail),
+        last_tail_(size_t(plan.samples) * tail), own_(tail > 0 ? size_t(head_rows_) * (cfg.vocab_size - tail) : 0),
+        top_k_(tail > 0 ? 0 : sampler_.candidates()),
         top_ids_(size_t(head_rows_) * top_k_), top_vals_(size_t(head_rows_) * top_k_) {
     for (int s = 0; s < plan.samples; ++s) {
       SampleState& st = states_[s];
@@ -309,7 +338,7 @@ class Head final : public Driver {
     Timer t(st.compute_s);
     const int T = cfg_.block_size;
     MsgHeader& h = m.header();
-    h = MsgHeader{int32_t(MsgKind::kDecode), mb, 0, 0};
+    h = MsgHeader{int32_t(MsgKind::kDecode), mb, 0, 0, 0};
     BatchItem* items = m.items();
     for (int s = mb; s < plan_.samples; s += plan_.micro_batches) {
       SampleState& ss = states_[s];
@@ -337,17 +366,23 @@ class Head final : public Driver {
   // Logits of each sample's last row, its next token. The micro-batches that came back together
   // share one lm_head pass (up to head_rows_ rows: the head's weights are read once per pass, and
   // a row's logits are the same in any batch), so a head that is the ring's slowest stage
-  // catches up with the others instead of holding them back.
+  // catches up with the others instead of holding them back. With a head split the last rank's
+  // logits (the vocabulary's last tail_ ids) came with the rows.
   void finish(Message* const* ms, int k, RankStats& st) override {
     Timer t(st.compute_s);
-    const size_t C = cfg_.n_embd, V = cfg_.vocab_size;
+    const size_t C = cfg_.n_embd, V = cfg_.vocab_size, tail = tail_;
     int n = 0;
     for (int j = 0; j < k; ++j) {
       const BatchItem* items = ms[j]->items();
       const float* x = ms[j]->payload();
+      if (ms[j]->header().logit_cols != tail_)
+        abort_job(fmt::format("internal error: a message came back with {} logits per item, expected {}",
+                              ms[j]->header().logit_cols, tail_));
+      const float* tl = ms[j]->logits();
       for (int i = 0; i < ms[j]->header().n_items; ++i) {
         x += items[i].rows * C;
         std::copy(x - C, x, last_.data() + n * C);
+        std::copy(tl + i * tail, tl + (i + 1) * tail, last_tail_.data() + n * tail);
         last_items_[n++] = BatchItem{items[i].sample, items[i].pos + items[i].rows - 1, 1};
       }
     }
@@ -363,7 +398,16 @@ class Head final : public Driver {
           take(items[i].sample, sampler_.sample_top(top_ids_.data() + o, top_vals_.data() + o, rngs_[items[i].sample]), when);
         }
       } else {
-        be_.logits(logits_.data(), x, items, rows);
+        if (tail == 0) {
+          be_.logits(logits_.data(), x, items, rows);
+        } else {  // rank 0's ids, then the last rank's
+          const size_t own = V - tail;
+          be_.logits(own_.data(), x, items, rows);
+          for (int i = 0; i < rows; ++i) {
+            std::copy_n(own_.data() + i * own, own, logits_.data() + i * V);
+            std::copy_n(last_tail_.data() + (i0 + i) * tail, tail, logits_.data() + i * V + own);
+          }
+        }
         const double when = now() - t0_;
         for (int i = 0; i < rows; ++i)
           take(items[i].sample, sampler_.sample(logits_.data() + i * V, rngs_[items[i].sample]), when);
@@ -418,6 +462,9 @@ class Head final : public Driver {
   std::vector<float> last_;             // (samples, C): the last row of each item to finish
   std::vector<BatchItem> last_items_;
   std::vector<float> logits_;           // (head_rows_, V)
+  int tail_;                            // logits per row that the last rank computes (head split)
+  std::vector<float> last_tail_;        // (samples, tail_): those of the rows in last_
+  std::vector<float> own_;              // (head_rows_, V - tail_): rank 0's part of a pass's logits
   int top_k_;                           // candidates the sampler needs of a row (0: all)
   std::vector<int> top_ids_;            // (head_rows_, top_k_): what Backend::top returns
   std::vector<float> top_vals_;
@@ -446,7 +493,7 @@ class Evaluator final : public Driver {
   bool prepare(Message& m, int mb, RankStats& st) override {
     Timer t(st.compute_s);
     MsgHeader& h = m.header();
-    h = MsgHeader{int32_t(MsgKind::kPrefill), mb, 0, 0};
+    h = MsgHeader{int32_t(MsgKind::kPrefill), mb, 0, 0, 0};
     BatchItem* items = m.items();
     std::vector<int>& ids = ids_;
     ids.clear();
@@ -574,9 +621,10 @@ void wait_send(MPI_Request& req, RankStats& st) {
   MDI_MPI_CHECK(MPI_Wait(&req, MPI_STATUS_IGNORE));
 }
 
-// While it lives, the backend moves the sends in `reqs` on while it computes (between layers and
-// slices of the lm_head: Backend::set_progress): a rank that computes for a whole pass right after
-// a send would otherwise hold a rendezvous message back from the next rank for that long.
+// While it lives, the backend moves the sends in `reqs` on while it computes (between matrix
+// products, slices of the lm_head, polls of the GPU: Backend::set_progress): a rank that computes
+// for a whole pass right after a send would otherwise hold a rendezvous message back from the next
+// rank for that long.
 class SendProgress {
  public:
   SendProgress(Backend& be, MPI_Request* reqs, int n) : be_(be) {
@@ -593,9 +641,10 @@ class SendProgress {
   Backend& be_;
 };
 
-// A buffer for the largest message of the plan, in memory from the rank's backend.
-Message plan_message(const Plan& plan, int C, const Backend& be) {
-  return Message(plan.max_items, plan.max_rows, C, plan.samples, &be);
+// A buffer for the largest message of the plan, in memory from the rank's backend, with room for
+// logit_cols logits per item (the messages from the last rank of a head split to rank 0).
+Message plan_message(const Plan& plan, int C, const Backend& be, int logit_cols = 0) {
+  return Message(plan.max_items, plan.max_rows, C, plan.samples, &be, logit_cols);
 }
 
 // Rank 0 alone: no ring, micro-batches one after the other.
@@ -615,14 +664,14 @@ void run_single(Driver& head, const Backend& be, const Plan& plan, int C, RankSt
 // messages wait to be received (the ring cannot deadlock); B + 1 receive buffers, the next receive
 // always posted before compute. Up to B micro-batches that came back while rank 0 was busy are
 // finished together (Driver::finish), without waiting for any that are still on their way.
-void run_starter(const Ring& ring, Driver& head, Backend& be, const Plan& plan, int C, RankStats& st) {
+void run_starter(const Ring& ring, Driver& head, Backend& be, const Plan& plan, int C, int tail, RankStats& st) {
   constexpr int kMaxBack = 4;
   const int M = plan.micro_batches, B = std::min(M, kMaxBack), R = B + 1;
   std::vector<Message> sbuf, rbuf;
   sbuf.reserve(M);
   rbuf.reserve(R);
   for (int i = 0; i < M; ++i) sbuf.push_back(plan_message(plan, C, be));
-  for (int i = 0; i < R; ++i) rbuf.push_back(plan_message(plan, C, be));
+  for (int i = 0; i < R; ++i) rbuf.push_back(plan_message(plan, C, be, tail));
   std::vector<MPI_Request> sreq(M, MPI_REQUEST_NULL);
   const SendProgress progress(be, sreq.data(), M);
   MPI_Request rreq = MPI_REQUEST_NULL;
@@ -668,7 +717,7 @@ void run_starter(const Ring& ring, Driver& head, Backend& be, const Plan& plan, 
   for (MPI_Request& r : sreq) wait_send(r, st);
   // STOP goes once around the ring; every rank forwards it and returns.
   Message stop(0, 0, C, 0);
-  stop.header() = MsgHeader{int32_t(MsgKind::kStop), -1, 0, 0};
+  stop.header() = MsgHeader{int32_t(MsgKind::kStop), -1, 0, 0, 0};
   MPI_Request req;
   send(ring, stop, req, st);
   post_recv(ring, rbuf[0], rreq, st);
@@ -679,9 +728,10 @@ void run_starter(const Ring& ring, Driver& head, Backend& be, const Plan& plan, 
 }
 
 // Ranks 1..N-1: receive, run my layers in place, send on. Three buffers rotate: one being
-// computed, one receiving the next message, one still being sent.
-void run_worker(const Ring& ring, Backend& be, const Plan& plan, int C, RankStats& st) {
-  Message buf[3] = {plan_message(plan, C, be), plan_message(plan, C, be), plan_message(plan, C, be)};
+// computed, one receiving the next message, one still being sent. The last rank of a head split
+// (tail > 0) adds its rows of each item's logits to the message.
+void run_worker(const Ring& ring, Backend& be, const Plan& plan, int C, int tail, RankStats& st) {
+  Message buf[3] = {plan_message(plan, C, be, tail), plan_message(plan, C, be, tail), plan_message(plan, C, be, tail)};
   MPI_Request sreq[3] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL};
   const SendProgress progress(be, sreq, 3);
   MPI_Request rreq = MPI_REQUEST_NULL;
@@ -702,6 +752,10 @@ void run_worker(const Ring& ring, Backend& be, const Plan& plan, int C, RankStat
     {
       Timer t(st.compute_s);
       be.forward(m.payload(), m.items(), m.header().n_items);
+      if (tail > 0) {
+        m.header().logit_cols = tail;
+        be.logits(m.logits(), m.payload(), m.items(), m.header().n_items);
+      }
     }
     send(ring, m, sreq[cur], st);
     cur = nxt;
@@ -849,9 +903,10 @@ int run(const Options& o, MPI_Comm world) {
   gethostname(st.host, sizeof st.host - 1);
   if (o.tokenize || o.detokenize) return agree(ring.comm(), starter ? attempt([&] { tokenize_stdio(o); }) : "") ? 0 : 1;
 
-  // Phase 1, every rank: the model's shape and the split.
+  // Phase 1, every rank: the model's shape, the split and the head split.
   Config cfg;
   std::vector<int> split;
+  int tail = 0;  // lm_head rows the last rank computes
   if (!agree(ring.comm(), attempt([&] {
         {
           ReadGuard guard(o.model, starter, kMetadataSeconds);
@@ -860,6 +915,7 @@ int run(const Options& o, MPI_Comm world) {
           cfg = read_config(o.model);
         }
         split = o.layers.empty() ? balanced_split(cfg, N) : parse_split(o.layers, cfg, N);
+        tail = choose_head_split(o, cfg, split, N);
       })))
     return 1;
   for (int r = 0; r < rank; ++r) st.layer_begin += split[r];
@@ -886,7 +942,7 @@ int run(const Options& o, MPI_Comm world) {
     return 1;
   MDI_MPI_CHECK(MPI_Bcast(&plan, sizeof plan, MPI_BYTE, 0, ring.comm()));
   if (starter) {
-    std::fprintf(stderr, "mdi-llm: %s\n", describe_split(split).c_str());
+    std::fprintf(stderr, "mdi-llm: %s\n", describe_split(split, tail, cfg.vocab_size).c_str());
     for (const std::string& n : notes) std::fprintf(stderr, "mdi-llm: note: %s\n", n.c_str());
     if (o.verbose)
       std::fprintf(stderr, "mdi-llm: plan: %d samples in %d micro-batches of up to %d; largest message %d rows "
@@ -907,7 +963,10 @@ int run(const Options& o, MPI_Comm world) {
         const double t0 = now();
         {
           ReadGuard guard(o.model, starter, 0);  // big reads may take long: crashes only
-          w = load_weights(o.model, cfg, st.layer_begin, st.layer_end, starter);
+          const int V = cfg.vocab_size;  // rank 0: lm_head rows [0, V - tail), the last rank the rest
+          const bool last = rank == N - 1 && N > 1;
+          w = load_weights(o.model, cfg, st.layer_begin, st.layer_end, starter, last ? V - tail : 0,
+                           starter ? V - tail : last ? V : 0);
         }
         // Rank 0's backend also takes lm_head passes of head_rows rows, and selects what the
         // sampler needs of them.
@@ -921,7 +980,7 @@ int run(const Options& o, MPI_Comm world) {
         st.workspace_bytes = double(be->workspace_bytes());
         if (device != "cpu") w = Weights{};  // the GPU holds its own copy
         if (starter && eval) driver = (evaluator = std::make_unique<Evaluator>(cfg, *be, plan, std::move(eval_ids))).get();
-        if (starter && !eval) driver = (head = std::make_unique<Head>(o, cfg, *tok, *be, plan, results)).get();
+        if (starter && !eval) driver = (head = std::make_unique<Head>(o, cfg, *tok, *be, plan, tail, results)).get();
       })))
     return 1;
 
@@ -930,8 +989,8 @@ int run(const Options& o, MPI_Comm world) {
   const double t0 = now();
   if (head) head->start_clock();
   if (starter && N == 1) run_single(*driver, *be, plan, cfg.n_embd, st);
-  else if (starter) run_starter(ring, *driver, *be, plan, cfg.n_embd, st);
-  else run_worker(ring, *be, plan, cfg.n_embd, st);
+  else if (starter) run_starter(ring, *driver, *be, plan, cfg.n_embd, tail, st);
+  else run_worker(ring, *be, plan, cfg.n_embd, rank == N - 1 ? tail : 0, st);
   const double seconds = now() - t0;
   if (head) head->end_progress();
   st.peak_rss_bytes = peak_rss_bytes();
@@ -945,11 +1004,11 @@ int run(const Options& o, MPI_Comm world) {
                 "tokens: %s\n", evaluator->loss(), evaluator->predictions(), evaluator->windows(),
                 cfg.block_size, o.eval_file.c_str());
     std::fflush(stdout);
-    if (o.verbose) print_report(stderr, RunSummary{o.model, be->name(), cfg, split, N, plan.micro_batches, 0, seconds}, all, {});
+    if (o.verbose) print_report(stderr, RunSummary{o.model, be->name(), cfg, split, tail, N, plan.micro_batches, 0, seconds}, all, {});
     return 0;
   }
   print_samples(results, *tok);
-  const RunSummary summary{o.model, be->name(), cfg, split, N, plan.micro_batches, o.tokens, seconds};
+  const RunSummary summary{o.model, be->name(), cfg, split, tail, N, plan.micro_batches, o.tokens, seconds};
   print_report(stderr, summary, all, results);
   std::string err = attempt([&] {
     if (!o.output.empty()) write_jsonl(o.output, results);

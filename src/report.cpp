@@ -39,7 +39,7 @@ void print_report(std::FILE* out, const RunSummary& run, const std::vector<RankS
              run.model_path, c.model_type, c.n_layer, c.n_embd, c.n_head, c.vocab_size, c.block_size);
   fmt::print(out, "ranks       {} ({} backend), {} micro-batches\n", run.ranks, run.backend,
              run.micro_batches);
-  fmt::print(out, "split       {}\n", describe_split(run.split));
+  fmt::print(out, "split       {}\n", describe_split(run.split, run.head_split, run.cfg.vocab_size));
   fmt::print(out, "generated   {} samples, {} tokens in {:.3f} s\n", samples.size(), generated,
              run.gen_seconds);
   fmt::print(out, "throughput  {:.2f} tokens/s aggregate, {:.2f} tokens/s per sample (mean)\n",
@@ -48,8 +48,9 @@ void print_report(std::FILE* out, const RunSummary& run, const std::vector<RankS
   double dec_bytes = 0, dec_rows = 0;
   for (const RankStats& r : ranks) dec_bytes += r.decode_bytes, dec_rows += r.decode_rows;
   if (dec_rows > 0)
-    fmt::print(out, "decode msg  {:.1f} bytes per sample per hop ({} activations + header)\n",
-               dec_bytes / dec_rows, c.n_embd * 4);
+    fmt::print(out, "decode msg  {:.1f} bytes per sample per hop ({} activations + header{})\n",
+               dec_bytes / dec_rows, c.n_embd * 4,
+               run.head_split > 0 ? fmt::format("; the last hop also {} of logits", run.head_split * 4) : "");
   fmt::print(out, "{:>4} {:<16} {:>9} {:>4} {:>7} {:>10} {:>8} {:>8} {:>9} {:>8} {:>8} {:>11}\n", "rank",
              "host", "layers", "thr", "load_s", "weights_MB", "work_MB", "peak_MB", "compute_s",
              "comm_s", "wait_s", "B/token/hop");
@@ -95,7 +96,7 @@ void write_report_json(const std::string& path, const RunSummary& run, const std
   const Config& c = run.cfg;
   nlohmann::json j = {
       {"model", run.model_path}, {"backend", run.backend}, {"ranks", run.ranks},
-      {"micro_batches", run.micro_batches}, {"tokens_per_sample", run.tokens}, {"split", run.split},
+      {"micro_batches", run.micro_batches}, {"tokens_per_sample", run.tokens}, {"split", run.split}, {"head_split", run.head_split},
       {"config", {{"model_type", c.model_type}, {"n_layer", c.n_layer}, {"n_head", c.n_head},
                   {"n_embd", c.n_embd}, {"block_size", c.block_size}, {"vocab_size", c.vocab_size}}},
       {"seconds", run.gen_seconds}, {"generated", generated},

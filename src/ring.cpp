@@ -5,21 +5,23 @@
 
 namespace mdi {
 
-Message::Message(int max_items, int max_rows, int C, int samples, const Backend* be)
-    : size_(sizeof(MsgHeader) + sizeof(BatchItem) * size_t(max_items) + sizeof(float) * size_t(max_rows) * C),
+Message::Message(int max_items, int max_rows, int C, int samples, const Backend* be, int logit_cols)
+    : size_(sizeof(MsgHeader) + sizeof(BatchItem) * size_t(max_items) +
+            sizeof(float) * (size_t(max_rows) * C + size_t(max_items) * logit_cols)),
       data_(be ? be->host_buffer(size_) : heap_buffer(size_)),
-      max_items_(max_items), max_rows_(max_rows), C_(C), samples_(samples) {
-  header() = MsgHeader{0, 0, 0, 0};
+      max_items_(max_items), max_rows_(max_rows), C_(C), samples_(samples), logit_cols_(logit_cols) {
+  header() = MsgHeader{0, 0, 0, 0, 0};
 }
 
 void Message::validate(int received_bytes) const {
   const MsgHeader& h = header();
   const bool kind_ok = h.kind >= int32_t(MsgKind::kPrefill) && h.kind <= int32_t(MsgKind::kStop);
   const bool ok = kind_ok && h.n_items >= 0 && h.n_items <= max_items_ && h.rows >= 0 &&
-                  h.rows <= max_rows_ && size_t(received_bytes) == bytes();
+                  h.rows <= max_rows_ && (h.logit_cols == 0 || h.logit_cols == logit_cols_) &&
+                  size_t(received_bytes) == bytes();
   if (!ok)
-    abort_job(fmt::format("corrupt ring message: kind {}, {} items, {} rows, {} bytes received",
-                          h.kind, h.n_items, h.rows, received_bytes));
+    abort_job(fmt::format("corrupt ring message: kind {}, {} items, {} rows, {} logits per item, {} bytes "
+                          "received", h.kind, h.n_items, h.rows, h.logit_cols, received_bytes));
   const BatchItem* items = reinterpret_cast<const BatchItem*>(data_.get() + sizeof(MsgHeader));
   int64_t rows = 0;
   for (int i = 0; i < h.n_items; ++i) {

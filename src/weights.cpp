@@ -56,9 +56,12 @@ Config read_config(const std::string& path) {
 }
 
 Weights load_weights(const std::string& path, const Config& cfg, int layer_begin, int layer_end,
-                     bool with_head) {
+                     bool with_head, int lm_begin, int lm_end) {
   if (layer_begin < 0 || layer_end > cfg.n_layer || layer_begin > layer_end)
     user_error("layer range [{}, {}) is outside the model's {} layers", layer_begin, layer_end, cfg.n_layer);
+  if (lm_end < 0) lm_begin = 0, lm_end = with_head ? cfg.vocab_size : 0;
+  if (lm_begin < 0 || lm_end > cfg.vocab_size || lm_begin > lm_end)
+    user_error("lm_head rows [{}, {}) are outside the model's {} rows", lm_begin, lm_end, cfg.vocab_size);
   h5::Handle f = h5::open_file(path);
   const hsize_t C = cfg.n_embd, V = cfg.vocab_size, T = cfg.block_size;
 
@@ -67,6 +70,7 @@ Weights load_weights(const std::string& path, const Config& cfg, int layer_begin
     std::string name;
     std::vector<hsize_t> shape;
     const float** dst;
+    hsize_t row0 = 0, rows = 0;  // rows > 0: only rows [row0, row0 + rows) of the dataset
   };
   Weights w;
   w.layer_begin = layer_begin;
@@ -78,12 +82,22 @@ Weights load_weights(const std::string& path, const Config& cfg, int layer_begin
     if (present) items.push_back({std::move(name), std::move(shape), dst});
     else *dst = nullptr;
   };
+  w.head.lm_begin = lm_begin;
+  w.head.lm_end = lm_end;
+  const bool lm = lm_end > lm_begin || with_head;
   if (with_head) {
     add("/wte", {V, C}, &w.head.wte);
     add("/wpe", {T, C}, &w.head.wpe);
+  }
+  if (lm) {
     add("/ln_f/weight", {C}, &w.head.lnf_w);
     add("/ln_f/bias", {C}, &w.head.lnf_b, cfg.bias);
-    add("/lm_head/weight", {V, C}, &w.head.lm_head, !cfg.tied_lm_head);
+  }
+  // The lm_head's rows: rank 0 points into its wte when the head is tied; a rank without the
+  // embeddings reads its rows of whichever dataset holds them.
+  if (lm_end > lm_begin && !(with_head && cfg.tied_lm_head)) {
+    items.push_back({cfg.tied_lm_head ? "/wte" : "/lm_head/weight", {V, C}, &w.head.lm_head, hsize_t(lm_begin),
+                     hsize_t(lm_end - lm_begin)});
   }
   for (int i = layer_begin; i < layer_end; ++i) {
     LayerWeights& l = w.layers[i - layer_begin];
@@ -113,22 +127,23 @@ Weights load_weights(const std::string& path, const Config& cfg, int layer_begin
       user_error("{}: dataset {}: expected shape {}, got {}", path, it.name, h5::shape_str(it.shape),
                  h5::shape_str(dims));
   }
-  auto numel = [](const std::vector<hsize_t>& shape) {  // rounded up to 16 floats (64 bytes)
-    size_t n = 1;
-    for (hsize_t d : shape) n *= d;
+  auto numel = [](const Item& it) {  // rounded up to 16 floats (64 bytes)
+    size_t n = it.rows > 0 ? it.rows : 1;
+    for (size_t i = it.rows > 0 ? 1 : 0; i < it.shape.size(); ++i) n *= it.shape[i];
     return (n + 15) / 16 * 16;
   };
   size_t total = 0;
-  for (const Item& it : items) total += numel(it.shape);
+  for (const Item& it : items) total += numel(it);
   w.storage.resize(total);
   size_t off = 0;
   for (const Item& it : items) {
     float* dst = w.storage.data() + off;
-    h5::read_floats(f.get(), it.name, it.shape, dst, path);
+    if (it.rows > 0) h5::read_float_rows(f.get(), it.name, it.shape, it.row0, it.rows, dst, path);
+    else h5::read_floats(f.get(), it.name, it.shape, dst, path);
     *it.dst = dst;
-    off += numel(it.shape);
+    off += numel(it);
   }
-  if (with_head && cfg.tied_lm_head) w.head.lm_head = w.head.wte;
+  if (with_head && cfg.tied_lm_head) w.head.lm_head = w.head.wte + size_t(lm_begin) * C;
   return w;
 }
 

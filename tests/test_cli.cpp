@@ -23,14 +23,15 @@ TEST(Cli, Defaults) {
   EXPECT_EQ(r.options.tokens, 200);
   EXPECT_EQ(r.options.threads, 0);
   EXPECT_TRUE(r.options.layers.empty());
+  EXPECT_EQ(r.options.head_split, -1);  // auto
   EXPECT_FALSE(r.options.crop_prompts);
 }
 
 TEST(Cli, ParsesEverything) {
   mdi::ParseResult r = parse({"--model", "m.h5", "--prompt", "a", "--prompt", "b", "--samples", "5",
                               "--tokens", "7", "--temperature", "0", "--top-k", "3", "--top-p", "0.5",
-                              "--seed", "9", "--layers", "0,2,2", "--threads", "2", "--micro-batches", "2",
-                              "--output", "o.jsonl", "--timings", "t.csv", "--crop-prompts", "-vv"});
+                              "--seed", "9", "--layers", "0,2,2", "--head-split", "123", "--threads", "2",
+                              "--micro-batches", "2", "--output", "o.jsonl", "--timings", "t.csv", "--crop-prompts", "-vv"});
   ASSERT_FALSE(r.exit) << r.message;
   const mdi::Options& o = r.options;
   EXPECT_EQ(o.prompts, (std::vector<std::string>{"a", "b"}));
@@ -41,6 +42,9 @@ TEST(Cli, ParsesEverything) {
   EXPECT_EQ(o.sampling.top_p, 0.5f);
   EXPECT_EQ(o.sampling.seed, 9u);
   EXPECT_EQ(o.layers, "0,2,2");
+  EXPECT_EQ(o.head_split, 123);
+  EXPECT_EQ(parse({"--model", "m", "--head-split", "auto"}).options.head_split, -1);
+  EXPECT_EQ(parse({"--model", "m", "--head-split", "0"}).options.head_split, 0);
   EXPECT_EQ(o.threads, 2);
   EXPECT_EQ(o.micro_batches, 2);
   EXPECT_EQ(o.output, "o.jsonl");
@@ -60,6 +64,10 @@ TEST(Cli, RefusesBadValues) {
            {"--model", "m", "--top-k", "-2"},
            {"--model", "m", "--threads", "0"},
            {"--model", "m", "--micro-batches", "0"},
+           {"--model", "m", "--head-split", "-1"},
+           {"--model", "m", "--head-split", "1e3"},
+           {"--model", "m", "--head-split", "99999999999"},
+           {"--model", "m", "--head-split", ""},
            {"--model", "m", "--samples", "three"},
            {"--model", "m", "--bogus"},
            {"--model", "m", "--tokens"}}) {
@@ -100,7 +108,7 @@ TEST(Cli, HelpNamesEveryFlag) {
   ASSERT_TRUE(r.exit);
   EXPECT_EQ(r.exit_code, 0);
   for (const char* flag : {"--model", "--prompt", "--prompts-file", "--samples", "--tokens", "--temperature",
-                           "--top-k", "--top-p", "--seed", "--layers", "--threads", "--micro-batches",
+                           "--top-k", "--top-p", "--seed", "--layers", "--head-split", "--threads", "--micro-batches",
                            "--crop-prompts", "--output", "--timings", "--verbose"})
     EXPECT_NE(r.message.find(flag), std::string::npos) << flag;
 }

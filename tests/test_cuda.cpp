@@ -616,6 +616,7 @@ mdi::Weights random_model(const mdi::Config& cfg, unsigned seed) {
   w.head.lnf_w = take(C, true);
   w.head.lnf_b = take(C, false);
   w.head.lm_head = w.head.wte;
+  w.head.lm_end = cfg.vocab_size;
   return w;
 }
 
@@ -786,6 +787,46 @@ TEST(CudaModelF32, PageLockedRowsAsPageable) {
     a->forward(xa.data(), &it, 1);
     b->forward(xb, &it, 1);
     EXPECT_EQ(0, std::memcmp(xa.data(), xb, size_t(it.rows) * C * sizeof(float))) << "rows at " << it.pos;
+  }
+}
+
+// The ring's progress hook (Backend::set_progress): forward(), logits() and top() call it while
+// they wait for the GPU, at least once each, and the rows, logits and candidates stay those of
+// the same calls without it (prefill, decode through a graph, the lm_head and greedy selection).
+TEST(CudaModelF32, ProgressHookKeepsTheBits) {
+  MDI_REQUIRE_GPU();
+  const mdi::Config cfg = small_config(2, 32, 50);
+  const mdi::Weights w = random_model(cfg, 4);
+  const int C = cfg.n_embd, V = cfg.vocab_size, T = 9;
+  const mdi::BackendSpec spec{cfg.block_size, 1, 1, 1};
+  auto plain = mdi::make_cuda_backend(cfg, w, spec, 0, DType::kF32);
+  auto hooked = mdi::make_cuda_backend(cfg, w, spec, 0, DType::kF32);
+  int calls = 0;
+  hooked->set_progress([&] { ++calls; });
+  std::vector<int> toks(T);
+  for (int i = 0; i < T; ++i) toks[i] = (i * 7 + 1) % V;
+  std::vector<float> xa(size_t(T) * C), xb(xa.size()), la(V), lb(V);
+  int ia = -1, ib = -2;
+  float va = 0, vb = 1;
+  for (const mdi::BatchItem it : {mdi::BatchItem{0, 0, T - 1}, mdi::BatchItem{0, T - 1, 1}}) {
+    plain->embed(xa.data(), toks.data() + it.pos, &it, 1);
+    hooked->embed(xb.data(), toks.data() + it.pos, &it, 1);
+    plain->forward(xa.data(), &it, 1);
+    int before = calls;
+    hooked->forward(xb.data(), &it, 1);
+    EXPECT_GE(calls, before + 1) << "forward at " << it.pos;
+    EXPECT_EQ(0, std::memcmp(xa.data(), xb.data(), size_t(it.rows) * C * sizeof(float))) << "rows at " << it.pos;
+    plain->logits(la.data(), xa.data(), &it, 1);
+    before = calls;
+    hooked->logits(lb.data(), xb.data(), &it, 1);
+    EXPECT_GE(calls, before + 1);
+    EXPECT_EQ(0, std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)));
+    ASSERT_TRUE(plain->top(1, V, &ia, &va, xa.data(), &it, 1));
+    before = calls;
+    ASSERT_TRUE(hooked->top(1, V, &ib, &vb, xb.data(), &it, 1));
+    EXPECT_GE(calls, before + 1);
+    EXPECT_EQ(ia, ib);
+    EXPECT_EQ(0, std::memcmp(&va, &vb, sizeof va));
   }
 }
 

@@ -133,9 +133,9 @@ TEST_F(Invariants, BatchingAndThreadsDoNotChangeBits) {
   EXPECT_EQ(0, std::memcmp(out.data() + V, alone.data() + size_t(T - 1) * V, V * sizeof(float)));
 }
 
-// The ring's progress hook (Backend::set_progress): forward() calls it after every layer, and the
-// activations are those of a forward without it.
-TEST_F(Invariants, ForwardCallsProgressAfterEveryLayer) {
+// The ring's progress hook (Backend::set_progress): forward() calls it after each of a layer's four
+// matrix products, and the activations are those of a forward without it.
+TEST_F(Invariants, ForwardCallsProgressAfterEveryMatmul) {
   const int T = 5, C = cfg.n_embd;
   Stage plain(path, cfg, 1, 4, false, 1), hooked(path, cfg, 1, 4, false, 1);
   int calls = 0;
@@ -146,11 +146,11 @@ TEST_F(Invariants, ForwardCallsProgressAfterEveryLayer) {
   const mdi::BatchItem all{0, 0, T};
   plain.be->forward(a.data(), &all, 1);
   hooked.be->forward(b.data(), &all, 1);
-  EXPECT_EQ(calls, 3);  // layers 1, 2 and 3
+  EXPECT_EQ(calls, 4 * 3);  // layers 1, 2 and 3
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
   hooked.be->set_progress(nullptr);
   hooked.be->forward(b.data(), &all, 1);
-  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(calls, 4 * 3);
 }
 
 // Rank 0's lm_head runs in slices of the vocabulary with the progress hook after each (4 for
@@ -173,6 +173,7 @@ TEST(HeadSlices, ProgressBetweenSlicesSameBits) {
   w.head.wpe = w.storage.data() + V * C;
   w.head.lnf_w = w.head.wpe + T * C;
   w.head.lnf_b = w.head.lnf_w + C;
+  w.head.lm_end = int(V);
   auto be = mdi::make_cpu_backend(cfg, w, mdi::BackendSpec{int(T), 2, 2});
   int calls = 0;
   be->set_progress([&] { ++calls; });
@@ -186,6 +187,46 @@ TEST(HeadSlices, ProgressBetweenSlicesSameBits) {
   mdi::cpu::layernorm_forward(rows.data(), rows.data(), w.head.lnf_w, w.head.lnf_b, 2, int(C), cfg.layer_norm_eps);
   mdi::cpu::matmul_forward(want.data(), rows.data(), w.head.lm_head, nullptr, 2, int(C), int(V));
   EXPECT_EQ(0, std::memcmp(out.data(), want.data(), out.size() * sizeof(float)));
+}
+
+// The head split: a rank holding rows [a, b) of the lm_head (rank 0 the first rows, with the
+// embeddings; the last rank the rest, with ln_f and no embeddings) gives exactly those columns of
+// the whole head's logits, for a tied, an untied and an fp16 lm_head, and loads only its rows.
+TEST(HeadSplit, RowsOfTheLmHeadGiveThoseColumnsBitwise) {
+  for (const char* name : {"tiny_gpt2.h5", "tiny_nanogpt.h5", "tiny_gpt2_fp16.h5"}) {
+    const std::string path = kFixtures + "/" + name;
+    const mdi::Config cfg = mdi::read_config(path);
+    const int V = cfg.vocab_size, C = cfg.n_embd, L = cfg.n_layer, T = 9;
+    Stage whole(path, cfg, 0, L, true, 1);
+    std::vector<int> tokens(T);
+    for (int i = 0; i < T; ++i) tokens[i] = (7 * i + 3) % V;
+    std::vector<float> x(size_t(T) * C);
+    mdi::BatchItem all{0, 0, T};
+    whole.be->embed(x.data(), tokens.data(), &all, 1);
+    whole.be->forward(x.data(), &all, 1);
+    std::vector<mdi::BatchItem> rows;
+    for (int p = 0; p < T; ++p) rows.push_back({0, p, 1});
+    std::vector<float> want(size_t(T) * V);
+    whole.be->logits(want.data(), x.data(), rows.data(), T);
+    for (int t : {1, V / 3, V - 1, V}) {
+      const mdi::Weights w0 = mdi::load_weights(path, cfg, 0, 0, true, 0, V - t);
+      const mdi::Weights wl = mdi::load_weights(path, cfg, L, L, false, V - t, V);
+      EXPECT_FALSE(wl.has_head);
+      EXPECT_EQ(wl.head.wte, nullptr);
+      EXPECT_LE(wl.bytes(), (size_t(t) * C + 2 * C + 48) * sizeof(float)) << name;  // its rows and ln_f only
+      const mdi::BackendSpec spec{T, 1, 1};
+      auto b0 = mdi::make_cpu_backend(cfg, w0, spec), bl = mdi::make_cpu_backend(cfg, wl, spec);
+      std::vector<float> got0(size_t(T) * (V - t) + 1), gotl(size_t(T) * t);
+      b0->logits(got0.data(), x.data(), rows.data(), T);
+      bl->logits(gotl.data(), x.data(), rows.data(), T);
+      for (int p = 0; p < T; ++p) {
+        EXPECT_EQ(0, std::memcmp(got0.data() + size_t(p) * (V - t), want.data() + size_t(p) * V,
+                                 size_t(V - t) * sizeof(float))) << name << " t=" << t << " p=" << p;
+        EXPECT_EQ(0, std::memcmp(gotl.data() + size_t(p) * t, want.data() + size_t(p) * V + (V - t),
+                                 size_t(t) * sizeof(float))) << name << " t=" << t << " p=" << p;
+      }
+    }
+  }
 }
 
 }  // namespace

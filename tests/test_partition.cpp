@@ -1,4 +1,4 @@
-// Partition tests: the cost-balanced default split and the --layers parser.
+// Partition tests: the cost-balanced default split with its head split, and the --layers parser.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -28,19 +28,16 @@ TEST(Partition, Gpt2HeadCostsAboutFiveBlocks) {
 TEST(Partition, Gpt2SplitsAreBalancedAndValid) {
   const mdi::Config g = shape(12, 768, 50257);
   EXPECT_EQ(mdi::balanced_split(g, 1), (std::vector<int>{12}));
-  EXPECT_EQ(mdi::balanced_split(g, 2), (std::vector<int>{3, 9}));
+  EXPECT_EQ(mdi::balanced_split(g, 2), (std::vector<int>{4, 8}));  // with 6671 rows on rank 1
   EXPECT_EQ(mdi::balanced_split(g, 3), (std::vector<int>{0, 6, 6}));
+  EXPECT_EQ(mdi::balanced_split(g, 4), (std::vector<int>{0, 4, 4, 4}));
   for (int n = 1; n <= 13; ++n) {
     std::vector<int> s = mdi::balanced_split(g, n);
     ASSERT_EQ(int(s.size()), n);
     EXPECT_EQ(std::accumulate(s.begin(), s.end(), 0), 12) << n;
     for (int r = 1; r < n; ++r) EXPECT_GE(s[r], 1) << n;
-    // No single move of a layer lowers the largest cost.
-    auto worst = [&](const std::vector<int>& v) {
-      double w = mdi::head_cost(g) + v[0] * mdi::block_cost(g);
-      for (size_t r = 1; r < v.size(); ++r) w = std::max(w, v[r] * mdi::block_cost(g));
-      return w;
-    };
+    // No single move of a layer lowers the largest cost (each split with its head split).
+    auto worst = [&](const std::vector<int>& v) { return mdi::split_cost(g, v, mdi::head_split_rows(g, v)); };
     for (int a = 0; a < n; ++a)
       for (int b = 0; b < n; ++b) {
         if (a == b || s[a] == (a == 0 ? 0 : 1)) continue;
@@ -52,34 +49,33 @@ TEST(Partition, Gpt2SplitsAreBalancedAndValid) {
   EXPECT_THROW(mdi::balanced_split(g, 14), mdi::UserError);
 }
 
-// Every composition of L layers over n ranks (ranks >= 1 own >= 1): the default's largest cost is
-// the minimum, and among the splits that reach it none gives rank 0 more layers.
+// Every composition of L layers over n ranks (ranks >= 1 own >= 1), each with its head split: the
+// default's largest cost is the minimum; among the splits that reach it, none moves fewer lm_head
+// rows, and among those none gives rank 0 more layers.
 void expect_globally_optimal(const mdi::Config& c, int n) {
-  const double h = mdi::head_cost(c), b = mdi::block_cost(c);
-  auto worst = [&](const std::vector<int>& v) {
-    double w = h + v[0] * b;
-    for (size_t r = 1; r < v.size(); ++r) w = std::max(w, v[r] * b);
-    return w;
-  };
   const std::vector<int> got = mdi::balanced_split(c, n);
   double best = 1e300;
-  int best_n0 = -1;
+  int best_t = 0, best_n0 = -1;
   std::vector<int> v(n);
   std::function<void(int, int)> walk = [&](int r, int left) {
     if (r == n - 1) {
       v[r] = left;
       if (n > 1 && left < 1) return;
-      const double w = worst(v);
-      if (w < best || (w == best && v[0] > best_n0)) best = w, best_n0 = v[0];
+      const int t = mdi::head_split_rows(c, v);
+      const double w = mdi::split_cost(c, v, t);
+      if (w < best || (w == best && (t < best_t || (t == best_t && v[0] > best_n0))))
+        best = w, best_t = t, best_n0 = v[0];
       return;
     }
     for (int x = (r == 0 ? 0 : 1); x <= left; ++x) v[r] = x, walk(r + 1, left - x);
   };
   walk(0, c.n_layer);
-  EXPECT_EQ(worst(got), best) << "L=" << c.n_layer << " n=" << n;
+  const int got_t = mdi::head_split_rows(c, got);
+  EXPECT_EQ(mdi::split_cost(c, got, got_t), best) << "L=" << c.n_layer << " n=" << n;
+  EXPECT_EQ(got_t, best_t) << "L=" << c.n_layer << " n=" << n;
   EXPECT_EQ(got[0], best_n0) << "L=" << c.n_layer << " n=" << n;
-  // the rest as even as possible, the extra layers on the lowest ranks
-  for (int r = 2; r < n; ++r) EXPECT_TRUE(got[r] == got[r - 1] || got[r] == got[r - 1] - 1) << n;
+  // the ranks in between as even as possible, the extra layers on the lowest ranks
+  for (int r = 2; r < n - 1; ++r) EXPECT_TRUE(got[r] == got[r - 1] || got[r] == got[r - 1] - 1) << n;
 }
 
 TEST(Partition, DefaultIsTheBestOfAllSplits) {
@@ -89,6 +85,41 @@ TEST(Partition, DefaultIsTheBestOfAllSplits) {
     expect_globally_optimal(shape(6, 384, 65), n);      // shakespeare_char
     expect_globally_optimal(shape(7, 64, 2000), n);     // head ~ 2.6 blocks, odd L
   }
+}
+
+// GPT-2 124M's head is 5.4 blocks' worth: on 4 ranks (0;4;4;4) rank 0 alone would hold 5.4, and
+// the last rank takes the rows that level the two at 4.72; on 3 ranks (0;6;6) rank 0 is not the
+// slowest and keeps the whole head.
+TEST(Partition, HeadSplitLevelsRankZeroAndTheLastRank) {
+  const mdi::Config g = shape(12, 768, 50257);
+  const double b = mdi::block_cost(g);
+  EXPECT_EQ(mdi::head_split_rows(g, {0, 4, 4, 4}), 6671);
+  EXPECT_NEAR(mdi::split_cost(g, {0, 4, 4, 4}, 6671) / b, 4.72, 0.01);
+  EXPECT_NEAR(mdi::split_cost(g, {0, 4, 4, 4}, 0) / b, 5.45, 0.01);
+  EXPECT_EQ(mdi::head_split_rows(g, {4, 8}), 6671);
+  EXPECT_EQ(mdi::head_split_rows(g, {0, 6, 6}), 0);
+  EXPECT_EQ(mdi::head_split_rows(g, {12}), 0);
+  EXPECT_EQ(mdi::head_split_rows(shape(6, 384, 65), {0, 2, 2, 2}), 0);  // a tiny head stays whole
+  // Against every t: the fewest rows that reach the lowest cost, or 0 if that saves under 1%.
+  for (const mdi::Config& c : {shape(7, 64, 2000), shape(4, 64, 39), shape(12, 768, 50257)})
+    for (const std::vector<int>& s : std::vector<std::vector<int>>{{0, 4, 3}, {1, 1}, {0, 1, 1, 2}, {2, 1, 1}, {0, 2, 2}}) {
+      if (std::accumulate(s.begin(), s.end(), 0) > c.n_layer) continue;
+      double best = mdi::split_cost(c, s, 0);
+      int best_t = 0;
+      for (int t = 1; t <= c.vocab_size; ++t)
+        if (mdi::split_cost(c, s, t) < best) best = mdi::split_cost(c, s, t), best_t = t;
+      if (best > 0.99 * mdi::split_cost(c, s, 0)) best_t = 0;
+      EXPECT_EQ(mdi::head_split_rows(c, s), best_t) << "V=" << c.vocab_size << " s[0]=" << s[0] << " n=" << s.size();
+    }
+}
+
+TEST(Partition, ChecksTheHeadSplit) {
+  const mdi::Config g = shape(12, 768, 50257);
+  mdi::check_head_split(0, g, 1);
+  mdi::check_head_split(50257, g, 2);
+  EXPECT_THROW(mdi::check_head_split(50258, g, 2), mdi::UserError);
+  EXPECT_THROW(mdi::check_head_split(-1, g, 2), mdi::UserError);
+  EXPECT_THROW(mdi::check_head_split(1, g, 1), mdi::UserError);
 }
 
 TEST(Partition, RejectsBadRankCounts) {
@@ -138,7 +169,7 @@ TEST(Partition, LayerErrorsSayWhatIsWrong) {
   has(parse_error("4,4", 2), "--layers 4,4 sums to 8 but the model has 12 layers");
   has(parse_error("4,4,4", 2), "--layers 4,4,4 gives 3 ranks a share but the job has 2 ranks");
   has(parse_error("4,,8", 2), "'' is not a layer count");
-  has(parse_error("4,x", 2), "'x' is not a layer count (expected 2 comma-separated integers >= 0, e.g. 3,9)");
+  has(parse_error("4,x", 2), "'x' is not a layer count (expected 2 comma-separated integers >= 0, e.g. 4,8)");
   has(parse_error("-1,13", 2), "'-1' is not a layer count");
   has(parse_error("0,13", 2), "13 is more than the model's 12 layers");
   has(parse_error("99999999999999999999,1", 2), "is more than the model's 12 layers");
@@ -149,6 +180,11 @@ TEST(Partition, LayerErrorsSayWhatIsWrong) {
 TEST(Partition, DescribesTheSplit) {
   EXPECT_EQ(mdi::describe_split({0, 6, 6}), "rank 0: head only, rank 1: layers 0-5 (6), rank 2: layers 6-11 (6)");
   EXPECT_EQ(mdi::describe_split({1, 2}), "rank 0: head + layer 0 (1), rank 1: layers 1-2 (2)");
+  EXPECT_EQ(mdi::describe_split({0, 4, 4, 4}, 6671, 50257),
+            "rank 0: head (lm_head rows 0-43585) only, rank 1: layers 0-3 (4), rank 2: layers 4-7 (4), "
+            "rank 3: layers 8-11 (4) + lm_head rows 43586-50256");
+  EXPECT_EQ(mdi::describe_split({1, 2}, 1, 10), "rank 0: head (lm_head rows 0-8) + layer 0 (1), rank 1: layers 1-2 (2) + lm_head row 9");
+  EXPECT_EQ(mdi::describe_split({1, 2}, 10, 10), "rank 0: head (no lm_head rows) + layer 0 (1), rank 1: layers 1-2 (2) + lm_head rows 0-9");
 }
 
 }  // namespace

@@ -42,7 +42,9 @@ class Backend {
   virtual void forward(float* x, const BatchItem* items, int n_items) = 0;
   // Rank 0 only. x (rows, C) = wte[tokens] + wpe[positions]; tokens holds one id per row.
   virtual void embed(float* x, const int* tokens, const BatchItem* items, int n_items) = 0;
-  // Rank 0 only. out (n_items, V): ln_f + lm_head of the last row of each item.
+  // Ranks with lm_head rows (Weights::head; rank 0, and the last rank of a head split):
+  // out (n_items, lm_end - lm_begin): ln_f + the rank's rows of the lm_head on the last row of
+  // each item (the logits of ids lm_begin .. lm_end - 1).
   virtual void logits(float* out, const float* x, const BatchItem* items, int n_items) = 0;
   // Rank 0 only. For each item, what a sampler needs of its logits (Sampler::candidates()): the
   // k best of the first V logits of its last row, as mdi::select_top gives them (ids ascending,
@@ -61,9 +63,10 @@ class Backend {
   // the heap otherwise. It must not outlive the backend.
   virtual HostBuffer host_buffer(size_t bytes) const { return heap_buffer(bytes); }
 
-  // What forward() calls between layers, and logits() between slices of the vocabulary (the CPU
-  // backend; the CUDA one does not yet). The ring sets it to move the rank's pending sends on: in
-  // a rendezvous protocol (Open MPI's shared-memory transport without single-copy support, from
+  // What forward() and logits() call while they compute: the CPU backend after each matrix
+  // product of a layer and each slice of the vocabulary, the CUDA one while it waits for the GPU
+  // (at least once per call). The ring sets it to move the rank's pending sends on: in a
+  // rendezvous protocol (Open MPI's shared-memory transport without single-copy support, from
   // 4 KiB on; TCP from 64 KiB) a message reaches the next rank only while its sender is inside an
   // MPI call, and a rank that went on computing would hold it back for a whole pass.
   void set_progress(std::function<void()> f) { progress_ = std::move(f); }
@@ -72,6 +75,7 @@ class Backend {
   void progress() const {
     if (progress_) progress_();
   }
+  bool has_progress() const { return bool(progress_); }
 
  private:
   std::function<void()> progress_;

@@ -17,6 +17,7 @@ struct Options {
   int tokens = 200;                  // --tokens: new tokens per sample
   SamplingParams sampling;           // --temperature --top-k --top-p --seed
   std::string layers;                // --layers a,b,c; empty = cost-balanced split
+  int head_split = -1;               // --head-split ROWS: lm_head rows on the last rank; -1 = auto
   int threads = 0;                   // --threads; 0 = cores / ranks on this host
   std::string device = "cpu";        // --device cpu|cuda|cuda:K, or one per rank: cuda,cpu,cpu
   std::string dtype = "fp32";        // --dtype fp32|fp16|bf16 (CUDA ranks)

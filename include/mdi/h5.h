@@ -45,6 +45,10 @@ std::vector<hsize_t> dataset_shape(hid_t file, const std::string& name, const st
 // shape equals `shape` ("FILE: dataset /h/0/attn/c_attn/weight: expected (192, 64), got (64, 64)").
 void read_floats(hid_t file, const std::string& name, const std::vector<hsize_t>& shape, float* out,
                  const std::string& file_name);
+// The same for rows [row0, row0 + rows) of the dataset's first dimension only (shape is the whole
+// dataset's); out holds rows x the other dimensions.
+void read_float_rows(hid_t file, const std::string& name, const std::vector<hsize_t>& shape, hsize_t row0,
+                     hsize_t rows, float* out, const std::string& file_name);
 
 // Reads an integer or byte dataset of rank 1 whole.
 std::vector<int64_t> read_int64s(hid_t file, const std::string& name, const std::string& file_name);

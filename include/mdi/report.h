@@ -41,6 +41,7 @@ struct RunSummary {
   std::string model_path, backend;
   Config cfg;
   std::vector<int> split;
+  int head_split = 0;  // lm_head rows the last rank computes
   int ranks = 1, micro_batches = 1, tokens = 0;
   double gen_seconds = 0;
 };

@@ -1,7 +1,9 @@
 // The ring of ranks and the messages that travel on it (DESIGN.md, "Ring messages").
-// A message is one contiguous buffer: a 16-byte header, one 12-byte item per sample
-// (sample id, position, rows), then rows x C fp32 activations. A decode message for one sample is
-// therefore 28 + 4 C bytes. STOP carries no items and travels once around the ring.
+// A message is one contiguous buffer: a 20-byte header, one 12-byte item per sample
+// (sample id, position, rows), rows x C fp32 activations, then, from the last rank of a head split
+// to rank 0, logit_cols fp32 logits per item (its last row's logits of the lm_head rows the last
+// rank computes). A decode message for one sample is therefore 32 + 4 C bytes (+ 4 logit_cols).
+// STOP carries no items and travels once around the ring.
 #pragma once
 
 #include <mpi.h>
@@ -20,15 +22,16 @@ struct MsgHeader {
   int32_t micro_batch;  // which micro-batch this is
   int32_t n_items;      // samples in the message
   int32_t rows;         // total rows of activations
+  int32_t logit_cols;   // logits per item after the activations (head split; 0 otherwise)
 };
-static_assert(sizeof(MsgHeader) == 16 && sizeof(BatchItem) == 12, "wire layout");
+static_assert(sizeof(MsgHeader) == 20 && sizeof(BatchItem) == 12, "wire layout");
 
 // One preallocated message buffer of the largest size any message can have, from the heap or,
 // given a backend, from its host_buffer (page-locked for a GPU: MPI receives straight into the
-// memory the GPU copies from).
+// memory the GPU copies from). logit_cols: room for that many logits per item (head split).
 class Message {
  public:
-  Message(int max_items, int max_rows, int C, int samples, const Backend* be = nullptr);
+  Message(int max_items, int max_rows, int C, int samples, const Backend* be = nullptr, int logit_cols = 0);
   MsgHeader& header() { return *reinterpret_cast<MsgHeader*>(data_.get()); }
   const MsgHeader& header() const { return *reinterpret_cast<const MsgHeader*>(data_.get()); }
   BatchItem* items() { return reinterpret_cast<BatchItem*>(data_.get() + sizeof(MsgHeader)); }
@@ -36,13 +39,16 @@ class Message {
   float* payload() {
     return reinterpret_cast<float*>(data_.get() + sizeof(MsgHeader) + sizeof(BatchItem) * header().n_items);
   }
+  // The logit_cols logits of each item, after the activations.
+  float* logits() { return payload() + size_t(header().rows) * C_; }
   size_t bytes() const {  // bytes on the wire for the current header
     const MsgHeader& h = header();
-    return sizeof(MsgHeader) + sizeof(BatchItem) * h.n_items + sizeof(float) * size_t(h.rows) * C_;
+    return sizeof(MsgHeader) + sizeof(BatchItem) * h.n_items +
+           sizeof(float) * (size_t(h.rows) * C_ + size_t(h.n_items) * h.logit_cols);
   }
   size_t capacity() const { return size_; }
   void* raw() { return data_.get(); }
-  // Checks a received message against the buffer's limits (kind, counts, size; each item's sample
+  // Checks a received message against the buffer's limits (kind, counts, logit_cols, size; each item's sample
   // id in [0, samples), rows >= 1, pos >= 0, rows adding up to the header's) before anything
   // indexes with it; aborts the job on a corrupt message. Backends check pos + rows <= block_size.
   void validate(int received_bytes) const;
@@ -50,7 +56,7 @@ class Message {
  private:
   size_t size_;
   HostBuffer data_;  // header, items, payload; sized once (uint32-aligned)
-  int max_items_ = 0, max_rows_ = 0, C_ = 0, samples_ = 0;
+  int max_items_ = 0, max_rows_ = 0, C_ = 0, samples_ = 0, logit_cols_ = 0;
 };
 
 // The ring communicator: a 1-D periodic Cartesian topology duplicated from MPI_COMM_WORLD.

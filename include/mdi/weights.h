@@ -29,16 +29,17 @@ struct LayerWeights {
 };
 
 struct HeadWeights {
-  const float* wte;      // (V, C)
-  const float* wpe;      // (T, C)
+  const float* wte;      // (V, C); rank 0 only
+  const float* wpe;      // (T, C); rank 0 only
   const float* lnf_w;    // (C)
   const float* lnf_b;    // (C)
-  const float* lm_head;  // (V, C): wte when tied
+  const float* lm_head;  // (lm_end - lm_begin, C): rows [lm_begin, lm_end) of the lm_head (of wte when tied)
+  int lm_begin = 0, lm_end = 0;  // empty on ranks that compute no logits
 };
 
 struct Weights {
   int layer_begin = 0, layer_end = 0;  // this rank's layers [begin, end)
-  bool has_head = false;               // embeddings, ln_f, lm_head (rank 0)
+  bool has_head = false;               // embeddings, ln_f, lm_head rows (rank 0)
   std::vector<LayerWeights> layers;    // layer_end - layer_begin entries
   HeadWeights head{};
   aligned_vector<float> storage;       // the one allocation; every tensor starts 64-byte aligned
@@ -49,9 +50,11 @@ struct Weights {
 // Throws UserError naming the file and attribute.
 Config read_config(const std::string& path);
 
-// Loads layers [layer_begin, layer_end) and, if with_head, the head weights.
+// Loads layers [layer_begin, layer_end), if with_head the embeddings, and ln_f with the lm_head's
+// rows [lm_begin, lm_end) (lm_end < 0: rows [0, vocab_size) with the head, none without; the last
+// rank of a head split loads its rows without the embeddings).
 // Throws UserError on a missing dataset or a wrong shape ("expected (a, b), got (c, d)").
 Weights load_weights(const std::string& path, const Config& cfg, int layer_begin, int layer_end,
-                     bool with_head);
+                     bool with_head, int lm_begin = 0, int lm_end = -1);
 
 }  // namespace mdi

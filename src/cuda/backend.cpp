@@ -92,6 +92,10 @@ class CudaBackend final : public Backend {
     if (spec.max_rows < 1 || spec.samples < 1)
       abort_job(fmt::format("internal error: CUDA backend needs max_rows and samples >= 1 (got {}, {})",
                             spec.max_rows, spec.samples));
+    // The lm_head is rank 0's, whole (the head split is for CPU ranks: pipeline.cpp).
+    if (w.head.lm_end > w.head.lm_begin && !(w.has_head && w.head.lm_begin == 0 && w.head.lm_end == cfg.vocab_size))
+      user_error("--device cuda computes the whole lm_head on rank 0: lm_head rows [{}, {}) cannot be split "
+                 "off (--head-split 0)", w.head.lm_begin, w.head.lm_end);
 
     // The fused decode kernels need C and 4C to be multiples of 8 (16-byte rows).
     fused_ = cuda::matvec_ok(cfg_.n_embd) && cuda::matvec_ok(4 * cfg_.n_embd);
@@ -201,7 +205,7 @@ class CudaBackend final : public Backend {
       else std::memcpy(h_x_, x, bytes);
       enqueue_forward(R, host);
     }
-    MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
+    wait_stream();
     if (host != x) std::memcpy(x, h_x_, bytes);
   }
 
@@ -238,7 +242,7 @@ class CudaBackend final : public Backend {
       enqueue_head(last, items + i0, n);
       MDI_CUDA_CHECK(cudaMemcpyAsync(h_logits_, d_logits, n * V * sizeof(float),
                                      cudaMemcpyDeviceToHost, st_));
-      MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
+      wait_stream();
       std::memcpy(out + size_t(i0) * V, h_logits_, n * V * sizeof(float));
     }
   }
@@ -261,7 +265,7 @@ class CudaBackend final : public Backend {
       cuda::top_forward(d_ids, d_vals, d_logits, n, cfg_.vocab_size, V, k, st_);
       MDI_CUDA_CHECK(cudaMemcpyAsync(h_top_ids_, d_ids, m * sizeof(int), cudaMemcpyDeviceToHost, st_));
       MDI_CUDA_CHECK(cudaMemcpyAsync(h_top_vals_, d_vals, m * sizeof(float), cudaMemcpyDeviceToHost, st_));
-      MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
+      wait_stream();
       std::memcpy(ids + size_t(i0) * k, h_top_ids_, m * sizeof(int));
       std::memcpy(vals + size_t(i0) * k, h_top_vals_, m * sizeof(float));
     }
@@ -269,6 +273,21 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // Waits for the stream's work. With the ring's progress hook set, polls instead of blocking and
+  // calls the hook between polls (at least once), so that the rank's sends move on meanwhile.
+  void wait_stream() {
+    if (!has_progress()) {
+      MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
+      return;
+    }
+    for (;;) {
+      progress();
+      const cudaError_t e = cudaStreamQuery(st_);
+      if (e == cudaSuccess) return;
+      if (e != cudaErrorNotReady) MDI_CUDA_CHECK(e);
+    }
+  }
+
   size_t esize() const { return dtype_size(dt_); }
   size_t pinned_x_bytes() const { return size_t(spec_.max_rows) * cfg_.n_embd * sizeof(float); }
   size_t pinned_meta_bytes() const { return 3 * size_t(spec_.max_rows) * sizeof(int); }

@@ -125,13 +125,25 @@ def same_tokens(r, N):
     explicit = {2: "0,4", 3: "0,2,2", 4: "1,1,1,1"}[N]
     cases.append((f"--layers {explicit}", tiny + prompts + sampled + ["--tokens", "60", "--samples", str(N),
                                                                        "--layers", explicit]))
+    # The head split: the last rank computes the last rows of the lm_head (tiny_gpt2: 39 ids) and
+    # sends their logits back with the activations; one row, most, all, and none of them.
+    for rows in ("1", "30", "39", "0"):
+        cases.append((f"--head-split {rows}", tiny + prompts + sampled + past_block +
+                      ["--samples", str(N + 1), "--head-split", rows]))
+    cases.append(("--head-split 7, untied lm_head", ["--model", r.model("tiny_nanogpt.h5"), "--prompt", "First"] +
+                  sampled + ["--tokens", "40", "--samples", str(N), "--head-split", "7"]))
+    cases.append(("--head-split 7, fp16 weights", ["--model", r.model("tiny_gpt2_fp16.h5")] + prompts + greedy +
+                  ["--tokens", "50", "--samples", str(N), "--head-split", "7"]))
     cases.append(("nanogpt (bias=0, untied lm_head)",
                   ["--model", r.model("tiny_nanogpt.h5"), "--prompt", "First"] + sampled +
                   ["--tokens", "40", "--samples", str(N + 1)]))
     cases.append(("fp16 weights", ["--model", r.model("tiny_gpt2_fp16.h5")] + prompts + greedy +
                   ["--tokens", "50", "--samples", str(N)]))
     for name, flags in cases:
-        ref_flags = flags[:flags.index("--layers")] if "--layers" in flags else flags  # 1 rank owns all
+        ref_flags = list(flags)  # 1 rank owns all layers and the whole lm_head
+        for opt in ("--layers", "--head-split"):
+            if opt in ref_flags:
+                del ref_flags[ref_flags.index(opt):ref_flags.index(opt) + 2]
         ref = r.tokens(0, ref_flags)
         got = r.tokens(N, flags)
         check(ref is not None and got is not None and len(ref) > 0 and ref == got,
@@ -191,6 +203,11 @@ def bad_input(r, N):
         ("truncated model file", N, ["--model", trunc] + base, trunc),
         ("--layers does not sum", N, ["--model", good, "--layers", "1,1,1"] + base, "--layers"),
         ("--layers wrong count", N, ["--model", good, "--layers", "2,2"] + base, "--layers"),
+        ("--head-split beyond the vocabulary", N, ["--model", good, "--head-split", "40"] + base,
+         "--head-split 40: expected 0 to the model's vocab_size 39"),
+        ("--head-split with --eval", N, ["--model", good, "--head-split", "3", "--eval", good],
+         "--eval computes every row's logits on rank 0"),
+        ("--head-split not a number", N, ["--model", good, "--head-split", "-2"] + base, "--head-split"),
         ("more ranks than layers + 1", 6, ["--model", good] + base, "ranks"),
         ("--top-p out of range", N, ["--model", good, "--top-p", "2"] + base, "--top-p"),
         ("--samples 0", N, ["--model", good, "--samples", "0"] + base, "--samples"),
