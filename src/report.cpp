@@ -50,7 +50,7 @@ void print_report(std::FILE* out, const RunSummary& run, const std::vector<RankS
   if (dec_rows > 0)
     fmt::print(out, "decode msg  {:.1f} bytes per sample per hop ({} activations + header{})\n",
                dec_bytes / dec_rows, c.n_embd * 4,
-               run.head_split > 0 ? fmt::format("; the last hop also {} of logits", run.head_split * 4) : "");
+               run.head_split > 0 ? fmt::format("; the last hop also {} bytes of logits", run.head_split * 4) : "");
   fmt::print(out, "{:>4} {:<16} {:>9} {:>4} {:>7} {:>10} {:>8} {:>8} {:>9} {:>8} {:>8} {:>11}\n", "rank",
              "host", "layers", "thr", "load_s", "weights_MB", "work_MB", "peak_MB", "compute_s",
              "comm_s", "wait_s", "B/token/hop");
