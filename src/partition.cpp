@@ -55,7 +55,7 @@ int head_split_rows(const Config& c, const std::vector<int>& split) {
     const double cost = split_cost(c, split, t);
     if (cost < best || (cost == best && t < best_t)) best = cost, best_t = t;
   }
-  return best <= 0.99 * none ? best_t : 0;
+  return best <= (1 - kHeadSplitGain) * none ? best_t : 0;
 }
 
 std::vector<int> balanced_split(const Config& cfg, int n) {
@@ -68,24 +68,31 @@ std::vector<int> balanced_split(const Config& cfg, int n) {
   // Rank 0's layers n0 and the last rank's nl (fewer layers leave it room for lm_head rows); the
   // ranks in between share the rest evenly, the extra layers on the first of them. The best
   // split has the lowest cost, then the fewest rows moved, the most layers on rank 0, and the
-  // last rank's share nearest the even one (rank 0's rest / (n - 1), rounded down).
-  std::vector<int> best;
-  std::tuple<double, int, int, int> best_key;
-  for (int n0 = 0; n0 <= L - (n - 1); ++n0) {
-    for (int nl = n == 2 ? L - n0 : 1; nl <= L - n0 - (n - 2); ++nl) {
-      std::vector<int> s(n);
-      s[0] = n0;
-      s[n - 1] = nl;
-      if (n > 2) {
-        const int rest = L - n0 - nl, per = rest / (n - 2), extra = rest % (n - 2);
-        for (int r = 1; r < n - 1; ++r) s[r] = per + (r <= extra ? 1 : 0);
+  // last rank's share nearest the even one (rank 0's rest / (n - 1), rounded down). The best with
+  // a head split is taken only where it is kHeadSplitGain cheaper than the best without.
+  auto best_of = [&](bool head_split, double& best_cost) {
+    std::vector<int> best;
+    std::tuple<double, int, int, int> best_key;
+    for (int n0 = 0; n0 <= L - (n - 1); ++n0) {
+      for (int nl = n == 2 ? L - n0 : 1; nl <= L - n0 - (n - 2); ++nl) {
+        std::vector<int> s(n);
+        s[0] = n0;
+        s[n - 1] = nl;
+        if (n > 2) {
+          const int rest = L - n0 - nl, per = rest / (n - 2), extra = rest % (n - 2);
+          for (int r = 1; r < n - 1; ++r) s[r] = per + (r <= extra ? 1 : 0);
+        }
+        const int t = head_split ? head_split_rows(cfg, s) : 0;
+        const auto key = std::make_tuple(split_cost(cfg, s, t), t, -n0, std::abs(nl - (L - n0) / (n - 1)));
+        if (best.empty() || key < best_key) best_key = key, best = std::move(s);
       }
-      const int t = head_split_rows(cfg, s);
-      const auto key = std::make_tuple(split_cost(cfg, s, t), t, -n0, std::abs(nl - (L - n0) / (n - 1)));
-      if (best.empty() || key < best_key) best_key = key, best = std::move(s);
     }
-  }
-  return best;
+    best_cost = std::get<0>(best_key);
+    return best;
+  };
+  double plain_cost = 0, with_cost = 0;
+  std::vector<int> plain = best_of(false, plain_cost), with = best_of(true, with_cost);
+  return with_cost <= (1 - kHeadSplitGain) * plain_cost ? with : plain;
 }
 
 void check_head_split(int rows, const Config& cfg, int n) {
