@@ -21,29 +21,32 @@ double head_cost(const Config& c) { return double(c.vocab_size) * c.n_embd + 3.0
 
 namespace {
 // Rank 0's and the last rank's costs when the last rank computes t of the lm_head's rows (its own
-// ln_f too); all costs are integers held exactly in doubles, so equal costs compare equal.
+// ln_f too), and the largest of the ranks' in between; all costs are integers held exactly in
+// doubles, so equal costs compare equal.
 double rank0_cost(const Config& c, int layers, int t) {
-  return layers * block_cost(c) + double(c.vocab_size - t) * c.n_embd + 3.0 * c.n_embd;
+  return layers * block_cost(c) + head_cost(c) - double(t) * c.n_embd;
 }
 double last_cost(const Config& c, int layers, int t) {
   return layers * block_cost(c) + (t > 0 ? double(t) * c.n_embd + 2.0 * c.n_embd : 0.0);
+}
+double middle_cost(const Config& c, const std::vector<int>& split) {
+  double worst = 0;
+  for (size_t r = 1; r + 1 < split.size(); ++r) worst = std::max(worst, split[r] * block_cost(c));
+  return worst;
 }
 }  // namespace
 
 double split_cost(const Config& c, const std::vector<int>& split, int t) {
   const int n = int(split.size());
   if (n == 1) return rank0_cost(c, split[0], 0);
-  double worst = std::max(rank0_cost(c, split[0], t), last_cost(c, split[n - 1], t));
-  for (int r = 1; r < n - 1; ++r) worst = std::max(worst, split[r] * block_cost(c));
-  return worst;
+  return std::max({rank0_cost(c, split[0], t), last_cost(c, split[n - 1], t), middle_cost(c, split)});
 }
 
 int head_split_rows(const Config& c, const std::vector<int>& split) {
   const int n = int(split.size());
   if (n < 2) return 0;
   const double C = c.n_embd, none = split_cost(c, split, 0);
-  double others = 0;  // the ranks in between keep their cost
-  for (int r = 1; r < n - 1; ++r) others = std::max(others, split[r] * block_cost(c));
+  const double others = middle_cost(c, split);  // the ranks in between keep their cost
   // Rank 0's cost falls and the last rank's rises with t: the best t levels the two (t_eq), or
   // brings rank 0 down to the others' cost if that is higher; the fewest rows that get there.
   const double t_eq = (rank0_cost(c, split[0], 0) - last_cost(c, split[n - 1], 0) - 2.0 * C) / (2.0 * C);
