@@ -6,8 +6,10 @@
 #include "mdi/cli.h"
 #include "mdi/error.h"
 #include "mdi/pipeline.h"
+#include "mdi/ring.h"
 
 int main(int argc, char** argv) {
+  mdi::default_transport_settings();
   MPI_Init(&argc, &argv);
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   int rank = 0;

@@ -1008,7 +1008,8 @@ int run(const Options& o, MPI_Comm world) {
     return 0;
   }
   print_samples(results, *tok);
-  const RunSummary summary{o.model, be->name(), cfg, split, tail, N, plan.micro_batches, o.tokens, seconds};
+  RunSummary summary{o.model, be->name(), cfg, split, tail, N, plan.micro_batches, o.tokens, seconds};
+  summary.shm_eager_limit = shared_memory_eager_limit();
   print_report(stderr, summary, all, results);
   std::string err = attempt([&] {
     if (!o.output.empty()) write_jsonl(o.output, results);

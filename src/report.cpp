@@ -39,6 +39,9 @@ void print_report(std::FILE* out, const RunSummary& run, const std::vector<RankS
              run.model_path, c.model_type, c.n_layer, c.n_embd, c.n_head, c.vocab_size, c.block_size);
   fmt::print(out, "ranks       {} ({} backend), {} micro-batches\n", run.ranks, run.backend,
              run.micro_batches);
+  if (run.ranks > 1 && run.shm_eager_limit >= 0)
+    fmt::print(out, "eager limit {} bytes between ranks on one host (larger messages go by rendezvous)\n",
+               run.shm_eager_limit);
   fmt::print(out, "split       {}\n", describe_split(run.split, run.head_split, run.cfg.vocab_size));
   fmt::print(out, "generated   {} samples, {} tokens in {:.3f} s\n", samples.size(), generated,
              run.gen_seconds);
@@ -97,6 +100,7 @@ void write_report_json(const std::string& path, const RunSummary& run, const std
   nlohmann::json j = {
       {"model", run.model_path}, {"backend", run.backend}, {"ranks", run.ranks},
       {"micro_batches", run.micro_batches}, {"tokens_per_sample", run.tokens}, {"split", run.split}, {"head_split", run.head_split},
+      {"shm_eager_limit", run.shm_eager_limit},
       {"config", {{"model_type", c.model_type}, {"n_layer", c.n_layer}, {"n_head", c.n_head},
                   {"n_embd", c.n_embd}, {"block_size", c.block_size}, {"vocab_size", c.vocab_size}}},
       {"seconds", run.gen_seconds}, {"generated", generated},

@@ -1,9 +1,60 @@
 // Ring communicator and message buffers.
 #include "mdi/ring.h"
 
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
 #include "mdi/error.h"
 
 namespace mdi {
+
+namespace {
+#if defined(OMPI_MAJOR_VERSION) && OMPI_MAJOR_VERSION >= 5
+constexpr const char* kShmEager = "btl_sm_eager_limit";
+#else
+constexpr const char* kShmEager = "btl_vader_eager_limit";
+#endif
+}  // namespace
+
+void default_transport_settings() {
+#ifdef OMPI_MAJOR_VERSION
+  const std::string var = std::string("OMPI_MCA_") + kShmEager;
+  setenv(var.c_str(), std::to_string(kEagerLimit).c_str(), /*overwrite=*/0);
+#endif
+}
+
+long shared_memory_eager_limit() {
+  int provided = 0, n = 0;
+  if (MPI_T_init_thread(MPI_THREAD_SINGLE, &provided) != MPI_SUCCESS) return -1;
+  long value = -1;
+  if (MPI_T_cvar_get_num(&n) == MPI_SUCCESS) {
+    for (int i = 0; i < n && value < 0; ++i) {
+      char name[256];
+      int name_len = sizeof name, verbosity = 0, bind = 0, scope = 0;
+      MPI_Datatype type = MPI_DATATYPE_NULL;
+      MPI_T_enum enumtype;
+      if (MPI_T_cvar_get_info(i, name, &name_len, &verbosity, &type, &enumtype, nullptr, nullptr, &bind,
+                              &scope) != MPI_SUCCESS ||
+          std::strcmp(name, kShmEager) != 0)
+        continue;
+      MPI_T_cvar_handle handle;
+      int count = 0;
+      if (MPI_T_cvar_handle_alloc(i, nullptr, &handle, &count) != MPI_SUCCESS) break;
+      if (type == MPI_INT || type == MPI_UNSIGNED) {
+        int v = 0;
+        if (MPI_T_cvar_read(handle, &v) == MPI_SUCCESS) value = v;
+      } else if (type == MPI_UNSIGNED_LONG || type == MPI_LONG || type == MPI_UNSIGNED_LONG_LONG ||
+                 type == MPI_LONG_LONG) {
+        long long v = 0;  // 8 bytes (LP64)
+        if (MPI_T_cvar_read(handle, &v) == MPI_SUCCESS) value = long(v);
+      }
+      MPI_T_cvar_handle_free(&handle);
+    }
+  }
+  MPI_T_finalize();
+  return value;
+}
 
 Message::Message(int max_items, int max_rows, int C, int samples, const Backend* be, int logit_cols)
     : size_(sizeof(MsgHeader) + sizeof(BatchItem) * size_t(max_items) +

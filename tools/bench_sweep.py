@@ -26,7 +26,7 @@ DEFAULT_MPIRUN_FLAGS = "--oversubscribe --mca mpi_yield_when_idle 1 --bind-to no
 
 COLUMNS = [
     "run_id", "model", "n_layer", "n_embd", "vocab", "ranks", "samples", "micro_batches", "tokens",
-    "launcher", "rate", "threads", "split", "head_split",
+    "launcher", "rate", "threads", "split", "head_split", "eager_limit",
     "tokens_per_s", "per_sample_tokens_per_s", "ttft_s", "decode_step_s",
     "compute_s", "comm_s", "wait_s",
     "compute_s_total", "compute_s_max", "comm_s_total", "comm_s_max", "wait_s_total", "wait_s_max",
@@ -175,6 +175,7 @@ def metrics(report, timings):
         "micro_batches": report.get("micro_batches"),
         "split": ";".join(str(x) for x in report.get("split", [])),
         "head_split": report.get("head_split", 0),
+        "eager_limit": report.get("shm_eager_limit"),
         "threads": ";".join(str(r.get("threads", "")) for r in rs),
         "tokens_per_s": report["tokens_per_s"],
         "per_sample_tokens_per_s": statistics.mean(per_sample) if per_sample else None,

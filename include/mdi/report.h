@@ -44,6 +44,7 @@ struct RunSummary {
   int head_split = 0;  // lm_head rows the last rank computes
   int ranks = 1, micro_batches = 1, tokens = 0;
   double gen_seconds = 0;
+  long shm_eager_limit = -1;  // bytes; -1 unknown (shared_memory_eager_limit())
 };
 
 void print_report(std::FILE* out, const RunSummary& run, const std::vector<RankStats>& ranks,

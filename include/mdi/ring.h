@@ -59,6 +59,18 @@ class Message {
   int max_items_ = 0, max_rows_ = 0, C_ = 0, samples_ = 0, logit_cols_ = 0;
 };
 
+// Called before MPI_Init. Open MPI sends shared-memory messages above 4 KiB by rendezvous, which
+// moves them only while the sender is inside an MPI call; where Open MPI has no single-copy
+// transport (containers without ptrace) that held decode messages of C > 1016 and the head
+// split's logits back by up to a matrix product per hop (docs/h200). This raises the limit to
+// kEagerLimit bytes through OMPI_MCA_btl_vader_eager_limit (btl_sm_ in Open MPI 5), unless the
+// environment (or mpirun --mca) already sets it. Other MPI libraries: nothing.
+inline constexpr long kEagerLimit = 32768;
+void default_transport_settings();
+// After MPI_Init: the shared-memory transport's eager limit in bytes as Open MPI holds it (MPI_T),
+// or -1 where the library has no such variable.
+long shared_memory_eager_limit();
+
 // The ring communicator: a 1-D periodic Cartesian topology duplicated from MPI_COMM_WORLD.
 class Ring {
  public:
