@@ -20,8 +20,8 @@ packages=(build-essential cmake ninja-build pkg-config libopenmpi-dev openmpi-bi
           libeigen3-dev libcli11-dev nlohmann-json3-dev libfmt-dev libgtest-dev libgmock-dev python3
           shellcheck iproute2 procps)
 # Debian's Python with torch, h5py and numpy: the .pt / .bin conversions (tools/convert_pickle.py)
-# and their tests, the fixture and training scripts.
-[ "$what" = run ] || packages+=(python3-torch python3-h5py python3-numpy)
+# and their tests, the fixture and training scripts; matplotlib: tools/plot_bench.py and its test.
+[ "$what" = run ] || packages+=(python3-torch python3-h5py python3-numpy python3-matplotlib)
 # clang with its sanitizer and libFuzzer runtimes: the fuzz harnesses (tools/fuzz.sh).
 [ "$what" = fuzz ] && packages+=(clang libclang-rt-14-dev)
 # node + npm run the GPT-2 BPE reference test (gpt-3-encoder); many machines have them already.
@@ -87,7 +87,7 @@ case "$what" in
     # mpi_kill_rank). It builds only what those run: not the tools, convert_tests (mdi-convert;
     # fuzz_replay_safetensors covers its reader) or cli_tokenize_roundtrip's programs.
     sanitized_build mdi-llm unit_tests dtls_probe dtls_probe_lib fuzz_{bpe,char,h5,safetensors,cli}_replay
-    skip="|convert_tests_NOT_BUILT|cli_tokenize_roundtrip|mpi_same_tokens_np[0-9]|mpi_bad_input|mpi_long_run"
+    skip="|convert_tests_NOT_BUILT|cli_tokenize_roundtrip|mpi_same_tokens_np[0-9]|mpi_bad_input|mpi_long_run|mpi_bench_sweep"
     sanitized_suite
     stage "sanitized build + suite"
     ;;

@@ -7,11 +7,14 @@ bad-input:   each bad input ends every rank quickly, non-zero, with one clear er
 report:      the report, --output JSONL and --timings CSV say what the run did.
 kill-rank:   a rank killed mid-run ends the whole job quickly, with a message naming rank and host.
 long:        10,000 tokens per sample (past block_size ~300 times) with flat peak memory.
+sweep:       tools/bench_sweep.py writes one CSV row per run with the report's figures, and
+             tools/plot_bench.py draws PNGs from it (where a Python with matplotlib is found).
 cuda:        1 to N ranks sharing the GPU(s) give the tokens of 1 rank on a GPU, per dtype; mixed
              --device lists run. Exit 77 (skipped) where mdi-llm sees no CUDA device.
 Only the standard library: CI's Python has no numpy.
 """
 import argparse
+import csv
 import json
 import os
 import re
@@ -306,11 +309,11 @@ def kill_rank(r, N):
 
 def report(r, N):
     out = os.path.join(r.tmp, "r.jsonl")
-    csv = os.path.join(r.tmp, "r.csv")
+    tcsv = os.path.join(r.tmp, "r.csv")
     rep = os.path.join(r.tmp, "r.json")
     K, S = 20, N
     p, _ = run(r.cmd(N, ["--model", r.model("tiny_gpt2.h5"), "--prompt", "First", "--samples", str(S),
-                         "--tokens", str(K), "--output", out, "--timings", csv,
+                         "--tokens", str(K), "--output", out, "--timings", tcsv,
                          "--report-json", rep]))
     check(p.returncode == 0, f"run succeeds (exit {p.returncode})")
     if p.returncode != 0:
@@ -327,7 +330,7 @@ def report(r, N):
     rows = [json.loads(l) for l in open(out, encoding="utf-8")]
     check(len(rows) == S and all(len(x["tokens"]) == K for x in rows), "JSONL: one row per sample, K tokens")
     check(all({"id", "prompt", "text", "tokens", "timings"} <= set(x) for x in rows), "JSONL fields")
-    lines = open(csv).read().splitlines()
+    lines = open(tcsv).read().splitlines()
     check(lines[0] == "sample,tokens,time_s" and len(lines) == 1 + S * K, "CSV: header and S*K rows")
     times = [float(l.split(",")[2]) for l in lines[1:K + 1]]
     check(times == sorted(times), "CSV: times grow with tokens")
@@ -353,6 +356,14 @@ def report(r, N):
     check(j["ranks"] == N and len(j["rank_stats"]) == N and j["generated"] == S * K
           and sum(x["layer_end"] - x["layer_begin"] for x in j["rank_stats"]) == j["config"]["n_layer"],
           "--report-json: ranks, generated tokens, layers")
+    # mdi-llm raises Open MPI's shared-memory eager limit to 32 KiB unless the environment sets it
+    # (the value is read back through MPI_T, so this checks that Open MPI took it)
+    check(j["shm_eager_limit"] == 32768 and "eager limit 32768 bytes" in p.stderr,
+          f"the shared-memory eager limit is 32768 by default ({j['shm_eager_limit']})")
+    mine = dict(os.environ, OMPI_MCA_btl_vader_eager_limit="8192")
+    p4, _ = run(r.cmd(N, ["--model", r.model("tiny_gpt2.h5"), "--tokens", "2", "--report-json", rep]), env=mine)
+    got = json.load(open(rep))["shm_eager_limit"] if p4.returncode == 0 else None
+    check(got == 8192 and "eager limit 8192 bytes" in p4.stderr, f"the environment's eager limit wins ({got})")
     # the split is printed once at start, by rank 0 (and again in the report)
     starts = [l for l in p.stderr.splitlines() if l.startswith("mdi-llm: ") and "rank 0" in l]
     check(len(starts) == 1, "the split is printed once at start")
@@ -414,9 +425,60 @@ def same_tokens_cuda(r, N):
               f"--device {','.join(devices)} runs ({N} samples of 60 tokens)")
 
 
+def sweep(r, N):
+    """tools/bench_sweep.py over 1..N ranks (samples = ranks, 2 repeats) and tools/plot_bench.py."""
+    tools = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools")
+    out = os.path.join(r.tmp, "sweep", "bench.csv")
+    K = 12
+    cmd = [sys.executable, os.path.join(tools, "bench_sweep.py"), "--bin", r.exe,
+           "--model", r.model("tiny_gpt2.h5"), "--ranks", ",".join(str(n) for n in range(1, N + 1)),
+           "--prompt", "First", "--tokens", str(K), "--repeat", "2", "--threads", "1", "--out", out,
+           "--mpirun", r.mpiexec[0], "--mpirun-flags", shlex.join(r.mpiexec[1:])]
+    p, _ = run(cmd)
+    check(p.returncode == 0, f"bench_sweep.py succeeds (exit {p.returncode})")
+    if p.returncode != 0:
+        print(p.stdout[-2000:], p.stderr[-2000:], sep="\n")
+        return
+    rows = list(csv.DictReader(open(out, newline="")))
+    check([int(x["ranks"]) for x in rows] == list(range(1, N + 1))
+          and all(int(x["samples"]) == int(x["ranks"]) for x in rows), "one row per rank count, samples = ranks")
+    check(all(x["status"] == "ok" and int(x["generated"]) == K * int(x["samples"]) for x in rows),
+          "every run ok and generated samples x tokens")
+    check(all(float(x["tokens_per_s"]) > 0 and len(x["tokens_per_s_runs"].split(";")) == 2 for x in rows),
+          "tokens/s of both repeats, the best in the row")
+    check(all(len(x["compute_s"].split(";")) == int(x["ranks"]) and len(x["wait_s"].split(";")) == int(x["ranks"])
+              for x in rows), "per-rank compute and wait seconds")
+    check(float(rows[0]["pipeline_efficiency"]) == 1.0 and all(float(x["pipeline_efficiency"]) > 0 for x in rows),
+          "pipeline efficiency against the sweep's own 1-rank run")
+    check(all(x["eager_limit"] == "32768" for x in rows[1:]), "the report's eager limit reaches the CSV")
+    C = 64
+    check(all(4 * C < float(x["bytes_per_token_per_hop"]) <= 4 * C + 64 for x in rows[1:]),
+          "bytes per token per hop: one row of activations and the header")
+    reps = [json.load(open(os.path.join(os.path.dirname(out), x["report_json"]))) for x in rows]
+    check(all(abs(j["tokens_per_s"] / float(x["tokens_per_s"]) - 1) < 1e-3 and j["ranks"] == int(x["ranks"])
+              for j, x in zip(reps, rows)), "each row names its run's report, and holds its figures")
+    # a second sweep appends to the same CSV without a second header
+    p2, _ = run(cmd[:cmd.index("--ranks") + 1] + ["1"] + cmd[cmd.index("--ranks") + 2:])
+    lines = open(out).read().splitlines()
+    check(p2.returncode == 0 and len(lines) == N + 2 and lines.count(lines[0]) == 1, "a second sweep appends rows")
+    plot_py = next((py for py in (sys.executable, "/usr/bin/python3")
+                    if os.path.exists(py) and subprocess.run([py, "-c", "import matplotlib"],
+                                                             capture_output=True).returncode == 0), None)
+    if plot_py is None:
+        print("SKIP plot_bench.py: no Python with matplotlib here (Debian: python3-matplotlib)")
+        return
+    pdir = os.path.join(r.tmp, "plots")
+    p3, _ = run([plot_py, os.path.join(tools, "plot_bench.py"), out, "--outdir", pdir, "--combined"])
+    check(p3.returncode == 0, f"plot_bench.py succeeds (exit {p3.returncode})" + ("" if p3.returncode == 0 else p3.stderr[-1500:]))
+    pngs = sorted(os.listdir(pdir)) if os.path.isdir(pdir) else []
+    ok = len(pngs) >= 4 and all(open(os.path.join(pdir, f), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+                                and os.path.getsize(os.path.join(pdir, f)) > 5000 for f in pngs)
+    check(ok, f"plot_bench.py writes the PNGs ({', '.join(pngs)})")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["same-tokens", "bad-input", "report", "kill-rank", "cuda", "long"])
+    ap.add_argument("what", choices=["same-tokens", "bad-input", "report", "kill-rank", "cuda", "long", "sweep"])
     ap.add_argument("--ranks", type=int, required=True)
     ap.add_argument("--exe", required=True)
     ap.add_argument("--fixtures", required=True)
@@ -424,7 +486,7 @@ def main():
     args = ap.parse_args()
     r = Runner(args)
     {"same-tokens": same_tokens, "bad-input": bad_input, "report": report,
-     "kill-rank": kill_rank, "cuda": same_tokens_cuda, "long": long_run}[args.what](r, args.ranks)
+     "kill-rank": kill_rank, "cuda": same_tokens_cuda, "long": long_run, "sweep": sweep}[args.what](r, args.ranks)
     print(f"{args.what}: {len(FAILS)} failed")
     if FAILS:
         print(f"{args.what}: the runs' files are kept in {r.tmp}")
