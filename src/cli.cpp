@@ -8,6 +8,7 @@
 
 #include "mdi/error.h"
 #include "mdi/file.h"
+#include "mdi/ring.h"
 
 namespace mdi {
 
@@ -119,6 +120,9 @@ ParseResult parse_cli(int argc, const char* const* argv) {
       mode->excludes(run);
   tk->excludes(dtk);
   app.add_flag("-v,--verbose", o.verbose, "More detail in the report (repeatable)");
+  app.footer("Open MPI: ranks on one host send messages of up to " + std::to_string(kEagerLimit) +
+             " bytes eagerly; mdi-llm sets\nbtl_vader_eager_limit (btl_sm_eager_limit in Open MPI 5) "
+             "to that unless the environment or\n`mpirun --mca` sets it (the report shows the limit in force).");
   try {
     app.parse(argc, argv);
     o.head_split = head_split == "auto" ? -1 : std::stoi(head_split);

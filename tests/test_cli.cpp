@@ -111,6 +111,7 @@ TEST(Cli, HelpNamesEveryFlag) {
                            "--top-k", "--top-p", "--seed", "--layers", "--head-split", "--threads", "--micro-batches",
                            "--crop-prompts", "--output", "--timings", "--verbose"})
     EXPECT_NE(r.message.find(flag), std::string::npos) << flag;
+  EXPECT_NE(r.message.find("btl_vader_eager_limit"), std::string::npos);  // the transport default
 }
 
 TEST(Cli, PromptsFromFileLinesAndJsonl) {
