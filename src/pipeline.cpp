@@ -999,17 +999,17 @@ int run(const Options& o, MPI_Comm world) {
   MDI_MPI_CHECK(MPI_Gather(&st, sizeof st, MPI_BYTE, all.data(), sizeof st, MPI_BYTE, 0, ring.comm()));
   if (!starter) return 0;
 
+  RunSummary summary{o.model, be->name(), cfg, split, tail, N, plan.micro_batches, eval ? 0 : o.tokens, seconds};
+  summary.shm_eager_limit = shared_memory_eager_limit();
   if (eval) {
     std::printf("eval loss %.6f (mean cross-entropy, nats) over %zu predictions in %d windows of up to %d "
                 "tokens: %s\n", evaluator->loss(), evaluator->predictions(), evaluator->windows(),
                 cfg.block_size, o.eval_file.c_str());
     std::fflush(stdout);
-    if (o.verbose) print_report(stderr, RunSummary{o.model, be->name(), cfg, split, tail, N, plan.micro_batches, 0, seconds}, all, {});
+    if (o.verbose) print_report(stderr, summary, all, {});
     return 0;
   }
   print_samples(results, *tok);
-  RunSummary summary{o.model, be->name(), cfg, split, tail, N, plan.micro_batches, o.tokens, seconds};
-  summary.shm_eager_limit = shared_memory_eager_limit();
   print_report(stderr, summary, all, results);
   std::string err = attempt([&] {
     if (!o.output.empty()) write_jsonl(o.output, results);
