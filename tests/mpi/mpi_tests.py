@@ -430,11 +430,14 @@ def sweep(r, N):
     tools = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools")
     out = os.path.join(r.tmp, "sweep", "bench.csv")
     K = 12
-    cmd = [sys.executable, os.path.join(tools, "bench_sweep.py"), "--bin", r.exe,
-           "--model", r.model("tiny_gpt2.h5"), "--ranks", ",".join(str(n) for n in range(1, N + 1)),
-           "--prompt", "First", "--tokens", str(K), "--repeat", "2", "--threads", "1", "--out", out,
-           "--mpirun", r.mpiexec[0], "--mpirun-flags", shlex.join(r.mpiexec[1:])]
-    p, _ = run(cmd)
+
+    def bench(ranks):
+        return run([sys.executable, os.path.join(tools, "bench_sweep.py"), "--bin", r.exe,
+                    "--model", r.model("tiny_gpt2.h5"), "--ranks", ranks, "--prompt", "First",
+                    "--tokens", str(K), "--repeat", "2", "--threads", "1", "--out", out,
+                    "--mpirun", r.mpiexec[0], "--mpirun-flags", shlex.join(r.mpiexec[1:])])[0]
+
+    p = bench(",".join(str(n) for n in range(1, N + 1)))
     check(p.returncode == 0, f"bench_sweep.py succeeds (exit {p.returncode})")
     if p.returncode != 0:
         print(p.stdout[-2000:], p.stderr[-2000:], sep="\n")
@@ -458,7 +461,7 @@ def sweep(r, N):
     check(all(abs(j["tokens_per_s"] / float(x["tokens_per_s"]) - 1) < 1e-3 and j["ranks"] == int(x["ranks"])
               for j, x in zip(reps, rows)), "each row names its run's report, and holds its figures")
     # a second sweep appends to the same CSV without a second header
-    p2, _ = run(cmd[:cmd.index("--ranks") + 1] + ["1"] + cmd[cmd.index("--ranks") + 2:])
+    p2 = bench("1")
     lines = open(out).read().splitlines()
     check(p2.returncode == 0 and len(lines) == N + 2 and lines.count(lines[0]) == 1, "a second sweep appends rows")
     plot_py = next((py for py in (sys.executable, "/usr/bin/python3")
