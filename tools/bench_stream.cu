@@ -10,9 +10,13 @@
 // needs every block's outputs. `cross 1` lets the copies run ahead into the next pass while a block
 // waits at the barrier; `cross 0` stops them at the pass's end. Prints each variant's step time
 // against the bound (weight bytes / device-to-device copy bandwidth). Figures: docs/h200/.
+// ws_kernel, run first, is the warp-specialized form of the same stream (a producer warp, consumer
+// warps owning whole rows, slots released through mbarriers; optionally an L2 prefetch some chunks
+// ahead of the copies), each ring timed with skip 3, 2, 1 and 0.
 //   cmake --build build --target bench_stream && build/bench_stream [layers] [skip]
 //   skip (timing only, wrong results): 1 leaves the multiplications out, 2 the grid barriers
-// Built for sm_90 only (bulk copies); -DSLOT_KB=.. -DRING=.. change the ring.
+//   WS_ONLY=1: only the warp-specialized runs; WS_SKIP=k: only their skip k
+// Built for sm_90 only (bulk copies); -DSLOT_KB=.. -DRING=.. change the first kernel's ring.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -200,6 +204,171 @@ __global__ void __launch_bounds__(kThreads, 1)
   cp_wait<0>();
 }
 
+
+// The warp-specialized variant: one producer warp (its first lane) streams every pass's chunks
+// through the ring with bulk copies and never waits for the grid; a slot is refilled once every
+// consumer warp has released it (the slot's `empty` mbarrier), not at a block-wide barrier. WC
+// consumer warps own whole rows (row i of the block's share: warp i % WC), so a warp that has no
+// row in a chunk releases it once it has landed and moves on; the grid barriers and the input row's staging
+// are among the consumers only (named barrier 1). A row's sum is the warp's own (no cross-warp
+// reduction), so rows are written without a block barrier.
+__device__ __forceinline__ void mbar_init_n(unsigned long long* bar, unsigned n) {
+  asm volatile("mbarrier.init.shared.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(n) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(unsigned long long* bar) {
+  asm volatile("mbarrier.arrive.shared.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
+}
+template <int WC>
+__device__ __forceinline__ void consumers_sync() {
+  asm volatile("bar.sync 1, %0;" ::"n"(WC * 32) : "memory");
+}
+
+template <int SLOT, int R, int WC, int P>
+__global__ void __launch_bounds__((WC + 1) * 32, 1)
+    ws_kernel(const Pass* passes, int n_passes, unsigned* bar, int skip) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* ring = smem;                                    // R * SLOT
+  float* xs = reinterpret_cast<float*>(smem + R * SLOT);         // kMaxIC
+  Share* share = reinterpret_cast<Share*>(xs + kMaxIC);          // kMaxPasses
+  auto* full = reinterpret_cast<unsigned long long*>(share + kMaxPasses);  // R
+  auto* empty = full + R;                                                  // R
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  for (int i = tid; i < n_passes; i += blockDim.x) {
+    const Pass& p = passes[i];
+    const int r0 = int((long)p.OC * blockIdx.x / gridDim.x);
+    const int r1 = int((long)p.OC * (blockIdx.x + 1) / gridDim.x);
+    const int rc = SLOT / (p.IC * 2);
+    share[i] = Share{r0, r1 - r0, rc, (r1 - r0 + rc - 1) / rc};
+  }
+  if (tid < R) mbar_init_n(full + tid, 1), mbar_init_n(empty + tid, WC);
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  __syncthreads();
+
+  if (warp == WC) {  // the producer
+    if (lane != 0) return;
+    long i = 0;
+    // A second cursor P chunks ahead of the copies asks L2 for its chunk (the ring alone holds
+    // too few bytes in flight once the consumers hold some of its slots).
+    int fs = 0, fc = 0;
+    auto prefetch_next = [&]() {
+      while (fs < n_passes && fc >= share[fs].nch) fs++, fc = 0;
+      if (fs >= n_passes) return;
+      const Share sh = share[fs];
+      const int IC = passes[fs].IC, ra = sh.r0 + fc * sh.rc, rows = min(sh.rc, sh.r0 + sh.rows - ra);
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(passes[fs].w + (size_t)ra * IC),
+                   "r"(unsigned(rows * IC * 2))
+                   : "memory");
+      fc++;
+    };
+    for (int k = 0; k < P; ++k) prefetch_next();
+    for (int s = 0; s < n_passes; ++s) {
+      const Share sh = share[s];
+      const int IC = passes[s].IC;
+      for (int c = 0; c < sh.nch; ++c, ++i) {
+        if (P > 0) prefetch_next();
+        const int slot = int(i % R);
+        if (i >= R) {
+          mbar_wait(empty + slot, unsigned((i / R - 1) & 1));
+          // The consumers' reads of the slot (generic proxy), ordered before this wait by their
+          // arrivals, before the bulk copy's writes (async proxy).
+          asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        }
+        const int ra = sh.r0 + c * sh.rc, rows = min(sh.rc, sh.r0 + sh.rows - ra);
+        bulk_copy(ring + size_t(slot) * SLOT, passes[s].w + (size_t)ra * IC, unsigned(rows * IC * 2), full + slot);
+      }
+    }
+    for (long j = i - R < 0 ? 0 : i - R; j < i; ++j)  // stays until its copies are consumed
+      mbar_wait(empty + int(j % R), unsigned((j / R) & 1));
+    return;
+  }
+  long i = 0;
+  unsigned barriers = 0;
+  for (int s = 0; s < n_passes; ++s) {
+    const Pass p = passes[s];
+    const Share sh = share[s];
+    if (s > 0 && !(skip & 2)) {  // every block's outputs of pass s - 1 are written
+      consumers_sync<WC>();
+      if (tid == 0) {
+        asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar) : "memory");
+        const unsigned want = ++barriers * gridDim.x;
+        unsigned seen = 0;
+        do {
+          asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(bar) : "memory");
+        } while (seen < want);
+      }
+      consumers_sync<WC>();
+    }
+    for (int k = tid; k < p.IC / 4; k += WC * 32)
+      reinterpret_cast<float4*>(xs)[k] = reinterpret_cast<const float4*>(p.x)[k];
+    consumers_sync<WC>();
+    const int n16 = p.IC / 8;
+    for (int c = 0; c < sh.nch; ++c, ++i) {
+      const int slot = int(i % R), ra = sh.r0 + c * sh.rc, rows = min(sh.rc, sh.r0 + sh.rows - ra);
+      // This warp's rows of the chunk: share rows c * rc + r with (c * rc + r) % WC == warp.
+      // Every warp waits for the chunk, rows or not: an arrival on `empty` for the slot's next use
+      // before this use's phase completes would be counted in this one.
+      int r = (warp - (c * sh.rc) % WC + WC) % WC;
+      mbar_wait(full + slot, unsigned((i / R) & 1));
+      if (r < rows) {
+        for (; r < rows; r += WC) {
+          const uint4* w = reinterpret_cast<const uint4*>(ring + size_t(slot) * SLOT) + size_t(r) * n16;
+          float acc = 0.0f, acc2 = 0.0f;  // two chains of FMAs
+          if (!(skip & 1)) {
+#pragma unroll 4
+            for (int u = lane; u < n16; u += 32) {
+              const uint4 q = w[u];
+              const __half2* h = reinterpret_cast<const __half2*>(&q);
+              const float4 xa = *reinterpret_cast<const float4*>(xs + u * 8);
+              const float4 xb = *reinterpret_cast<const float4*>(xs + u * 8 + 4);
+              const float2 w0 = __half22float2(h[0]), w1 = __half22float2(h[1]);
+              const float2 w2 = __half22float2(h[2]), w3 = __half22float2(h[3]);
+              acc = fmaf(w0.x, xa.x, acc), acc2 = fmaf(w0.y, xa.y, acc2), acc = fmaf(w1.x, xa.z, acc);
+              acc2 = fmaf(w1.y, xa.w, acc2), acc = fmaf(w2.x, xb.x, acc), acc2 = fmaf(w2.y, xb.y, acc2);
+              acc = fmaf(w3.x, xb.z, acc), acc2 = fmaf(w3.y, xb.w, acc2);
+            }
+          }
+          acc += acc2;
+          for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+          if (lane == 0) p.y[ra + r] = acc;
+        }
+        __syncwarp();
+      }
+      if (lane == 0) mbar_arrive(empty + slot);
+    }
+    // (The grid barrier's consumer barriers keep the next pass from staging its row into xs
+    // while a warp still reads this one; without them, skip 2, the results are timing only.)
+  }
+}
+
+// The best of `reps` timings of launch(), the barrier counter zeroed before each.
+template <typename F>
+float best_ms(int reps, unsigned* bar, cudaEvent_t e0, cudaEvent_t e1, F&& launch) {
+  float best = 1e9f;
+  for (int r = 0; r < reps; ++r) {
+    CK(cudaMemset(bar, 0, sizeof(unsigned)));
+    CK(cudaEventRecord(e0));
+    launch();
+    CK(cudaEventRecord(e1));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    best = std::min(best, ms);
+  }
+  CK(cudaGetLastError());
+  return best;
+}
+
+template <int SLOT_KB_, int R, int WC, int P>
+float run_ws(Pass* dp, int n_passes, unsigned* bar, int skip, int sms, int reps, cudaEvent_t e0, cudaEvent_t e1) {
+  constexpr int SLOT = SLOT_KB_ * 1024;
+  const size_t shm = size_t(R) * SLOT + sizeof(float) * kMaxIC + sizeof(Share) * kMaxPasses + 16 * R;
+  CK(cudaFuncSetAttribute(ws_kernel<SLOT, R, WC, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shm)));
+  void* args[] = {&dp, &n_passes, &bar, &skip};
+  return best_ms(reps, bar, e0, e1, [&] {
+    CK(cudaLaunchCooperativeKernel((void*)ws_kernel<SLOT, R, WC, P>, dim3(sms), dim3((WC + 1) * 32), args, shm));
+  });
+}
+
 __global__ void fill_half(__half* w, size_t n, unsigned seed) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     unsigned h = unsigned(i) * 2654435761u ^ seed;
@@ -271,20 +440,30 @@ int main(int argc, char** argv) {
   if (int(hp.size()) > kMaxPasses) return std::fprintf(stderr, "at most %d passes\n", kMaxPasses), 1;
   CK(cudaFuncSetAttribute(stream_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shm)));
   int n_passes = int(hp.size());
-  for (auto [cross, tma] : {std::pair{0, 0}, std::pair{1, 0}, std::pair{0, 1}, std::pair{1, 1}}) {
-    float best = 1e9f;
-    for (int r = 0; r < reps; ++r) {
-      CK(cudaMemset(bar, 0, sizeof(unsigned)));
-      void* args[] = {&dp, &n_passes, &bar, &cross, &tma, &skip};
-      CK(cudaEventRecord(e0));
-      CK(cudaLaunchCooperativeKernel((void*)stream_kernel, dim3(sms), dim3(kThreads), args, shm));
-      CK(cudaEventRecord(e1));
-      CK(cudaEventSynchronize(e1));
-      float ms;
-      CK(cudaEventElapsedTime(&ms, e0, e1));
-      best = std::min(best, ms);
+  // The warp-specialized variant (ws_kernel): ring slots x KB, consumer warps; each with every skip.
+  auto ws = [&](const char* what, auto f) {
+    for (int sk : {3, 2, 1, 0}) {
+      if (const char* only = std::getenv("WS_SKIP"); only && std::atoi(only) != sk) continue;
+      const float ms = f(sk);
+      std::vector<float> y(C);
+      CK(cudaMemcpy(y.data(), hp.back().y, sizeof(float) * C, cudaMemcpyDeviceToHost));
+      std::printf("warp-specialized %s, skip %d (%s): %.3f ms (%.2fx the bound); y[0] %g\n", what, sk,
+                  sk == 3 ? "stream only" : sk == 2 ? "no barriers" : sk == 1 ? "no multiply" : "whole step", ms,
+                  ms / bound_ms, y[0]);
     }
-    CK(cudaGetLastError());
+  };
+  ws("4 x 48 KB, 16 consumer warps", [&](int sk) { return run_ws<48, 4, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("6 x 32 KB, 16 consumer warps", [&](int sk) { return run_ws<32, 6, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("12 x 16 KB, 16 consumer warps", [&](int sk) { return run_ws<16, 12, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("6 x 32 KB, 8 consumer warps", [&](int sk) { return run_ws<32, 6, 8, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("4 x 48 KB, 16 consumer warps, L2 prefetch 2 chunks ahead", [&](int sk) { return run_ws<48, 4, 16, 2>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("4 x 48 KB, 16 consumer warps, L2 prefetch 4 chunks ahead", [&](int sk) { return run_ws<48, 4, 16, 4>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  if (std::getenv("WS_ONLY")) return 0;
+  for (auto [cross, tma] : {std::pair{0, 0}, std::pair{1, 0}, std::pair{0, 1}, std::pair{1, 1}}) {
+    void* args[] = {&dp, &n_passes, &bar, &cross, &tma, &skip};
+    const float best = best_ms(reps, bar, e0, e1, [&] {
+      CK(cudaLaunchCooperativeKernel((void*)stream_kernel, dim3(sms), dim3(kThreads), args, shm));
+    });
     std::vector<float> y(C);
     CK(cudaMemcpy(y.data(), hp.back().y, sizeof(float) * C, cudaMemcpyDeviceToHost));
     std::printf("skip %d, %s, cross %d: %d layers, %d passes, %d blocks: %.3f ms (%.2fx the bound, %.0f GB/s); y[0] %g\n",
