@@ -63,6 +63,14 @@ struct Share {
   int r0, rows, rc, nch;
 };
 
+// The calling block's share of pass p with chunks of at most `slot` bytes.
+__device__ __forceinline__ Share share_of(const Pass& p, int slot) {
+  const int r0 = int((long)p.OC * blockIdx.x / gridDim.x);
+  const int r1 = int((long)p.OC * (blockIdx.x + 1) / gridDim.x);
+  const int rc = slot / (p.IC * 2);
+  return Share{r0, r1 - r0, rc, (r1 - r0 + rc - 1) / rc};
+}
+
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
@@ -75,8 +83,8 @@ __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0
 __device__ __forceinline__ unsigned smem_u32(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
-__device__ __forceinline__ void mbar_init(unsigned long long* bar) {
-  asm volatile("mbarrier.init.shared.b64 [%0], 1;" ::"r"(smem_u32(bar)) : "memory");
+__device__ __forceinline__ void mbar_init(unsigned long long* bar, unsigned arrivals = 1) {
+  asm volatile("mbarrier.init.shared.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(arrivals) : "memory");
 }
 __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, unsigned long long* bar) {
   asm volatile("mbarrier.arrive.expect_tx.shared.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
@@ -106,13 +114,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto* full = reinterpret_cast<unsigned long long*>(share + kMaxPasses);  // kRing mbarriers
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
-  for (int i = tid; i < n_passes; i += kThreads) {
-    const Pass& p = passes[i];
-    const int r0 = int((long)p.OC * blockIdx.x / gridDim.x);
-    const int r1 = int((long)p.OC * (blockIdx.x + 1) / gridDim.x);
-    const int rc = kSlot / (p.IC * 2);
-    share[i] = Share{r0, r1 - r0, rc, (r1 - r0 + rc - 1) / rc};
-  }
+  for (int i = tid; i < n_passes; i += kThreads) share[i] = share_of(passes[i], kSlot);
   if (tid < kRing) mbar_init(full + tid);
   asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   __syncthreads();
@@ -212,9 +214,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 // row in a chunk releases it once it has landed and moves on; the grid barriers and the input row's staging
 // are among the consumers only (named barrier 1). A row's sum is the warp's own (no cross-warp
 // reduction), so rows are written without a block barrier.
-__device__ __forceinline__ void mbar_init_n(unsigned long long* bar, unsigned n) {
-  asm volatile("mbarrier.init.shared.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(n) : "memory");
-}
 __device__ __forceinline__ void mbar_arrive(unsigned long long* bar) {
   asm volatile("mbarrier.arrive.shared.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
 }
@@ -233,14 +232,8 @@ __global__ void __launch_bounds__((WC + 1) * 32, 1)
   auto* full = reinterpret_cast<unsigned long long*>(share + kMaxPasses);  // R
   auto* empty = full + R;                                                  // R
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  for (int i = tid; i < n_passes; i += blockDim.x) {
-    const Pass& p = passes[i];
-    const int r0 = int((long)p.OC * blockIdx.x / gridDim.x);
-    const int r1 = int((long)p.OC * (blockIdx.x + 1) / gridDim.x);
-    const int rc = SLOT / (p.IC * 2);
-    share[i] = Share{r0, r1 - r0, rc, (r1 - r0 + rc - 1) / rc};
-  }
-  if (tid < R) mbar_init_n(full + tid, 1), mbar_init_n(empty + tid, WC);
+  for (int i = tid; i < n_passes; i += blockDim.x) share[i] = share_of(passes[i], SLOT);
+  if (tid < R) mbar_init(full + tid), mbar_init(empty + tid, WC);
   asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   __syncthreads();
 
@@ -288,14 +281,7 @@ __global__ void __launch_bounds__((WC + 1) * 32, 1)
     const Share sh = share[s];
     if (s > 0 && !(skip & 2)) {  // every block's outputs of pass s - 1 are written
       consumers_sync<WC>();
-      if (tid == 0) {
-        asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar) : "memory");
-        const unsigned want = ++barriers * gridDim.x;
-        unsigned seen = 0;
-        do {
-          asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(bar) : "memory");
-        } while (seen < want);
-      }
+      if (tid == 0) grid_arrive_and_wait(bar, ++barriers);
       consumers_sync<WC>();
     }
     for (int k = tid; k < p.IC / 4; k += WC * 32)
