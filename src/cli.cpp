@@ -1,23 +1,17 @@
 // The CLI11 parser of mdi-llm and the prompt sources (--prompt, --prompts-file).
 #include "mdi/cli.h"
 
-#include <CLI/CLI.hpp>
-#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "mdi/cli_checks.h"
 #include "mdi/error.h"
 #include "mdi/file.h"
 #include "mdi/ring.h"
 
 namespace mdi {
 
-namespace {
-// Integer ranges with readable messages ("Value 0 not in range 1 to 2147483647"; CLI11's
-// PositiveNumber prints its bound as a 300-digit double).
-const CLI::Range kPositive(1, std::numeric_limits<int>::max());
-const CLI::Range kNonNegative(0, std::numeric_limits<int>::max());
-}  // namespace
+using cli::kDecimal, cli::kNonNegative, cli::kPositive, cli::not_decimal;
 
 ParseResult parse_cli(int argc, const char* const* argv) {
   ParseResult r;
@@ -39,10 +33,10 @@ ParseResult parse_cli(int argc, const char* const* argv) {
       app.add_option(
              "--samples", o.samples,
              "Number of samples; sample i continues prompt i mod P (default: max(ranks, prompts))")
-          ->check(kPositive);
+          ->transform(kPositive);
   auto* tokens = app.add_option("--tokens", o.tokens, "New tokens per sample")
                      ->capture_default_str()
-                     ->check(kPositive);
+                     ->transform(kPositive);
   auto* temperature =
       app.add_option("--temperature", o.sampling.temperature, "Sampling temperature; 0 = greedy")
           ->capture_default_str()
@@ -50,14 +44,15 @@ ParseResult parse_cli(int argc, const char* const* argv) {
   auto* top_k =
       app.add_option("--top-k", o.sampling.top_k, "Keep only the k most likely tokens; 0 = off")
           ->capture_default_str()
-          ->check(kNonNegative);
+          ->transform(kNonNegative);
   auto* top_p =
       app.add_option("--top-p", o.sampling.top_p, "Nucleus sampling mass in (0, 1]; 1 = off")
           ->capture_default_str()
           ->check(CLI::Range(1e-9, 1.0));
   auto* seed = app.add_option("--seed", o.sampling.seed,
                               "Random seed; each sample draws from its own stream")
-                   ->capture_default_str();
+                   ->capture_default_str()
+                   ->transform(kDecimal);
   auto* layers = app.add_option("--layers", o.layers,
                                 "Layers per rank, e.g. 0,6,6 (sum = n_layer; rank 0 may own 0). "
                                 "Default: cost-balanced split");
@@ -71,14 +66,14 @@ ParseResult parse_cli(int argc, const char* const* argv) {
           ->check(CLI::Validator(
               [](std::string& v) -> std::string {
                 if (v == "auto") return "";
-                if (v.empty() || v.size() > 9 || v.find_first_not_of("0123456789") != std::string::npos)
+                if (!not_decimal(v).empty() || v.size() > 9)
                   return "expected auto or a number of rows >= 0, got '" + v + "'";
                 return "";
               },
               "auto|ROWS"));
   app.add_option("--threads", o.threads,
                  "CPU threads per rank (default: cores / ranks on this host)")
-      ->check(CLI::Range(1, 1024));
+      ->transform(cli::decimal_range(1, 1024));
   app.add_option(
          "--device", o.device,
          "cpu, cuda (GPU = node-local rank mod GPUs), cuda:K, or one per rank: cuda,cpu,cpu")
@@ -89,7 +84,7 @@ ParseResult parse_cli(int argc, const char* const* argv) {
   auto* micro_batches =
       app.add_option("--micro-batches", o.micro_batches,
                      "Micro-batches in flight (default: number of ranks, at most samples)")
-          ->check(kPositive);
+          ->transform(kPositive);
   auto* crop = app.add_flag(
       "--crop-prompts", o.crop_prompts,
       "A prompt longer than the model's block_size keeps its last block_size tokens (with a "

@@ -69,12 +69,30 @@ TEST(Cli, RefusesBadValues) {
            {"--model", "m", "--head-split", "99999999999"},
            {"--model", "m", "--head-split", ""},
            {"--model", "m", "--samples", "three"},
+           {"--model", "m", "--seed", "-5"},                     // would wrap to 2^64 - 5
+           {"--model", "m", "--seed", "0x10"},
+           {"--model", "m", "--seed", "99999999999999999999"},   // would saturate
+           {"--model", "m", "--tokens", "0x10"},
+           {"--model", "m", "--tokens", "+5"},
+           {"--model", "m", "--threads", "1025"},
            {"--model", "m", "--bogus"},
            {"--model", "m", "--tokens"}}) {
     mdi::ParseResult r = parse(args);
     EXPECT_TRUE(r.exit && r.exit_code == 1) << args.back();
     EXPECT_NE(r.message.find("error"), std::string::npos) << r.message;
   }
+}
+
+// Integers are decimal: CLI11 alone would read "010" as octal 8.
+TEST(Cli, IntegersAreDecimal) {
+  const mdi::Options o =
+      parse({"--model", "m", "--tokens", "010", "--seed", "0010", "--top-k", "0", "--samples", "09"}).options;
+  EXPECT_EQ(o.tokens, 10);
+  EXPECT_EQ(o.sampling.seed, 10u);
+  EXPECT_EQ(o.sampling.top_k, 0);
+  EXPECT_EQ(o.samples, 9);
+  EXPECT_EQ(parse({"--model", "m", "--seed", "9999999999999999999"}).options.sampling.seed,
+            9999999999999999999u);
 }
 
 // A mode that would ignore a flag refuses it: --eval generates nothing, --tokenize and

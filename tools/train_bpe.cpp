@@ -7,6 +7,7 @@
 
 #include "h5_writer.h"
 #include "mdi/bpe.h"
+#include "mdi/cli_checks.h"
 #include "mdi/error.h"
 #include "mdi/file.h"
 
@@ -22,7 +23,7 @@ int run(int argc, char** argv) {
   bool quiet = false;
   app.add_option("--text", texts, "Training text file(s), UTF-8 or any bytes")->required()->check(CLI::ExistingFile);
   app.add_option("--merges", merges, "Merges to learn (the seed used 500 to 10000); vocabulary = 256 + merges")
-      ->required()->check(CLI::Range(1, 1000000));
+      ->required()->transform(mdi::cli::decimal_range(1, 1000000));
   auto* o_out = app.add_option("--out,-o", out, "Write a tokenizer-only file (for mdi-convert --tokenizer, "
                                                 "mdi-llm --tokenize)");
   auto* o_into = app.add_option("--into", into, "Replace the tokenizer of this model file (its vocab_size must "

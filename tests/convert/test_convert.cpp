@@ -491,6 +491,8 @@ const std::vector<Bad>& bad_cases() {
        "n_embd = 16 is not a multiple of n_head = 3"},
       {"nothing_to_do", [](HfDir&) { return std::string("--dtype fp16"); }, "nothing to convert"},
       {"bad_dtype", [](HfDir&) { return std::string("--random 1,1,8,8,8 --dtype int8"); }, "--dtype"},
+      {"negative_seed", [](HfDir&) { return std::string("--random 1,1,8,8,8 --seed -1"); },
+       "--seed: expected a decimal number >= 0"},
       {"nanogpt_no_tokenizer", [](HfDir& h) {
          spit(h.dir + "/info.json", R"({"model_args": {"n_layer": 2, "n_head": 2, "n_embd": 8,
               "block_size": 8, "vocab_size": 281, "bias": true, "dropout": 0.0}})");

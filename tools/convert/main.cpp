@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 
 #include "convert.h"
+#include "mdi/cli_checks.h"
 #include "mdi/error.h"
 
 #ifndef MDI_CONVERT_HELPER
@@ -73,7 +74,7 @@ int main(int argc, char** argv) {
   app.add_option("--meta", meta, "nanoGPT meta.pkl (char models); default: meta.pkl next to ckpt.pt");
   app.add_option("--tokenizer", tokenizer, "take the tokenizer of this mdi-llm file (e.g. a text-trained BPE "
                  "from mdi-train-bpe) for --random and nanoGPT checkpoints");
-  app.add_option("--seed", seed, "seed of --random");
+  app.add_option("--seed", seed, "seed of --random")->transform(mdi::cli::kDecimal);
   app.add_option("--python", python, "Python 3 with torch, for .pt/.bin (env MDI_PYTHON)");
   app.add_option("--helper", helper, "path of tools/convert_pickle.py (env MDI_CONVERT_HELPER)");
   app.add_flag("--bin", use_bin, "with --hf: read pytorch_model.bin even where model.safetensors exists");
