@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "mdi/cli_checks.h"
 #include "mdi/cpu_ops.h"
 
 namespace {
@@ -120,14 +121,14 @@ int main(int argc, char** argv) {
   int nt = omp_get_num_procs();
   long mib = 256;
   int reps = 10, prefill_b = 256;
-  app.add_option("threads", nt, "OpenMP threads (default: all cores)")->check(CLI::PositiveNumber);
+  app.add_option("threads", nt, "OpenMP threads (default: all cores)")->transform(mdi::cli::kPositive);
   app.add_option("--mib", mib, "MiB per copy array and of the cold weight pool")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--reps", reps, "repetitions (best is printed)")->check(CLI::PositiveNumber);
+      ->transform(mdi::cli::kPositive);
+  app.add_option("--reps", reps, "repetitions (best is printed)")->transform(mdi::cli::kPositive);
   app.add_option("--prefill-b", prefill_b, "rows of the prefill matmul")
-      ->check(CLI::PositiveNumber);
+      ->transform(mdi::cli::kPositive);
   app.add_option("--offset", g_offset, "floats past a 64-byte boundary for every buffer")
-      ->check(CLI::Range(0, 15));
+      ->transform(mdi::cli::decimal_range(0, 15));
   CLI11_PARSE(app, argc, argv);
 
   mdi::cpu::set_threads(nt);

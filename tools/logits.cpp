@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mdi/backend.h"
+#include "mdi/cli_checks.h"
 #include "mdi/cuda_backend.h"
 #include "mdi/error.h"
 #include "mdi/file.h"
@@ -47,7 +48,7 @@ int run(int argc, char** argv) {
   app.add_option("--device", device, "cpu or cuda:K")->capture_default_str();
   app.add_option("--dtype", dtype, "CUDA weights and KV cache: fp32, fp16, bf16")
       ->capture_default_str()->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
-  app.add_option("--threads", threads, "CPU threads")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--threads", threads, "CPU threads")->capture_default_str()->transform(mdi::cli::kPositive);
   CLI11_PARSE(app, argc, argv);
 
   const mdi::Config cfg = mdi::read_config(model);
