@@ -276,6 +276,7 @@ struct Plan {
   int32_t micro_batches = 0;  // M
   int32_t max_items = 0;      // samples in the largest micro-batch
   int32_t max_rows = 0;       // rows in the largest message
+  int32_t positions = 0;      // the longest context of a sample: KV cache rows per sample
 };
 
 // Rows one lm_head pass on rank 0 may take: the micro-batches that came back together share it
@@ -827,11 +828,15 @@ Plan plan_generation(const Options& o, const Config& cfg, const Tokenizer& tok, 
     r.prompt_tokens = ids[r.prompt_index];
     results.push_back(std::move(r));
   }
-  // A sample's largest message: its prompt, or a whole window once it outgrows block_size.
+  // A sample's largest message: its prompt, or a whole window once it outgrows block_size. Its
+  // context grows to the prompt and all new tokens but the last (which is never fed back).
   size_messages(plan, [&](int s) {
     const int P = int(results[s].prompt_tokens.size());
     return P + o.tokens - 1 > cfg.block_size ? cfg.block_size : P;
   });
+  for (const SampleResult& r : results)
+    plan.positions = std::max(plan.positions, int32_t(std::min<int64_t>(
+                                                  cfg.block_size, int64_t(r.prompt_tokens.size()) + o.tokens - 1)));
   return plan;
 }
 
@@ -849,6 +854,7 @@ Plan plan_eval(const Options& o, const Config& cfg, const Tokenizer& tok, int N,
   plan.samples = std::min(o.samples > 0 ? o.samples : N, Evaluator::n_windows(int(ids.size()), cfg.block_size));
   plan.micro_batches = choose_micro_batches(o, N, plan.samples, notes);
   size_messages(plan, [&](int) { return std::min<int>(cfg.block_size, int(ids.size()) - 1); });
+  plan.positions = std::min<int>(cfg.block_size, int(ids.size()) - 1);
   return plan;
 }
 
@@ -946,8 +952,10 @@ int run(const Options& o, MPI_Comm world) {
     for (const std::string& n : notes) std::fprintf(stderr, "mdi-llm: note: %s\n", n.c_str());
     if (o.verbose)
       std::fprintf(stderr, "mdi-llm: plan: %d samples in %d micro-batches of up to %d; largest message %d rows "
-                   "(%.1f KiB)\n", plan.samples, plan.micro_batches, plan.max_items, plan.max_rows,
-                   (sizeof(MsgHeader) + sizeof(BatchItem) * plan.max_items + 4.0 * plan.max_rows * cfg.n_embd) / 1024);
+                   "(%.1f KiB); KV cache %d positions per sample\n", plan.samples, plan.micro_batches,
+                   plan.max_items, plan.max_rows,
+                   (sizeof(MsgHeader) + sizeof(BatchItem) * plan.max_items + 4.0 * plan.max_rows * cfg.n_embd) / 1024,
+                   plan.positions);
   }
 
   // Phase 3, every rank: its weights and its backend; rank 0 also its driver (the sample states
@@ -971,7 +979,8 @@ int run(const Options& o, MPI_Comm world) {
         // Rank 0's backend also takes lm_head passes of head_rows rows, and selects what the
         // sampler needs of them.
         BackendSpec spec{starter ? std::max<int>(plan.max_rows, head_rows(plan)) : plan.max_rows, plan.samples,
-                         st.threads, starter && !eval ? sampling_candidates(o.sampling, tok->vocab_size()) : 0};
+                         st.threads, starter && !eval ? sampling_candidates(o.sampling, tok->vocab_size()) : 0,
+                         plan.positions};
         std::string device;
         be = make_backend(o, cfg, w, spec, rank, N, local, device);
         st.load_s = now() - t0;

@@ -705,14 +705,18 @@ TEST_P(CudaPersistent, SameBitsAsLayerByLayer) {
   const mdi::Weights w = random_model(cfg, 7);
   const int S = 5, C = cfg.n_embd, V = cfg.vocab_size;
   const mdi::BackendSpec spec{S * cfg.block_size, S, 1};
+  // The same with the KV cache sized to the longest context (prompt of 9, 11 steps): 20 of 40 rows.
+  const mdi::BackendSpec small{S * cfg.block_size, S, 1, 0, 20};
   setenv("MDI_CUDA_MMA", "0", 1);
   setenv("MDI_CUDA_PERSISTENT", "1", 1);  // on whether or not the GPU has programmatic dependent launch
   auto persistent = mdi::make_cuda_backend(cfg, w, spec, 0, dt);
+  auto persistent_small = mdi::make_cuda_backend(cfg, w, small, 0, dt);
   setenv("MDI_CUDA_GRAPHS", "0", 1);
   auto eager = mdi::make_cuda_backend(cfg, w, spec, 0, dt);
   unsetenv("MDI_CUDA_GRAPHS");
   setenv("MDI_CUDA_PERSISTENT", "0", 1);
   auto layered = mdi::make_cuda_backend(cfg, w, spec, 0, dt);
+  auto layered_small = mdi::make_cuda_backend(cfg, w, small, 0, dt);
   unsetenv("MDI_CUDA_PERSISTENT");
   unsetenv("MDI_CUDA_MMA");
   auto cpu = mdi::make_cpu_backend(cfg, w, spec);
@@ -720,14 +724,20 @@ TEST_P(CudaPersistent, SameBitsAsLayerByLayer) {
   ASSERT_NE(persistent->name().find("persistent decode"), std::string::npos);
   ASSERT_NE(eager->name().find("persistent decode"), std::string::npos);
   ASSERT_EQ(layered->name().find("persistent decode"), std::string::npos);
+  ASSERT_NE(persistent_small->name().find("persistent decode"), std::string::npos);
+  ASSERT_EQ(layered_small->name().find("persistent decode"), std::string::npos);
+  EXPECT_LT(layered_small->workspace_bytes(), layered->workspace_bytes());
 
   const std::vector<int> len = {5, 9, 2, 1, 7};
   // Which samples share a forward: all five, then 0-1 and 2-4, then one by one.
   const std::vector<std::vector<std::vector<int>>> groups = {
       {{0, 1, 2, 3, 4}}, {{0, 1}, {2, 3, 4}}, {{0}, {1}, {2}, {3}, {4}}};
-  std::vector<float> outs[4];  // persistent, eager, layered, cpu: every forward's rows, then logits
-  mdi::Backend* bes[4] = {persistent.get(), eager.get(), layered.get(), cpu.get()};
-  for (int k = 0; k < 4; ++k) {
+  // persistent, eager, layered, cpu, then the two with the small KV cache: every forward's rows,
+  // then its logits
+  std::vector<float> outs[6];
+  mdi::Backend* bes[6] = {persistent.get(), eager.get(), layered.get(), cpu.get(), persistent_small.get(),
+                          layered_small.get()};
+  for (int k = 0; k < 6; ++k) {
     std::vector<int> next(S);
     for (int s = 0; s < S; ++s) next[s] = (s * 13 + 1) % V;
     for (int step = 0; step < 12; ++step) {
@@ -756,6 +766,9 @@ TEST_P(CudaPersistent, SameBitsAsLayerByLayer) {
       << "persistent vs layer by layer: max abs difference " << max_abs(outs[0], outs[2]);
   EXPECT_EQ(0, std::memcmp(outs[1].data(), outs[2].data(), outs[1].size() * sizeof(float)))
       << "persistent without graphs vs layer by layer: max abs difference " << max_abs(outs[1], outs[2]);
+  for (const auto& [k, full] : {std::pair{4, 0}, std::pair{5, 2}})  // small vs block_size rows
+    EXPECT_EQ(0, std::memcmp(outs[k].data(), outs[full].data(), outs[k].size() * sizeof(float)))
+        << "KV cache of 20 rows vs 40, " << bes[k]->name();
   const double ma = max_abs(outs[0], outs[3]), ne = norm_err(outs[0], outs[3]);
   std::printf("[ figure ] cuda persistent decode %s: vs CPU max abs %.3g, normalised %.3g\n",
               mdi::dtype_name(dt), ma, ne);

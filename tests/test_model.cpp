@@ -189,6 +189,33 @@ TEST(HeadSlices, ProgressBetweenSlicesSameBits) {
   EXPECT_EQ(0, std::memcmp(out.data(), want.data(), out.size() * sizeof(float)));
 }
 
+// A KV cache sized to the run's longest context (BackendSpec::positions) instead of block_size:
+// the same logits bit for bit through a prefill and decode steps of two samples, in less memory.
+TEST(KvCache, SizedToTheLongestContextGivesTheSameBits) {
+  const std::string path = kFixtures + "/tiny_gpt2.h5";
+  const mdi::Config cfg = mdi::read_config(path);
+  const int C = cfg.n_embd, V = cfg.vocab_size, P = 3, steps = 3, positions = P + steps;
+  ASSERT_LT(positions, cfg.block_size);
+  const mdi::Weights w = mdi::load_weights(path, cfg, 0, cfg.n_layer, true);
+  auto full = mdi::make_cpu_backend(cfg, w, mdi::BackendSpec{2 * P, 2, 1});
+  auto small = mdi::make_cpu_backend(cfg, w, mdi::BackendSpec{2 * P, 2, 1, 0, positions});
+  EXPECT_LT(small->workspace_bytes(), full->workspace_bytes());
+  std::vector<float> want(2 * size_t(V)), got(2 * size_t(V));
+  for (int pos = 0; pos < positions; pos += pos == 0 ? P : 1) {
+    const int rows = pos == 0 ? P : 1;  // a prefill of P rows, then one row per sample and step
+    const std::vector<mdi::BatchItem> items = {{0, pos, rows}, {1, pos, rows}};
+    std::vector<int> tokens(2 * size_t(rows));
+    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int(5 * i + 7 * pos + 1) % V;
+    for (auto* be : {full.get(), small.get()}) {
+      std::vector<float> x(tokens.size() * C);
+      be->embed(x.data(), tokens.data(), items.data(), 2);
+      be->forward(x.data(), items.data(), 2);
+      be->logits(be == full.get() ? want.data() : got.data(), x.data(), items.data(), 2);
+    }
+    EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float))) << "pos " << pos;
+  }
+}
+
 // The head split: a rank holding rows [a, b) of the lm_head (rank 0 the first rows, with the
 // embeddings; the last rank the rest, with ln_f and no embeddings) gives exactly those columns of
 // the whole head's logits, for a tied, an untied and an fp16 lm_head, and loads only its rows.

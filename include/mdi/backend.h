@@ -25,7 +25,14 @@ struct BackendSpec {
   int samples = 0;    // KV cache slots (sample ids are 0 .. samples-1)
   int threads = 1;    // CPU threads
   int top_k = 0;      // rank 0: most candidates per row top() is asked for (0: top() unused)
+  int positions = 0;  // KV cache rows per sample, <= block_size: the longest context a sample
+                      // reaches in this run (0: block_size); a batch item's pos + rows stays within
 };
+
+// The KV cache rows per sample a backend allocates for spec (BackendSpec::positions).
+inline int kv_positions(const BackendSpec& spec, const Config& cfg) {
+  return spec.positions > 0 ? spec.positions : cfg.block_size;
+}
 
 // Host memory from Backend::host_buffer, freed by whoever allocated it.
 using HostBuffer = std::unique_ptr<std::byte[], void (*)(std::byte*)>;

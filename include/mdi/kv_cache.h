@@ -1,5 +1,6 @@
 // Per-rank, per-sample key/value cache of the CPU backend: for each local layer and each sample,
-// T rows of C keys and C values. Sized once at start-up from (layers, samples, block_size).
+// T rows of C keys and C values (T: the run's longest context, at most block_size). Sized once at
+// start-up from (layers, samples, T).
 #pragma once
 
 #include <cstddef>

@@ -19,9 +19,10 @@ constexpr int kChunkRows = 128;  // rows per pass through a layer: weight reuse 
 class CpuBackend final : public Backend {
  public:
   CpuBackend(const Config& cfg, const Weights& w, const BackendSpec& spec)
-      : cfg_(cfg), w_(w), spec_(spec), chunk_(std::min(kChunkRows, std::max(1, spec.max_rows))) {
+      : cfg_(cfg), w_(w), spec_(spec), chunk_(std::min(kChunkRows, std::max(1, spec.max_rows))),
+        T_(kv_positions(spec, cfg)) {
     const size_t C = cfg.n_embd;
-    kv_ = KVCache(w.layer_end - w.layer_begin, spec.samples, cfg.block_size, cfg.n_embd);
+    kv_ = KVCache(w.layer_end - w.layer_begin, spec.samples, T_, cfg.n_embd);
     ln_.resize(chunk_ * C);
     qkv_.resize(chunk_ * 3 * C);
     q_.resize(chunk_ * C);
@@ -32,7 +33,7 @@ class CpuBackend final : public Backend {
     row_sample_.resize(spec.max_rows);
     row_pos_.resize(spec.max_rows);
     cpu::set_threads(spec.threads);
-    scratch_.resize(size_t(std::max(1, spec.threads)) * cfg.block_size);
+    scratch_.resize(size_t(std::max(1, spec.threads)) * T_);
     if (w.head.lnf_w) lnf_.resize(size_t(std::max(1, spec.max_rows)) * C);
   }
 
@@ -103,10 +104,10 @@ class CpuBackend final : public Backend {
     for (int i = 0; i < n_items; ++i) {
       const BatchItem& it = items[i];
       if (it.sample < 0 || it.sample >= spec_.samples || it.rows < 1 || it.pos < 0 ||
-          it.pos + it.rows > cfg_.block_size || R + it.rows > spec_.max_rows)
+          it.pos + it.rows > T_ || R + it.rows > spec_.max_rows)
         abort_job(fmt::format("internal error: bad batch item (sample {}, pos {}, rows {}; "
-                              "samples {}, block_size {}, max rows {})",
-                              it.sample, it.pos, it.rows, spec_.samples, cfg_.block_size, spec_.max_rows));
+                              "samples {}, positions {}, max rows {})",
+                              it.sample, it.pos, it.rows, spec_.samples, T_, spec_.max_rows));
       for (int r = 0; r < it.rows; ++r, ++R) {
         row_sample_[R] = it.sample;
         row_pos_[R] = it.pos + r;
@@ -137,7 +138,7 @@ class CpuBackend final : public Backend {
       vptr_[b] = v;
     }
     cpu::attention_forward(att_.data(), q_.data(), kptr_.data(), vptr_.data(), row_pos_.data() + r0,
-                           B, C, cfg_.n_head, cfg_.block_size, scratch_.data());
+                           B, C, cfg_.n_head, T_, scratch_.data());
     cpu::matmul_forward(ln_.data(), att_.data(), w.aproj_w, w.aproj_b, B, C, C);
     progress();
     cpu::residual_forward(x, ln_.data(), long(B) * C);
@@ -154,6 +155,7 @@ class CpuBackend final : public Backend {
   const Weights& w_;
   BackendSpec spec_;
   int chunk_;
+  int T_;  // KV cache rows per sample (kv_positions)
   KVCache kv_;
   aligned_vector<float> ln_, qkv_, q_, att_, fc_, scratch_, lnf_;
   std::vector<const float*> kptr_, vptr_;

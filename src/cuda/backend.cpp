@@ -77,7 +77,7 @@ class CudaBackend final : public Backend {
   CudaBackend(const Config& cfg, const Weights& w, const BackendSpec& spec, int device, DType dt)
       : cfg_(cfg), w_(w), has_head_(w.has_head), spec_(spec), device_(device), dt_(dt),
         chunk_(std::min(kChunkRows, std::max(1, spec.max_rows))),
-        lchunk_(std::min(kLogitRows, std::max(1, spec.max_rows))) {
+        lchunk_(std::min(kLogitRows, std::max(1, spec.max_rows))), T_(kv_positions(spec, cfg)) {
     const int n = device_count();
     if (n == 0) throw UserError("--device cuda: no CUDA device is visible");
     if (device < 0 || device >= n)
@@ -338,7 +338,7 @@ class CudaBackend final : public Backend {
   // Rows are bit-identical either way.
   bool use_persistent() const {
     if (!fused_ || tc_ || w_.layers.empty() ||
-        !cuda::decode_layers_ok(cfg_.n_embd, cfg_.n_head, cfg_.block_size, decode_rows_, dt_))
+        !cuda::decode_layers_ok(cfg_.n_embd, cfg_.n_head, T_, decode_rows_, dt_))
       return false;
     const char* env = std::getenv("MDI_CUDA_PERSISTENT");
     if (env && std::string(env) == "0") return false;
@@ -357,10 +357,10 @@ class CudaBackend final : public Backend {
     for (int i = 0; i < n_items; ++i) {
       const BatchItem& it = items[i];
       if (it.sample < 0 || it.sample >= spec_.samples || it.rows < 1 || it.pos < 0 ||
-          it.pos + it.rows > cfg_.block_size || R + it.rows > spec_.max_rows)
+          it.pos + it.rows > T_ || R + it.rows > spec_.max_rows)
         abort_job(fmt::format("internal error: bad batch item (sample {}, pos {}, rows {}; "
-                              "samples {}, block_size {}, max rows {})",
-                              it.sample, it.pos, it.rows, spec_.samples, cfg_.block_size, spec_.max_rows));
+                              "samples {}, positions {}, max rows {})",
+                              it.sample, it.pos, it.rows, spec_.samples, T_, spec_.max_rows));
       for (int r = 0; r < it.rows; ++r, ++R) {
         h_sample()[R] = it.sample;
         h_pos()[R] = it.pos + r;
@@ -436,7 +436,7 @@ class CudaBackend final : public Backend {
     const int *rs, *rp;
   };
   Bufs bufs(int l, int r0) {
-    const size_t kv_layer = size_t(spec_.samples) * cfg_.block_size * cfg_.n_embd * esize();
+    const size_t kv_layer = size_t(spec_.samples) * T_ * cfg_.n_embd * esize();
     return Bufs{work_.at<void>(off_ln_), work_.at<void>(off_att_), work_.at<void>(off_h_),
                 work_.at<char>(off_k_) + l * kv_layer, work_.at<char>(off_v_) + l * kv_layer,
                 work_.at<float>(off_qkv_), work_.at<float>(off_q_), work_.at<float>(off_y_),
@@ -445,7 +445,7 @@ class CudaBackend final : public Backend {
 
   void decode_block_forward(int l, float* x, int r0, int B) {
     const DevLayer& w = layers_[l];
-    const int C = cfg_.n_embd, T = cfg_.block_size;
+    const int C = cfg_.n_embd, T = T_;
     const float eps = cfg_.layer_norm_eps;
     const auto [ln, att, h, k, v, qkv_unused, q, y, rs, rp] = bufs(l, r0);
     const cuda::QkvOut qkv{q, k, v, rs, rp, T};
@@ -466,7 +466,7 @@ class CudaBackend final : public Backend {
   void decode_layers(float* x, int r0, int B) {
     const auto [ln, att, h, k, v, qkv, q, y, rs, rp] = bufs(0, r0);
     const cuda::DecodeLayersArgs a{work_.at<const cuda::DecodeLayer>(off_layers_), int(layers_.size()), x, att, h,
-                                   q, rs, rp, cfg_.n_embd, cfg_.n_head, cfg_.block_size, cfg_.layer_norm_eps,
+                                   q, rs, rp, cfg_.n_embd, cfg_.n_head, T_, cfg_.layer_norm_eps,
                                    work_.at<unsigned>(off_barrier_)};
     cuda::decode_layers_forward(a, B, dt_, st_);
   }
@@ -477,7 +477,7 @@ class CudaBackend final : public Backend {
     constexpr cuda::Epilogue kStore = cuda::Epilogue::kStore, kGelu = cuda::Epilogue::kGelu,
                              kResidual = cuda::Epilogue::kResidual;
     const DevLayer& w = layers_[l];
-    const int C = cfg_.n_embd, T = cfg_.block_size;
+    const int C = cfg_.n_embd, T = T_;
     const float eps = cfg_.layer_norm_eps;
     const auto [ln, att, h, k, v, qkv, q, y, rs, rp] = bufs(l, r0);
 
@@ -530,7 +530,7 @@ class CudaBackend final : public Backend {
   }
 
   void plan_workspace() {
-    const size_t C = cfg_.n_embd, T = cfg_.block_size, S = spec_.samples, MR = spec_.max_rows;
+    const size_t C = cfg_.n_embd, T = T_, S = spec_.samples, MR = spec_.max_rows;
     const size_t L = w_.layers.size(), ch = chunk_, e = esize();
     off_cublas_ = work_.take(kCublasWorkspace);
     off_k_ = work_.take(L * S * T * C * e);
@@ -618,6 +618,7 @@ class CudaBackend final : public Backend {
   int device_;
   DType dt_;
   int chunk_, lchunk_;
+  int T_;  // KV cache rows per sample (kv_positions)
   bool fused_ = false;   // the decode kernels apply (C % 8 == 0)
   bool tc_ = false;      // matrix-vector kernels on tensor cores (use_tensor_cores)
   bool persistent_ = false;  // decode rows through decode_layers (use_persistent)
