@@ -24,13 +24,13 @@ inline std::string not_decimal(std::string& v) {
 inline const CLI::Validator kDecimal([](std::string& v) { return not_decimal(v); }, "UINT");
 
 // A decimal integer in [lo, hi].
-inline CLI::Validator decimal_range(long long lo, long long hi) {
+inline CLI::Validator decimal_range(unsigned long long lo, unsigned long long hi) {
   return CLI::Validator(
       [lo, hi](std::string& v) -> std::string {
-        std::string e = not_decimal(v);
-        if (e.empty() && (std::stoull(v) < (unsigned long long)lo || std::stoull(v) > (unsigned long long)hi))
-          e = "Value " + v + " not in range " + std::to_string(lo) + " to " + std::to_string(hi);
-        return e;
+        if (std::string e = not_decimal(v); !e.empty()) return e;
+        const unsigned long long x = std::stoull(v);
+        if (x < lo || x > hi) return "Value " + v + " not in range " + std::to_string(lo) + " to " + std::to_string(hi);
+        return "";
       },
       "INT in [" + std::to_string(lo) + " - " + std::to_string(hi) + "]");
 }
