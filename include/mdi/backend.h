@@ -34,6 +34,13 @@ inline int kv_positions(const BackendSpec& spec, const Config& cfg) {
   return spec.positions > 0 ? spec.positions : cfg.block_size;
 }
 
+// Checks a batch (it comes off the wire: a bad one is a bug or a corrupt message, never silently
+// used) against the sizes fixed at start-up, spec and positions (kv_positions), and writes each
+// row's sample id and position into row_sample / row_pos (spec.max_rows each). Returns the rows;
+// aborts the job on a bad item.
+int expand_batch(const BatchItem* items, int n_items, const BackendSpec& spec, int positions,
+                 int* row_sample, int* row_pos);
+
 // Host memory from Backend::host_buffer, freed by whoever allocated it.
 using HostBuffer = std::unique_ptr<std::byte[], void (*)(std::byte*)>;
 

@@ -97,23 +97,9 @@ class CpuBackend final : public Backend {
     if (!w_.has_head) abort_job(fmt::format("internal error: {} called on a rank without the head", what));
   }
 
-  // Fills row_sample_ / row_pos_ for the batch and checks it against the sizes fixed at start-up
-  // (a batch comes off the wire: a bad one is a bug or a corrupt message, never silently used).
+  // Fills row_sample_ / row_pos_ for the batch (expand_batch).
   int expand_rows(const BatchItem* items, int n_items) {
-    int R = 0;
-    for (int i = 0; i < n_items; ++i) {
-      const BatchItem& it = items[i];
-      if (it.sample < 0 || it.sample >= spec_.samples || it.rows < 1 || it.pos < 0 ||
-          it.pos + it.rows > T_ || R + it.rows > spec_.max_rows)
-        abort_job(fmt::format("internal error: bad batch item (sample {}, pos {}, rows {}; "
-                              "samples {}, positions {}, max rows {})",
-                              it.sample, it.pos, it.rows, spec_.samples, T_, spec_.max_rows));
-      for (int r = 0; r < it.rows; ++r, ++R) {
-        row_sample_[R] = it.sample;
-        row_pos_[R] = it.pos + r;
-      }
-    }
-    return R;
+    return expand_batch(items, n_items, spec_, T_, row_sample_.data(), row_pos_.data());
   }
 
   // One transformer block (layer l of this rank) on rows [r0, r0 + B) of the batch, in place. The
@@ -163,6 +149,24 @@ class CpuBackend final : public Backend {
 };
 
 }  // namespace
+
+int expand_batch(const BatchItem* items, int n_items, const BackendSpec& spec, int positions,
+                 int* row_sample, int* row_pos) {
+  int R = 0;
+  for (int i = 0; i < n_items; ++i) {
+    const BatchItem& it = items[i];
+    if (it.sample < 0 || it.sample >= spec.samples || it.rows < 1 || it.pos < 0 ||
+        it.pos + it.rows > positions || R + it.rows > spec.max_rows)
+      abort_job(fmt::format("internal error: bad batch item (sample {}, pos {}, rows {}; "
+                            "samples {}, positions {}, max rows {})",
+                            it.sample, it.pos, it.rows, spec.samples, positions, spec.max_rows));
+    for (int r = 0; r < it.rows; ++r, ++R) {
+      row_sample[R] = it.sample;
+      row_pos[R] = it.pos + r;
+    }
+  }
+  return R;
+}
 
 HostBuffer heap_buffer(size_t bytes) {
   return HostBuffer(new std::byte[bytes](), [](std::byte* p) { delete[] p; });

@@ -350,23 +350,9 @@ class CudaBackend final : public Backend {
     if (!has_head_) abort_job(fmt::format("internal error: {} called on a rank without the head", what));
   }
 
-  // Fills the pinned row_sample / row_pos for the batch and checks it against the sizes fixed at
-  // start-up (a batch comes off the wire: a bad one is a bug or a corrupt message).
+  // Fills the pinned row_sample / row_pos for the batch (expand_batch).
   int expand_rows(const BatchItem* items, int n_items) {
-    int R = 0;
-    for (int i = 0; i < n_items; ++i) {
-      const BatchItem& it = items[i];
-      if (it.sample < 0 || it.sample >= spec_.samples || it.rows < 1 || it.pos < 0 ||
-          it.pos + it.rows > T_ || R + it.rows > spec_.max_rows)
-        abort_job(fmt::format("internal error: bad batch item (sample {}, pos {}, rows {}; "
-                              "samples {}, positions {}, max rows {})",
-                              it.sample, it.pos, it.rows, spec_.samples, T_, spec_.max_rows));
-      for (int r = 0; r < it.rows; ++r, ++R) {
-        h_sample()[R] = it.sample;
-        h_pos()[R] = it.pos + r;
-      }
-    }
-    return R;
+    return expand_batch(items, n_items, spec_, T_, h_sample(), h_pos());
   }
 
   void upload_rows(int R) {
