@@ -344,9 +344,17 @@ __global__ void __launch_bounds__(kTopThreads) argmax_kernel(int* ids, float* va
   __shared__ typename Reduce::TempStorage tmp;
   const float* row = logits + size_t(blockIdx.x) * stride;
   unsigned long long best = 0;
-  for (int i = threadIdx.x; i < V; i += blockDim.x) {
-    const unsigned long long c = (static_cast<unsigned long long>(order_key(row[i])) << 32) | (0xffffffffu - unsigned(i));
-    best = MaxU64{}(best, c);
+  constexpr int kU = 8;  // loads in flight per thread (one at a time left the pass latency-bound)
+  for (int i0 = threadIdx.x; i0 < V; i0 += kU * blockDim.x) {
+    float f[kU];
+#pragma unroll
+    for (int u = 0; u < kU; ++u)
+      if (i0 + u * int(blockDim.x) < V) f[u] = row[i0 + u * blockDim.x];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int i = i0 + u * int(blockDim.x);
+      if (i < V) best = MaxU64{}(best, (static_cast<unsigned long long>(order_key(f[u])) << 32) | (0xffffffffu - unsigned(i)));
+    }
   }
   best = Reduce(tmp).Reduce(best, MaxU64{});
   if (threadIdx.x == 0) {
