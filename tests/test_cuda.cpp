@@ -967,6 +967,19 @@ TEST(CudaBench, DISABLED_OpsGpt2XlFp16) {
   std::printf("[ figure ] ops: qkv scatter B=1 %.1f us\n", time_us([&] {
     mdi::cuda::qkv_scatter_forward(x.f(), kc.p, vc.p, y.f(), bias.f(), drs.i(), drp.i(), 1, C, T, dt, nullptr);
   }));
+  {  // The head as the backend's top(1) runs it: ln_f inside the lm_head's matrix-vector kernel,
+     // then the greedy pick (the weights' values do not change the time: a constant fill).
+    const int V = 50257;
+    DevBuf wv(size_t(V) * C * 2), logits(size_t(V) * 4), id(4), val(4);
+    MDI_CUDA_CHECK(cudaMemset(wv.p, 0x11, size_t(V) * C * 2));
+    const double lm_us = time_us([&] {
+      mdi::cuda::matvec_forward(logits.p, x.f(), lw.f(), lw.f(), 1e-5f, wv.p, nullptr, 1, C, V, Epilogue::kStore,
+                                nullptr, dt, false, nullptr);
+    });
+    std::printf("[ figure ] ops: ln_f + lm_head IC=%d OC=%d B=1: %.1f us, %.0f GB/s of weights; argmax %.1f us\n",
+                C, V, lm_us, 2.0 * C * V / (lm_us * 1e3),
+                time_us([&] { mdi::cuda::top_forward(id.i(), val.f(), logits.f(), 1, V, V, 1, nullptr); }));
+  }
   MDI_CUBLAS_CHECK(cublasDestroy(h));
 }
 
@@ -1026,7 +1039,7 @@ TEST(CudaBench, DISABLED_DecodeStepGpt2XlFp16) {
     gpu->embed(x.data(), toks.data(), items.data(), S);
     gpu->forward(x.data(), items.data(), S);
     const int steps = 40, warm = 5;
-    double fwd_s = 0, all_s = 0;
+    double embed_s = 0, fwd_s = 0, all_s = 0;
     bool on_gpu = false;
     for (int step = 0; step < warm + steps; ++step) {
       for (int s = 0; s < S; ++s) items[s] = {s, 64 + step, 1};
@@ -1044,15 +1057,17 @@ TEST(CudaBench, DISABLED_DecodeStepGpt2XlFp16) {
       }
       const auto t3 = std::chrono::steady_clock::now();
       if (step >= warm) {
+        embed_s += std::chrono::duration<double>(t1 - t0).count();
         fwd_s += std::chrono::duration<double>(t2 - t1).count();
         all_s += std::chrono::duration<double>(t3 - t0).count();
       }
     }
     const double step_ms = all_s / steps * 1e3, bound_ms = wbytes / bw * 1e3;
     std::printf("[ figure ] bench: %s, %d sample(s), graphs %s, PDL %d, tensor cores %d, greedy %s: decode step "
-                "%.3f ms (layers %.3f ms), %.2fx the bound, %.0f tokens/s\n",
+                "%.3f ms (embedding %.3f ms, layers %.3f ms, head %.3f ms), %.2fx the bound, %.0f tokens/s\n",
                 gpu->name().c_str(), S, graphs.c_str(), int(pdl), int(mma), on_gpu ? "on the GPU" : "on the host",
-                step_ms, fwd_s / steps * 1e3, step_ms / bound_ms, S / (step_ms * 1e-3));
+                step_ms, embed_s / steps * 1e3, fwd_s / steps * 1e3, (all_s - embed_s - fwd_s) / steps * 1e3,
+                step_ms / bound_ms, S / (step_ms * 1e-3));
   }
   mdi::cuda::set_pdl(true);
   unsetenv("MDI_CUDA_MMA");
