@@ -345,11 +345,13 @@ __global__ void __launch_bounds__(kTopThreads) argmax_kernel(int* ids, float* va
   const float* row = logits + size_t(blockIdx.x) * stride;
   unsigned long long best = 0;
   constexpr int kU = 8;  // loads in flight per thread (one at a time left the pass latency-bound)
-  for (int i0 = threadIdx.x; i0 < V; i0 += kU * blockDim.x) {
+  for (int i0 = int(threadIdx.x); i0 < V; i0 += kU * int(blockDim.x)) {
     float f[kU];
 #pragma unroll
-    for (int u = 0; u < kU; ++u)
-      if (i0 + u * int(blockDim.x) < V) f[u] = row[i0 + u * blockDim.x];
+    for (int u = 0; u < kU; ++u) {
+      const int i = i0 + u * int(blockDim.x);
+      if (i < V) f[u] = row[i];
+    }
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int i = i0 + u * int(blockDim.x);
