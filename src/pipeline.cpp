@@ -853,8 +853,10 @@ Plan plan_eval(const Options& o, const Config& cfg, const Tokenizer& tok, int N,
   Plan plan;
   plan.samples = std::min(o.samples > 0 ? o.samples : N, Evaluator::n_windows(int(ids.size()), cfg.block_size));
   plan.micro_batches = choose_micro_batches(o, N, plan.samples, notes);
-  size_messages(plan, [&](int) { return std::min<int>(cfg.block_size, int(ids.size()) - 1); });
-  plan.positions = std::min<int>(cfg.block_size, int(ids.size()) - 1);
+  // A window's rows: its largest message and its context.
+  const int window = std::min<int>(cfg.block_size, int(ids.size()) - 1);
+  size_messages(plan, [window](int) { return window; });
+  plan.positions = window;
   return plan;
 }
 
