@@ -1063,8 +1063,26 @@ const DeviceInfo& device_info() {
   return info[dev];
 }
 
-// Dynamic shared memory the LayerNorm-fused matvec and the attention kernels may use.
-size_t smem_limit() { return std::min<size_t>(200 * 1024, device_info().smem_optin - 1024); }
+// Dynamic shared memory the LayerNorm-fused matvec, tensor-core, persistent and attention kernels
+// may use: at most 200 KiB, and kStaticSmem below the device's per-block opt-in, which must also
+// hold the kernel's static shared memory (cudaFuncSetAttribute refuses dynamic + static beyond
+// it: the tensor-core kernel has 4 KiB, so a 1 KiB margin failed wherever the opt-in is under
+// 201 KiB, e.g. A100 and Jetson Orin). 200 KiB on the H100 / H200 either way.
+constexpr size_t kStaticSmem = 8 * 1024;
+size_t smem_limit() { return std::min<size_t>(200 * 1024, device_info().smem_optin - kStaticSmem); }
+
+// Lets `kernel` ask for up to smem_limit() of dynamic shared memory; its static shared memory
+// must fit in the kStaticSmem left for it.
+template <typename... KArgs>
+void allow_smem(void (*kernel)(KArgs...)) {
+  cudaFuncAttributes a{};
+  MDI_CUDA_CHECK(cudaFuncGetAttributes(&a, kernel));
+  if (a.sharedSizeBytes > kStaticSmem)
+    abort_job(fmt::format("internal error: a CUDA kernel has {} bytes of static shared memory, more than the {} "
+                          "reserved for it",
+                          a.sharedSizeBytes, kStaticSmem));
+  MDI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_limit())));
+}
 
 // Kernels go out with the programmatic-serialization attribute (see pdl_wait) on GPUs of compute
 // capability 9.0 and newer, on a stream of their own (not the legacy stream), unless
@@ -1166,13 +1184,11 @@ void launch_mma(MatvecParams p, int B, cudaStream_t st) {
 // Lets every LayerNorm-fused instantiation use up to smem_limit() of dynamic shared memory.
 template <typename T, Epilogue E, int NB>
 void allow_matvec_smem() {
-  MDI_CUDA_CHECK(cudaFuncSetAttribute(matvec_kernel<T, NB, E, true>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_limit())));
+  allow_smem(matvec_kernel<T, NB, E, true>);
   if constexpr (NB > 1) allow_matvec_smem<T, E, NB - 1>();
   if constexpr (NB == kDecodeRows && !std::is_same_v<T, float>)
     if (device_info().major >= 8)
-      MDI_CUDA_CHECK(cudaFuncSetAttribute(mma_matvec_kernel<T, E, true>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_limit())));
+      allow_smem(mma_matvec_kernel<T, E, true>);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -1187,8 +1203,7 @@ size_t decode_layers_smem(int C, int T, int NB, size_t esize) {
 template <typename T, int NB>
 void allow_layers_smem() {
   constexpr int G = 64 / Vec16<T>::N;
-  MDI_CUDA_CHECK(cudaFuncSetAttribute(decode_layers_kernel<T, NB, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      int(smem_limit())));
+  allow_smem(decode_layers_kernel<T, NB, G>);
   if constexpr (NB > 1) allow_layers_smem<T, NB - 1>();
 }
 
