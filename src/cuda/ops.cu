@@ -777,7 +777,7 @@ __global__ void __launch_bounds__(256) mma_matvec_kernel(MatvecParams p, int B) 
   }
 #else
   (void)p, (void)B;
-  __trap();  // launched only on compute capability 8.0+ (tensor_cores_ok)
+  __trap();  // launched only where the kernels run as 8.0+ code (tensor_cores_ok)
 #endif
 }
 
@@ -1039,7 +1039,11 @@ void gemm(float* out, const void* inp, const void* weight, int B, int IC, int OC
 
 // What the kernels need to know of the current device, read once per device.
 struct DeviceInfo {
-  int major = 0;          // compute capability
+  // The architecture this file's kernels run as on the device (__CUDA_ARCH__'s scale, e.g. 900):
+  // that of the PTX they were built from, which is below the device's compute capability where
+  // the build has no code for it (an A100, 8.0, runs a 75;87;90 build's compute_75 PTX). Features
+  // compiled in only from some architecture on (tensor cores 800, PDL 900) are chosen by this.
+  int arch = 0;
   size_t smem_optin = 0;  // most dynamic shared memory a block may ask for
   int sms = 0;            // multiprocessors
   bool cooperative = false;  // cooperative launches (a grid whose blocks are all resident at once)
@@ -1052,12 +1056,13 @@ const DeviceInfo& device_info() {
   MDI_CUDA_CHECK(cudaGetDevice(&dev));
   if (dev < 0 || dev >= 64) abort_job(fmt::format("internal error: CUDA device {} out of range", dev));
   if (!known[dev].load(std::memory_order_acquire)) {
-    int major = 0, smem = 0, sms = 0, coop = 0;
-    MDI_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    int smem = 0, sms = 0, coop = 0;
+    cudaFuncAttributes fa{};
+    MDI_CUDA_CHECK(cudaFuncGetAttributes(&fa, convert_kernel<float>));  // ptxVersion: e.g. 90 for compute_90
     MDI_CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     MDI_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     MDI_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
-    info[dev] = DeviceInfo{major, size_t(smem), sms, coop != 0};
+    info[dev] = DeviceInfo{fa.ptxVersion * 10, size_t(smem), sms, coop != 0};
     known[dev].store(true, std::memory_order_release);
   }
   return info[dev];
@@ -1084,8 +1089,9 @@ void allow_smem(void (*kernel)(KArgs...)) {
   MDI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_limit())));
 }
 
-// Kernels go out with the programmatic-serialization attribute (see pdl_wait) on GPUs of compute
-// capability 9.0 and newer, on a stream of their own (not the legacy stream), unless
+// Kernels go out with the programmatic-serialization attribute (see pdl_wait) where they run as
+// compute capability 9.0+ code (pdl_wait compiled in), on a stream of their own (not the legacy
+// stream), unless
 // MDI_CUDA_PDL=0 or set_pdl() turned it off.
 std::atomic<int> pdl_mode{-1};  // -1: not yet decided, 0 off, 1 on (for GPUs that support it)
 
@@ -1096,7 +1102,7 @@ bool pdl_device() {
     mode = env && std::string(env) == "0" ? 0 : 1;
     pdl_mode.store(mode, std::memory_order_relaxed);
   }
-  return mode == 1 && device_info().major >= 9;
+  return mode == 1 && device_info().arch >= 900;
 }
 
 bool pdl_enabled(cudaStream_t st) { return st != nullptr && pdl_device(); }
@@ -1187,7 +1193,7 @@ void allow_matvec_smem() {
   allow_smem(matvec_kernel<T, NB, E, true>);
   if constexpr (NB > 1) allow_matvec_smem<T, E, NB - 1>();
   if constexpr (NB == kDecodeRows && !std::is_same_v<T, float>)
-    if (device_info().major >= 8)
+    if (device_info().arch >= 800)
       allow_smem(mma_matvec_kernel<T, E, true>);
 }
 
@@ -1212,7 +1218,7 @@ void allow_layers_smem() {
 void set_pdl(bool on) { pdl_mode.store(on ? 1 : 0, std::memory_order_relaxed); }
 bool pdl_on() { return pdl_device(); }
 bool tensor_cores_ok(DType dt, int IC, bool layernorm) {
-  return dt != DType::kF32 && device_info().major >= 8 && mma_smem(IC, layernorm) <= smem_limit();
+  return dt != DType::kF32 && device_info().arch >= 800 && mma_smem(IC, layernorm) <= smem_limit();
 }
 
 void configure_kernels() {
@@ -1223,7 +1229,7 @@ void configure_kernels() {
       allow_matvec_smem<T, Epilogue::kGelu, kDecodeRows>();
       allow_matvec_smem<T, Epilogue::kResidual, kDecodeRows>();
       allow_matvec_smem<T, Epilogue::kQkv, kDecodeRows>();
-      if (device_info().major >= 7) allow_layers_smem<T, kDecodeRows>();
+      if (device_info().arch >= 700) allow_layers_smem<T, kDecodeRows>();
     });
   }
 }
@@ -1322,7 +1328,7 @@ void launch_layers(const DecodeLayersArgs& a, DType dt, cudaStream_t st) {
 }  // namespace
 
 bool decode_layers_ok(int C, int n_head, int T, int B, DType dt) {
-  return device_info().major >= 7 && device_info().cooperative && n_head > 0 && C == 64 * n_head && T > 0 &&
+  return device_info().arch >= 700 && device_info().cooperative && n_head > 0 && C == 64 * n_head && T > 0 &&
          B >= 1 && B <= kDecodeRows && matvec_ok(C) && matvec_ok(4 * C) && B <= matvec_rows(C, true, false) &&
          decode_layers_smem(C, T, B, dtype_size(dt)) <= smem_limit();
 }

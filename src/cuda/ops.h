@@ -69,9 +69,10 @@ bool pdl_on();
 // many rows one of its launches serves (fewer with the LayerNorm for very wide rows).
 bool matvec_ok(int IC);
 int matvec_rows(int IC, bool layernorm, bool tensor_cores);
-// Whether matvec_forward may take tensor cores for rows of IC: 16-bit weights, compute
-// capability 8.0+ and, with the LayerNorm, its rows fit in shared memory (without it the kernel
-// needs none: the 4C-wide rows of a model whose C qualifies always do).
+// Whether matvec_forward may take tensor cores for rows of IC: 16-bit weights, the kernels
+// running as compute capability 8.0+ code (an 8.0 / 8.6 GPU runs a build without code for it as
+// compute_75: no tensor cores) and, with the LayerNorm, its rows fit in shared memory (without it
+// the kernel needs none: the 4C-wide rows of a model whose C qualifies always do).
 bool tensor_cores_ok(DType dt, int IC, bool layernorm);
 
 // Decode rows (any B, in chunks of matvec_rows): out = epi(x . weight (OC, IC)^T + bias), each
