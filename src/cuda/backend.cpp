@@ -588,8 +588,11 @@ class CudaBackend final : public Backend {
       dl.push_back({w.ln1_w, w.ln1_b, w.attn_b, w.aproj_b, w.ln2_w, w.ln2_b, w.fc_b, w.mproj_b, w.attn_w,
                     w.aproj_w, w.fc_w, w.mproj_w, b.k, b.v});
     }
-    MDI_CUDA_CHECK(cudaMemcpy(work_.at<void>(off_layers_), dl.data(), dl.size() * sizeof(dl[0]),
-                              cudaMemcpyHostToDevice));
+    // On st_, which the kernels use: a plain cudaMemcpy from pageable memory may return before its
+    // DMA lands, and st_ (non-blocking) does not wait for the legacy stream.
+    MDI_CUDA_CHECK(cudaMemcpyAsync(work_.at<void>(off_layers_), dl.data(), dl.size() * sizeof(dl[0]),
+                                   cudaMemcpyHostToDevice, st_));
+    MDI_CUDA_CHECK(cudaStreamSynchronize(st_));  // dl goes out of scope
   }
 
   struct Segment {
