@@ -1091,8 +1091,7 @@ void allow_smem(void (*kernel)(KArgs...)) {
 
 // Kernels go out with the programmatic-serialization attribute (see pdl_wait) where they run as
 // compute capability 9.0+ code (pdl_wait compiled in), on a stream of their own (not the legacy
-// stream), unless
-// MDI_CUDA_PDL=0 or set_pdl() turned it off.
+// stream), unless MDI_CUDA_PDL=0 or set_pdl() turned it off.
 std::atomic<int> pdl_mode{-1};  // -1: not yet decided, 0 off, 1 on (for GPUs that support it)
 
 bool pdl_device() {
