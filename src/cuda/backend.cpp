@@ -97,8 +97,9 @@ class CudaBackend final : public Backend {
       user_error("--device cuda computes the whole lm_head on rank 0: lm_head rows [{}, {}) cannot be split "
                  "off (--head-split 0)", w.head.lm_begin, w.head.lm_end);
 
-    // The fused decode kernels need C and 4C to be multiples of 8 (16-byte rows).
-    fused_ = cuda::matvec_ok(cfg_.n_embd) && cuda::matvec_ok(4 * cfg_.n_embd);
+    // The fused decode kernels need C and 4C to be multiples of 8 (16-byte rows) and a LayerNorm
+    // row of C in shared memory (the 4C-wide projection has no LayerNorm).
+    fused_ = cuda::matvec_ok(cfg_.n_embd, true) && cuda::matvec_ok(4 * cfg_.n_embd, false);
     tc_ = use_tensor_cores();
     decode_rows_ = cuda::matvec_rows(cfg_.n_embd, true, tc_);
     persistent_ = use_persistent();

@@ -1233,9 +1233,10 @@ void configure_kernels() {
   }
 }
 
-// Shared memory of the LayerNorm-fused kernel: the rows and the LayerNorm weight and bias.
-bool matvec_ok(int IC) {
-  return IC > 0 && IC % 8 == 0 && size_t(IC) * 3 * sizeof(float) <= smem_limit();
+// Shared memory of the LayerNorm-fused kernel: the rows and the LayerNorm weight and bias (at
+// least one row: matvec_rows chunks the rest).
+bool matvec_ok(int IC, bool layernorm) {
+  return IC > 0 && IC % 8 == 0 && (!layernorm || size_t(IC) * 3 * sizeof(float) <= smem_limit());
 }
 
 int matvec_rows(int IC, bool layernorm, bool tensor_cores) {
@@ -1257,11 +1258,11 @@ static int matvec_slices(int IC, DType dt) {
 void matvec_forward(void* out, const void* inp, const float* ln_w, const float* ln_b, float eps,
                     const void* weight, const float* bias, int B, int IC, int OC, Epilogue epi,
                     const QkvOut* qkv, DType dt, bool tensor_cores, cudaStream_t st) {
-  if (!matvec_ok(IC) || !aligned16(inp) || !aligned16(weight) || !aligned16(ln_w) || !aligned16(ln_b) ||
-      (epi == Epilogue::kQkv && !qkv))
-    abort_job(fmt::format("internal error: matvec_forward needs IC % 8 == 0 ({}) and 16-byte aligned "
-                          "operands", IC));
   const bool ln = ln_w != nullptr;
+  if (!matvec_ok(IC, ln) || !aligned16(inp) || !aligned16(weight) || !aligned16(ln_w) || !aligned16(ln_b) ||
+      (epi == Epilogue::kQkv && !qkv))
+    abort_job(fmt::format("internal error: matvec_forward needs IC % 8 == 0 ({}), a LayerNorm row in shared "
+                          "memory and 16-byte aligned operands", IC));
   if (tensor_cores && !tensor_cores_ok(dt, IC, ln))
     abort_job(fmt::format("internal error: matvec_forward on tensor cores for {} rows of {}", dtype_name(dt), IC));
   const int rows = matvec_rows(IC, ln, tensor_cores);
@@ -1328,7 +1329,8 @@ void launch_layers(const DecodeLayersArgs& a, DType dt, cudaStream_t st) {
 
 bool decode_layers_ok(int C, int n_head, int T, int B, DType dt) {
   return device_info().arch >= 700 && device_info().cooperative && n_head > 0 && C == 64 * n_head && T > 0 &&
-         B >= 1 && B <= kDecodeRows && matvec_ok(C) && matvec_ok(4 * C) && B <= matvec_rows(C, true, false) &&
+         B >= 1 && B <= kDecodeRows && matvec_ok(C, true) && matvec_ok(4 * C, false) &&
+         B <= matvec_rows(C, true, false) &&
          decode_layers_smem(C, T, B, dtype_size(dt)) <= smem_limit();
 }
 
@@ -1351,7 +1353,7 @@ void matmul_forward(void* out, const void* inp, const void* weight, const float*
                     int IC, int OC, Epilogue epi, float* scratch, DType dt, bool tensor_cores,
                     cublasHandle_t h, cudaStream_t st) {
   if (epi == Epilogue::kQkv) abort_job("internal error: matmul_forward has no QKV epilogue (use matvec_forward)");
-  if (B <= kMatvecRows && matvec_ok(IC) && aligned16(inp) && aligned16(weight))
+  if (B <= kMatvecRows && matvec_ok(IC, false) && aligned16(inp) && aligned16(weight))
     return matvec_forward(out, inp, nullptr, nullptr, 0.0f, weight, bias, B, IC, OC, epi, nullptr, dt,
                           tensor_cores, st);
   if (epi == Epilogue::kStore && !bias) {

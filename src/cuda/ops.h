@@ -65,9 +65,10 @@ void set_pdl(bool on);
 // dependent launch.
 bool pdl_on();
 
-// Whether matvec_forward takes IC (IC % 8 == 0, a LayerNorm row fits in shared memory), and how
-// many rows one of its launches serves (fewer with the LayerNorm for very wide rows).
-bool matvec_ok(int IC);
+// Whether matvec_forward takes rows of IC (IC % 8 == 0 and, with the LayerNorm, a row fits in
+// shared memory; without it the kernel needs none), and how many rows one of its launches serves
+// (fewer with the LayerNorm for very wide rows).
+bool matvec_ok(int IC, bool layernorm);
 int matvec_rows(int IC, bool layernorm, bool tensor_cores);
 // Whether matvec_forward may take tensor cores for rows of IC: 16-bit weights, the kernels
 // running as compute capability 8.0+ code (an 8.0 / 8.6 GPU runs a build without code for it as
