@@ -175,14 +175,19 @@ TEST_P(CudaOps, LayerNorm) {
 }
 
 // Both paths (the fused matrix-vector kernel up to kMatvecRows rows, cuBLAS beyond) and every
-// epilogue: out = y, gelu(y), x + y with y = inp . W^T + bias.
+// epilogue: out = y, gelu(y), x + y with y = inp . W^T + bias. IC 18432 is wider than a
+// LayerNorm row the fused kernel could hold in shared memory (3 x IC floats > 200 KiB): without
+// the LayerNorm it still takes the matrix-vector kernel.
 TEST_P(CudaOps, Matmul) {
   using mdi::cuda::Epilogue;
   const DType dt = GetParam();
   cublasHandle_t h;
   MDI_CUBLAS_CHECK(cublasCreate(&h));
+  EXPECT_TRUE(mdi::cuda::matvec_ok(18432, false));
+  EXPECT_FALSE(mdi::cuda::matvec_ok(18432, true));
   for (const auto& [B, IC, OC] : std::vector<std::array<int, 3>>{
-           {1, 96, 136}, {3, 200, 600}, {4, 640, 160}, {5, 96, 136}, {33, 200, 600}, {2, 100, 30}, {3, 96, 50}}) {
+           {1, 96, 136}, {3, 200, 600}, {4, 640, 160}, {5, 96, 136}, {33, 200, 600}, {2, 100, 30}, {3, 96, 50},
+           {2, 18432, 24}}) {
     const std::vector<float> x = randn(size_t(B) * IC, g), w = randn(size_t(OC) * IC, g, 0.0f, 0.1f),
                              b = randn(OC, g, 0.0f, 0.5f), x0 = randn(size_t(B) * OC, g);
     std::vector<float> y(size_t(B) * OC);
