@@ -609,7 +609,7 @@ class CudaBackend final : public Backend {
   DType dt_;
   int chunk_, lchunk_;
   int T_;  // KV cache rows per sample (kv_positions)
-  bool fused_ = false;   // the decode kernels apply (C % 8 == 0)
+  bool fused_ = false;   // the decode kernels apply (C and 4C: cuda::matvec_ok)
   bool tc_ = false;      // matrix-vector kernels on tensor cores (use_tensor_cores)
   bool persistent_ = false;  // decode rows through decode_layers (use_persistent)
   int decode_rows_ = 1;  // decode rows per launch

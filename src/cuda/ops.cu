@@ -1233,8 +1233,8 @@ void configure_kernels() {
   }
 }
 
-// Shared memory of the LayerNorm-fused kernel: the rows and the LayerNorm weight and bias (at
-// least one row: matvec_rows chunks the rest).
+// With the LayerNorm the kernel holds its rows and the LayerNorm weight and bias in shared memory:
+// one row must fit (matvec_rows chunks the rest). Without it the kernel needs none.
 bool matvec_ok(int IC, bool layernorm) {
   return IC > 0 && IC % 8 == 0 && (!layernorm || size_t(IC) * 3 * sizeof(float) <= smem_limit());
 }
