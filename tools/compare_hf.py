@@ -7,17 +7,22 @@ GPT-2-shaped GPT2LMHeadModel is saved as a Hugging Face checkpoint, converted wi
            1 and 3 ranks (CPU) against transformers' generate; where they part, the two best logits
            of that step;
   bench:   tokens/s of transformers generate (fp16, KV cache, greedy) against mdi-llm --device cuda
-           --dtype fp16 with the same samples (batch) and tokens, 1 rank; and 3 ranks sharing the GPU.
+           --dtype fp16 with the same samples (batch) and tokens, 1 rank;
+  shared:  mdi-llm with 1 and with 3 ranks sharing the GPU, 3 samples: tokens/s and each rank's
+           compute / communication / wait; then the same under an MPS daemon that the tool starts
+           and stops (skipped with a message where nvidia-cuda-mps-control is missing, fails, or
+           a daemon already runs).
 
 Needs torch, transformers, numpy and a build of mdi-llm, mdi-convert and mdi-logits. Writes
 figures.json and a log into --out, prints a summary.
     python3 tools/compare_hf.py --build build-gpu --gpt2-vocab DIR --out OUT [--shape gpt2-xl]
-                                [--parts convert,bench]
+                                [--parts convert,bench,shared]
 """
 import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -176,8 +181,7 @@ def part_bench(a, model, d, fig):
     if not torch.cuda.is_available():
         say("bench: no GPU, skipped")
         return
-    f16 = os.path.join(a.work, f"{a.shape}_fp16.h5")
-    convert(a, d, f16, "fp16")
+    f16 = fp16_model(a, d)
     ids = prompt_ids(a, f16)
     model = model.half().cuda()
     K = a.bench_tokens
@@ -189,14 +193,58 @@ def part_bench(a, model, d, fig):
         fig[f"bench_S{S}"] = {"hf_tokens_per_s": hf, "mdi_tokens_per_s": mine, "ratio": mine / hf}
         say(f"{a.shape} fp16, {S} sample(s) x {K} tokens, 1 GPU: transformers generate {hf:.1f} tokens/s, "
             f"mdi-llm {mine:.1f} tokens/s: {mine / hf:.1f}x")
-    for ranks, S in ((1, 3), (3, 3)):
+
+
+def shared_runs(a, f16, fig, tag, label):
+    K, S = a.bench_tokens, 3
+    for ranks in (1, 3):
         _, rep, err = mdi_generate(a, f16, ranks, S, K, ["--device", "cuda", "--dtype", "fp16"])
-        fig[f"shared_gpu_np{ranks}_S{S}"] = {"tokens_per_s": rep["tokens_per_s"], "ranks": [
+        fig[f"shared_gpu{tag}_np{ranks}_S{S}"] = {"tokens_per_s": rep["tokens_per_s"], "ranks": [
             {k: r[k] for k in ("layer_begin", "layer_end", "compute_s", "comm_s", "wait_s")}
             for r in rep["rank_stats"]]}
-        say(f"np {ranks} sharing the GPU, {S} samples x {K} tokens: {rep['tokens_per_s']:.1f} tokens/s")
+        say(f"np {ranks} sharing the GPU{label}, {S} samples x {K} tokens: {rep['tokens_per_s']:.1f} tokens/s")
         say("\n".join(l for l in err.splitlines() if l.startswith(("split", "rank", "   "))))
-    os.remove(f16)
+
+
+def part_shared(a, model, d, fig):
+    if not torch.cuda.is_available():
+        say("shared: no GPU, skipped")
+        return
+    f16 = fp16_model(a, d)
+    shared_runs(a, f16, fig, "", "")
+    ctl = shutil.which("nvidia-cuda-mps-control")
+    if not ctl:
+        say("shared: nvidia-cuda-mps-control not found, no MPS runs")
+        return
+    # Only a daemon this tool started is stopped again; with one already running the runs above
+    # were under it, so there is nothing to compare.
+    if not shutil.which("pgrep"):
+        say("shared: pgrep not found (cannot tell whether an MPS daemon already runs), no MPS runs")
+        return
+    if subprocess.run(["pgrep", "-x", "nvidia-cuda-mps"], capture_output=True).returncode == 0:
+        say("shared: an MPS daemon already runs, no MPS runs")
+        return
+    p = subprocess.run([ctl, "-d"], capture_output=True, text=True)
+    if p.returncode != 0:
+        say(f"shared: nvidia-cuda-mps-control -d exited {p.returncode} ({(p.stdout + p.stderr).strip()}), no MPS runs")
+        return
+    try:
+        time.sleep(1)
+        shared_runs(a, f16, fig, "_mps", " under MPS")
+    finally:
+        subprocess.run([ctl], input="quit\n", capture_output=True, text=True)
+
+
+def fp16_path(a):
+    return os.path.join(a.work, f"{a.shape}_fp16.h5")
+
+
+def fp16_model(a, d):
+    """This run's checkpoint converted to fp16, once (bench and shared both use it)."""
+    f16 = fp16_path(a)
+    if not os.path.exists(f16):
+        convert(a, d, f16, "fp16")
+    return f16
 
 
 def main():
@@ -206,19 +254,23 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", default="/tmp/mdi-compare-hf", help="scratch folder (checkpoints, several GB)")
     ap.add_argument("--shape", choices=SHAPES, default="gpt2-xl")
-    ap.add_argument("--parts", default="convert,bench")
+    ap.add_argument("--parts", default="convert,bench,shared")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tokens", type=int, default=100, help="greedy steps compared (default 100)")
     ap.add_argument("--bench-tokens", type=int, default=256)
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     os.makedirs(a.work, exist_ok=True)
+    if os.path.exists(fp16_path(a)):  # left by an earlier run that was killed: another checkpoint
+        os.remove(fp16_path(a))
+    # A timeout's SIGTERM unwinds like an exception, so an MPS daemon started here is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     fig = {"shape": a.shape}
     model, d = make_checkpoint(a, a.work)
     rc = 0
     for part in a.parts.split(","):
         try:
-            {"convert": part_convert, "bench": part_bench}[part](a, model, d, fig)
+            {"convert": part_convert, "bench": part_bench, "shared": part_shared}[part](a, model, d, fig)
         except Exception as e:  # noqa: BLE001 - report and go on with the next part
             say(f"{part}: FAILED: {type(e).__name__}: {e}")
             rc = 1
@@ -227,6 +279,8 @@ def main():
     with open(os.path.join(a.out, f"compare_hf_{a.shape}.log"), "w") as f:
         f.write("\n".join(LOG) + "\n")
     shutil.rmtree(d, ignore_errors=True)
+    if os.path.exists(fp16_path(a)):
+        os.remove(fp16_path(a))
     sys.exit(rc)
 
 

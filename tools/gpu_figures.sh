@@ -25,7 +25,7 @@ if has fixture; then
 fi
 
 if has compare; then
-  timeout "${COMPARE_TIMEOUT:-330}" python3 tools/compare_hf.py --build "$build" --gpt2-vocab "$vocab" \
+  timeout "${COMPARE_TIMEOUT:-420}" python3 tools/compare_hf.py --build "$build" --gpt2-vocab "$vocab" \
     --out "$out" --shape "${SHAPE:-gpt2-xl}" --bench-tokens "${BENCH_TOKENS:-128}" || rc=1
 fi
 
