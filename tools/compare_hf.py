@@ -14,7 +14,7 @@ GPT-2-shaped GPT2LMHeadModel is saved as a Hugging Face checkpoint, converted wi
            a daemon already runs).
 
 Needs torch, transformers, numpy and a build of mdi-llm, mdi-convert and mdi-logits. Writes
-figures.json and a log into --out, prints a summary.
+compare_hf_SHAPE.json (the figures) and compare_hf_SHAPE.log into --out, prints a summary.
     python3 tools/compare_hf.py --build build-gpu --gpt2-vocab DIR --out OUT [--shape gpt2-xl]
                                 [--parts convert,bench,shared]
 """
@@ -239,6 +239,11 @@ def fp16_path(a):
     return os.path.join(a.work, f"{a.shape}_fp16.h5")
 
 
+def remove_fp16(a):
+    if os.path.exists(fp16_path(a)):
+        os.remove(fp16_path(a))
+
+
 def fp16_model(a, d):
     """This run's checkpoint converted to fp16, once (bench and shared both use it)."""
     f16 = fp16_path(a)
@@ -261,8 +266,7 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     os.makedirs(a.work, exist_ok=True)
-    if os.path.exists(fp16_path(a)):  # left by an earlier run that was killed: another checkpoint
-        os.remove(fp16_path(a))
+    remove_fp16(a)  # left by an earlier run that was killed: another checkpoint
     # A timeout's SIGTERM unwinds like an exception, so an MPS daemon started here is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     fig = {"shape": a.shape}
@@ -279,8 +283,7 @@ def main():
     with open(os.path.join(a.out, f"compare_hf_{a.shape}.log"), "w") as f:
         f.write("\n".join(LOG) + "\n")
     shutil.rmtree(d, ignore_errors=True)
-    if os.path.exists(fp16_path(a)):
-        os.remove(fp16_path(a))
+    remove_fp16(a)
     sys.exit(rc)
 
 
