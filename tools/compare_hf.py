@@ -10,8 +10,8 @@ GPT-2-shaped GPT2LMHeadModel is saved as a Hugging Face checkpoint, converted wi
            --dtype fp16 with the same samples (batch) and tokens, 1 rank;
   shared:  mdi-llm with 1 and with 3 ranks sharing the GPU, 3 samples: tokens/s and each rank's
            compute / communication / wait; then the same under an MPS daemon that the tool starts
-           and stops (skipped with a message where nvidia-cuda-mps-control is missing, fails, or
-           a daemon already runs).
+           and stops (skipped with a message where nvidia-cuda-mps-control is missing or fails;
+           with a daemon already running, only runs under it, recorded as such).
 
 Needs torch, transformers, numpy and a build of mdi-llm, mdi-convert and mdi-logits. Writes
 compare_hf_SHAPE.json (the figures) and compare_hf_SHAPE.log into --out, prints a summary.
@@ -211,18 +211,20 @@ def part_shared(a, model, d, fig):
         say("shared: no GPU, skipped")
         return
     f16 = fp16_model(a, d)
-    shared_runs(a, f16, fig, "", "")
     ctl = shutil.which("nvidia-cuda-mps-control")
+    # A daemon already running (not this tool's, so left alone) serves every run: they are
+    # recorded as MPS runs, and there are none without MPS to compare with.
+    if ctl and shutil.which("pgrep") and subprocess.run(["pgrep", "-x", "nvidia-cuda-mps"],
+                                                        capture_output=True).returncode == 0:
+        say("shared: an MPS daemon already runs (not started here): only runs under it")
+        shared_runs(a, f16, fig, "_mps", " under MPS")
+        return
+    shared_runs(a, f16, fig, "", "")
     if not ctl:
         say("shared: nvidia-cuda-mps-control not found, no MPS runs")
         return
-    # Only a daemon this tool started is stopped again; with one already running the runs above
-    # were under it, so there is nothing to compare.
     if not shutil.which("pgrep"):
         say("shared: pgrep not found (cannot tell whether an MPS daemon already runs), no MPS runs")
-        return
-    if subprocess.run(["pgrep", "-x", "nvidia-cuda-mps"], capture_output=True).returncode == 0:
-        say("shared: an MPS daemon already runs, no MPS runs")
         return
     p = subprocess.run([ctl, "-d"], capture_output=True, text=True)
     if p.returncode != 0:
