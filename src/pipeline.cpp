@@ -105,17 +105,20 @@ bool agree(MPI_Comm comm, const std::string& err) {
 
 // While the model file is read, HDF5 itself can loop forever or crash on a corrupt file (HDF5
 // 1.10.8 on a damaged global heap: tests/fuzz/README.md), which no error check of ours can catch.
-// A ReadGuard ends this process with one error line (printed by `report` ranks only) if the read
-// takes longer than `seconds` (0: no time limit) or dies of a fatal signal; mpirun then ends the
-// job. Metadata (attributes, the tokenizer) reads in milliseconds, so its limit is a few seconds.
+// A ReadGuard ends this process with one error line if the read takes longer than `seconds` (0: no
+// time limit) or dies of a fatal signal; mpirun then ends the job. Every rank reads the same
+// metadata, so a bad file usually stops them all at once: rank 0 reports at once, the others wait
+// kDeferSeconds first, so that mpirun, ending the job for rank 0, ends them before they write (one
+// line), and a rank whose own copy of the file is bad still says so. Metadata (attributes, the
+// tokenizer) reads in milliseconds, so its limit is a few seconds.
 class ReadGuard {
  public:
-  ReadGuard(const std::string& file, bool report, double seconds) {
-    if (report) {
-      crash_ = fmt::format("mdi-llm: error: reading {}: HDF5 crashed on it (a corrupt file?)\n", file);
-      hang_ = fmt::format("mdi-llm: error: reading {} took more than {:g} s: HDF5 did not return (a "
-                          "corrupt file?)\n", file, seconds);
-    }
+  ReadGuard(const std::string& file, int rank, double seconds) {
+    const std::string who = rank == 0 ? "error" : fmt::format("error on rank {} ({})", rank, where());
+    defer_ = rank == 0 ? 0 : kDeferSeconds;
+    crash_ = fmt::format("mdi-llm: {}: reading {}: HDF5 crashed on it (a corrupt file?)\n", who, file);
+    hang_ = fmt::format("mdi-llm: {}: reading {} took more than {:g} s: HDF5 did not return (a corrupt "
+                        "file?)\n", who, file, seconds);
 #ifndef __SANITIZE_ADDRESS__  // under ASan its own report of the fault is worth more
     active_ = this;
     for (int sig : kSignals) {
@@ -126,8 +129,8 @@ class ReadGuard {
 #endif
     if (seconds > 0) watchdog_ = std::thread([this, seconds] {
       std::unique_lock<std::mutex> lk(m_);
-      if (!cv_.wait_for(lk, std::chrono::duration<double>(seconds), [this] { return done_; })) {
-        if (!hang_.empty()) (void)!write(STDERR_FILENO, hang_.data(), hang_.size());
+      if (!cv_.wait_for(lk, std::chrono::duration<double>(seconds + defer_), [this] { return done_; })) {
+        (void)!write(STDERR_FILENO, hang_.data(), hang_.size());
         _exit(1);
       }
     });
@@ -151,13 +154,17 @@ class ReadGuard {
 
  private:
   static constexpr int kSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
-  static void on_signal(int) {  // async-signal-safe: write and _exit only
-    const ReadGuard* g = active_;
-    if (g && !g->crash_.empty()) (void)!write(STDERR_FILENO, g->crash_.data(), g->crash_.size());
+  static constexpr unsigned kDeferSeconds = 2;
+  static void on_signal(int) {  // async-signal-safe: sleep, write and _exit only
+    if (const ReadGuard* g = active_) {
+      if (g->defer_) sleep(g->defer_);
+      (void)!write(STDERR_FILENO, g->crash_.data(), g->crash_.size());
+    }
     _exit(1);
   }
   static inline ReadGuard* active_ = nullptr;
-  std::string crash_, hang_;  // empty where this rank does not report
+  std::string crash_, hang_;
+  unsigned defer_ = 0;  // seconds this rank waits before it reports
   struct sigaction old_[32] = {};
   std::thread watchdog_;
   std::mutex m_;
@@ -864,7 +871,7 @@ Plan plan_eval(const Options& o, const Config& cfg, const Tokenizer& tok, int N,
 void tokenize_stdio(const Options& o) {
   std::unique_ptr<Tokenizer> tok;
   {
-    ReadGuard guard(o.model, true, kMetadataSeconds);
+    ReadGuard guard(o.model, 0, kMetadataSeconds);
     tok = load_tokenizer(o.model);
   }
   std::string in((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
@@ -917,9 +924,13 @@ int run(const Options& o, MPI_Comm world) {
   int tail = 0;  // lm_head rows the last rank computes
   if (!agree(ring.comm(), attempt([&] {
         {
-          ReadGuard guard(o.model, starter, kMetadataSeconds);
-          if (const char* stall = std::getenv("MDI_TEST_STALL_READ_S"))  // tests: a read that hangs
-            std::this_thread::sleep_for(std::chrono::duration<double>(std::atof(stall)));
+          ReadGuard guard(o.model, rank, kMetadataSeconds);
+          // Tests: a read that hangs, "SECONDS" on every rank or "SECONDS@RANK" on one.
+          if (const char* stall = std::getenv("MDI_TEST_STALL_READ_S")) {
+            const char* at = std::strchr(stall, '@');
+            if (!at || std::atoi(at + 1) == rank)
+              std::this_thread::sleep_for(std::chrono::duration<double>(std::atof(stall)));
+          }
           cfg = read_config(o.model);
         }
         split = o.layers.empty() ? balanced_split(cfg, N) : parse_split(o.layers, cfg, N);
@@ -938,7 +949,7 @@ int run(const Options& o, MPI_Comm world) {
   if (!agree(ring.comm(), attempt([&] {
         if (!starter) return;
         {
-          ReadGuard guard(o.model, starter, kMetadataSeconds);
+          ReadGuard guard(o.model, rank, kMetadataSeconds);
           tok = load_tokenizer(o.model);
         }
         if (tok->vocab_size() > cfg.vocab_size)
@@ -972,7 +983,7 @@ int run(const Options& o, MPI_Comm world) {
   if (!agree(ring.comm(), attempt([&] {
         const double t0 = now();
         {
-          ReadGuard guard(o.model, starter, 0);  // big reads may take long: crashes only
+          ReadGuard guard(o.model, rank, 0);  // big reads may take long: crashes only
           const int V = cfg.vocab_size;  // rank 0: lm_head rows [0, V - tail), the last rank the rest
           const bool last = rank == N - 1 && N > 1;
           w = load_weights(o.model, cfg, st.layer_begin, st.layer_end, starter, last ? V - tail : 0,
