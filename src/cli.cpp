@@ -4,6 +4,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include <unistd.h>
+
 #include "mdi/cli_checks.h"
 #include "mdi/error.h"
 #include "mdi/file.h"
@@ -23,7 +25,11 @@ ParseResult parse_cli(int argc, const char* const* argv) {
       "to stderr.",
       "mdi-llm"};
   app.set_version_flag("--version", "mdi-llm 0.1.0");
-  app.add_option("--model", o.model, "Model weight file (HDF5, see DESIGN.md)")->required();
+  o.model = kBundledModel;
+  auto* model = app.add_option("--model", o.model,
+                               "Model weight file (HDF5, see DESIGN.md); default: the bundled model, a "
+                               "character-level nanoGPT trained on Shakespeare (data/README.md)")
+                    ->capture_default_str();
   auto* prompt = app.add_option("--prompt", o.prompts,
                                 "Prompt text; repeat for several prompts (default: \"\\n\")");
   auto* prompts_file =
@@ -121,6 +127,12 @@ ParseResult parse_cli(int argc, const char* const* argv) {
   try {
     app.parse(argc, argv);
     o.head_split = head_split == "auto" ? -1 : std::stoi(head_split);
+    if (model->count() == 0 && access(o.model.c_str(), R_OK) != 0) {
+      r.exit = true;
+      r.exit_code = 1;
+      r.message = "mdi-llm: error: no --model given, and the bundled model " + o.model +
+                  " is not there (was the source tree moved?): pass --model FILE.h5\n";
+    }
   } catch (const CLI::CallForHelp& e) {
     r.exit = true;
     r.message = app.help();

@@ -27,6 +27,15 @@ TEST(Cli, Defaults) {
   EXPECT_FALSE(r.options.crop_prompts);
 }
 
+// Without --model, the bundled model of this source tree (which the tests' build has).
+TEST(Cli, ModelDefaultsToTheBundledOne) {
+  mdi::ParseResult r = parse({"--prompt", "x"});
+  ASSERT_FALSE(r.exit) << r.message;
+  EXPECT_EQ(r.options.model, mdi::kBundledModel);
+  EXPECT_TRUE(std::filesystem::is_regular_file(r.options.model)) << r.options.model;
+  EXPECT_EQ(std::filesystem::path(r.options.model).filename(), "shakespeare_char.h5");
+}
+
 TEST(Cli, ParsesEverything) {
   mdi::ParseResult r = parse({"--model", "m.h5", "--prompt", "a", "--prompt", "b", "--samples", "5",
                               "--tokens", "7", "--temperature", "0", "--top-k", "3", "--top-p", "0.5",
@@ -55,7 +64,6 @@ TEST(Cli, ParsesEverything) {
 
 TEST(Cli, RefusesBadValues) {
   for (auto args : std::vector<std::vector<const char*>>{
-           {"--prompt", "x"},                                   // --model missing
            {"--model", "m", "--samples", "0"},
            {"--model", "m", "--tokens", "-1"},
            {"--model", "m", "--top-p", "1.5"},

@@ -3,6 +3,7 @@
 # tokenizer (a fixture), the byte-level BPE (a tiny HF GPT-2 fixture converted by mdi-convert) and
 # a BPE trained by mdi-train-bpe, the BPEs on arbitrary bytes, invalid UTF-8 included; bad ids are
 # refused. The trained tokenizer also goes into models (mdi-convert --tokenizer, --into) that run.
+# Without --model, mdi-llm runs the bundled model.
 #   tokenize_roundtrip.sh MDI_LLM MDI_CONVERT FIXTURES
 set -euo pipefail
 llm=$1 convert=$2 fixtures=$3
@@ -49,5 +50,14 @@ if "$llm" --model "$tmp/tok.h5" --prompt x >/dev/null 2>"$tmp/err"; then
   echo "FAIL generation from a tokenizer-only file"; fail=1
 else
   echo "ok   generation from a tokenizer-only file refused: $(grep error "$tmp/err")"
+fi
+# No --model: the bundled model, the same text as when it is named.
+bundled=$(cd "$fixtures/../.." && pwd)/data/shakespeare_char.h5
+if "$llm" --prompt "ROMEO:" --tokens 40 --samples 1 --seed 7 >"$tmp/default" 2>"$tmp/err" &&
+   "$llm" --model "$bundled" --prompt "ROMEO:" --tokens 40 --samples 1 --seed 7 >"$tmp/named" 2>/dev/null &&
+   cmp -s "$tmp/default" "$tmp/named" && grep -q "^ROMEO:" "$tmp/default"; then
+  echo "ok   without --model, the bundled model generates"
+else
+  echo "FAIL without --model"; cat "$tmp/err"; fail=1
 fi
 exit $fail

@@ -216,7 +216,7 @@ def bad_input(r, N):
         ("--top-p out of range", N, ["--model", good, "--top-p", "2"] + base, "--top-p"),
         ("--samples 0", N, ["--model", good, "--samples", "0"] + base, "--samples"),
         ("unknown flag", N, ["--model", good, "--frobnicate"] + base, "frobnicate"),
-        ("missing --model", N, base, "--model"),
+        ("--model without a file", N, base + ["--model"], "--model"),
         ("prompt outside the vocabulary", N, ["--model", good, "--tokens", "5", "--prompt", "snow \u2603"],
          "prompt 0"),
         ("prompt longer than block_size", N, ["--model", good, "--tokens", "5", "--prompt", "First Citizen: ok! " * 4],
