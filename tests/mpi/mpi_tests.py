@@ -62,8 +62,8 @@ def error_lines(stderr):
     return [l for l in stderr.splitlines() if l.startswith("mdi-llm: error") or l.startswith("error:")]
 
 
-def expect_error(name, cmd, expect, timeout=60, asan_report=False, **kw):
-    """Runs the job of a bad input: it must end within BAD_INPUT_S seconds, exit non-zero and
+def expect_error(name, cmd, expect, timeout=60, asan_report=False, limit=BAD_INPUT_S, **kw):
+    """Runs the job of a bad input: it must end within `limit` seconds, exit non-zero and
     print one error line containing `expect` (a string, or a tuple of strings all of which it
     contains; or, with asan_report, may end with AddressSanitizer's report instead).
     Extra keywords go to run."""
@@ -74,10 +74,10 @@ def expect_error(name, cmd, expect, timeout=60, asan_report=False, **kw):
         check(False, f"{name}: job ended (it hung for {timeout} s)")
         return
     errors = error_lines(p.stderr)
-    ok = p.returncode != 0 and secs < BAD_INPUT_S and len(errors) == 1 and all(e in errors[0] for e in expect)
+    ok = p.returncode != 0 and secs < limit and len(errors) == 1 and all(e in errors[0] for e in expect)
     what = "one error line mentioning " + " and ".join(f"'{e}'" for e in expect)
     if asan_report and not ok:
-        ok = p.returncode != 0 and secs < BAD_INPUT_S and "AddressSanitizer" in p.stderr
+        ok = p.returncode != 0 and secs < limit and "AddressSanitizer" in p.stderr
         what = "AddressSanitizer's report of the bug in libhdf5"
     check(ok, f"{name}: exit {p.returncode} in {secs:.1f} s, {what}"
               + ("" if ok else f"\n     stderr: {p.stderr.strip()[-1500:]}"))
@@ -248,13 +248,14 @@ def bad_input(r, N):
                                                             "--samples", str(N)]),
                      "out of memory", preexec_fn=cap)
     # A read of the model file that never returns (HDF5 spinning on a corrupt file; simulated by
-    # the test hook MDI_TEST_STALL_READ_S) ends the job within 10 s with one error line: rank 0's
-    # where every rank hangs, the rank's own where only its copy of the file is bad.
+    # the test hook MDI_TEST_STALL_READ_S) ends the job within seconds with one error line: rank
+    # 0's where every rank hangs (after 5 s), the rank's own where only its copy of the file is bad
+    # (after 2 s more).
     stall = r.cmd(N, ["--model", good] + base)
     expect_error("a read that hangs", stall, ("error: reading", "did not return"), timeout=30,
                  env=dict(os.environ, MDI_TEST_STALL_READ_S="60"))
     expect_error("a read that hangs on the last rank", stall, (f"error on rank {N - 1} (", "did not return"),
-                 timeout=30, env=dict(os.environ, MDI_TEST_STALL_READ_S=f"60@{N - 1}"))
+                 timeout=30, limit=BAD_INPUT_S + 2, env=dict(os.environ, MDI_TEST_STALL_READ_S=f"60@{N - 1}"))
     # --tokenize reads only the tokenizer: it works where that part of the file is sound, and
     # otherwise fails like generation.
     for path in corrupt:
