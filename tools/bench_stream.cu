@@ -12,10 +12,13 @@
 // against the bound (weight bytes / device-to-device copy bandwidth). Figures: docs/h200/.
 // ws_kernel, run first, is the warp-specialized form of the same stream (a producer warp, consumer
 // warps owning whole rows, slots released through mbarriers; optionally an L2 prefetch some chunks
-// ahead of the copies), each ring timed with skip 3, 2, 1 and 0.
+// ahead of the copies), each ring timed with skip 3, 2, 1 and 0. dyn_kernel, run next, is that
+// stream with the chunks handed out at run time from a counter per pass and a count of each
+// pass's chunks done in place of the grid barriers (skip 2: no waits); its results are checked
+// against ws_kernel's, bit for bit.
 //   cmake --build build --target bench_stream && build/bench_stream [layers] [skip]
 //   skip (timing only, wrong results): 1 leaves the multiplications out, 2 the grid barriers
-//   WS_ONLY=1: only the warp-specialized runs; WS_SKIP=k: only their skip k
+//   WS_ONLY=1: only the warp-specialized runs (ws_kernel, dyn_kernel); WS_SKIP=k: only their skip k
 // Built for sm_90 only (bulk copies); -DSLOT_KB=.. -DRING=.. change the first kernel's ring.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -24,6 +27,7 @@
 #include <utility>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "grid_barrier.cuh"
@@ -222,6 +226,27 @@ __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, %0;" ::"n"(WC * 32) : "memory");
 }
 
+// One warp's dot product of a weight row in shared memory (n16 units of 8 fp16) with xs: two
+// chains of FMAs over the lanes, then a butterfly; every lane gets the sum.
+__device__ __forceinline__ float row_dot(const uint4* w, const float* xs, int n16, int lane) {
+  float acc = 0.0f, acc2 = 0.0f;
+#pragma unroll 4
+  for (int u = lane; u < n16; u += 32) {
+    const uint4 q = w[u];
+    const __half2* h = reinterpret_cast<const __half2*>(&q);
+    const float4 xa = *reinterpret_cast<const float4*>(xs + u * 8);
+    const float4 xb = *reinterpret_cast<const float4*>(xs + u * 8 + 4);
+    const float2 w0 = __half22float2(h[0]), w1 = __half22float2(h[1]);
+    const float2 w2 = __half22float2(h[2]), w3 = __half22float2(h[3]);
+    acc = fmaf(w0.x, xa.x, acc), acc2 = fmaf(w0.y, xa.y, acc2), acc = fmaf(w1.x, xa.z, acc);
+    acc2 = fmaf(w1.y, xa.w, acc2), acc = fmaf(w2.x, xb.x, acc), acc2 = fmaf(w2.y, xb.y, acc2);
+    acc = fmaf(w3.x, xb.z, acc), acc2 = fmaf(w3.y, xb.w, acc2);
+  }
+  acc += acc2;
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  return acc;
+}
+
 template <int SLOT, int R, int WC, int P>
 __global__ void __launch_bounds__((WC + 1) * 32, 1)
     ws_kernel(const Pass* passes, int n_passes, unsigned* bar, int skip) {
@@ -298,23 +323,7 @@ __global__ void __launch_bounds__((WC + 1) * 32, 1)
       if (r < rows) {
         for (; r < rows; r += WC) {
           const uint4* w = reinterpret_cast<const uint4*>(ring + size_t(slot) * SLOT) + size_t(r) * n16;
-          float acc = 0.0f, acc2 = 0.0f;  // two chains of FMAs
-          if (!(skip & 1)) {
-#pragma unroll 4
-            for (int u = lane; u < n16; u += 32) {
-              const uint4 q = w[u];
-              const __half2* h = reinterpret_cast<const __half2*>(&q);
-              const float4 xa = *reinterpret_cast<const float4*>(xs + u * 8);
-              const float4 xb = *reinterpret_cast<const float4*>(xs + u * 8 + 4);
-              const float2 w0 = __half22float2(h[0]), w1 = __half22float2(h[1]);
-              const float2 w2 = __half22float2(h[2]), w3 = __half22float2(h[3]);
-              acc = fmaf(w0.x, xa.x, acc), acc2 = fmaf(w0.y, xa.y, acc2), acc = fmaf(w1.x, xa.z, acc);
-              acc2 = fmaf(w1.y, xa.w, acc2), acc = fmaf(w2.x, xb.x, acc), acc2 = fmaf(w2.y, xb.y, acc2);
-              acc = fmaf(w3.x, xb.z, acc), acc2 = fmaf(w3.y, xb.w, acc2);
-            }
-          }
-          acc += acc2;
-          for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+          const float acc = (skip & 1) ? 0.0f : row_dot(w, xs, n16, lane);
           if (lane == 0) p.y[ra + r] = acc;
         }
         __syncwarp();
@@ -326,12 +335,132 @@ __global__ void __launch_bounds__((WC + 1) * 32, 1)
   }
 }
 
-// The best of `reps` timings of launch(), the barrier counter zeroed before each.
+// The warp-specialized stream with chunks handed out at run time (dyn_kernel): does the grid-wide
+// dependency cost less when no block has a fixed share of a pass? In ws_kernel each block owns a
+// fixed slice of rows of every pass, so a pass ends when its slowest block's slice has streamed,
+// and the others wait at the barrier (their rings absorb ~6 us). Here a pass is cut into chunks of
+// whole rows, one slot each, and each block's producer takes the pass's next chunk from a global
+// counter (next[s]) once a slot is free; a block that streams faster takes more. A pass's chunks are
+// all handed out before any of the next pass's, so every ring holds its chunks in pass order.
+// Consumers count a chunk as done (done[s]) once its rows are written, and before a pass's first
+// chunk in this block they wait for done[s - 1] to reach that pass's chunks (the only grid-wide
+// wait: no barrier), then stage its input row. A block may have no chunk of a pass. The producer
+// ends the stream with a slot that names pass n_passes. Rows of a chunk go to warp (k % WC), k
+// counting the rows this block has taken, so consecutive chunks of few rows use different warps.
+// Results: the same row sums as ws_kernel (row_dot), so the same bits (checked in main).
+__device__ __forceinline__ void chunking(const Pass& p, int slot, int& rc, int& nch) {
+  rc = slot / (p.IC * 2);
+  nch = (p.OC + rc - 1) / rc;
+}
+
+template <int SLOT, int R, int WC>
+__global__ void __launch_bounds__((WC + 1) * 32, 1)
+    dyn_kernel(const Pass* passes, int n_passes, unsigned* next, unsigned* done, int skip) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* ring = smem;                                          // R * SLOT
+  float* xs = reinterpret_cast<float*>(smem + R * SLOT);               // kMaxIC
+  int2* meta = reinterpret_cast<int2*>(xs + kMaxIC);                   // R: (pass, chunk) of a slot
+  int* count = reinterpret_cast<int*>(meta + R);  // 2R: warps done with a slot's use, by its parity
+  auto* full = reinterpret_cast<unsigned long long*>(count + 2 * R);  // R
+  auto* empty = full + R;                                             // R
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  if (tid < R) mbar_init(full + tid), mbar_init(empty + tid, WC);
+  if (tid < 2 * R) count[tid] = 0;
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  __syncthreads();
+
+  if (warp == WC) {  // the producer
+    if (lane != 0) return;
+    long i = 0;
+    auto take_slot = [&]() {  // the next slot, once every consumer warp has released it
+      const int slot = int(i % R);
+      if (i >= R) {
+        mbar_wait(empty + slot, unsigned((i / R - 1) & 1));
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // as in ws_kernel
+      }
+      ++i;
+      return slot;
+    };
+    // A chunk is taken only once a slot is free for it, so that no chunk waits behind a full ring.
+    int slot = -1;
+    for (int s = 0; s < n_passes; ++s) {
+      const Pass p = passes[s];
+      int rc, nch;
+      chunking(p, SLOT, rc, nch);
+      for (;;) {
+        if (slot < 0) slot = take_slot();
+        const int c = int(atomicAdd(next + s, 1u));
+        if (c >= nch) break;  // the slot stays for the next pass
+        const int ra = c * rc, rows = min(rc, p.OC - ra);
+        meta[slot] = make_int2(s, c);  // published by the copy's arrival on `full`
+        bulk_copy(ring + size_t(slot) * SLOT, p.w + (size_t)ra * p.IC, unsigned(rows * p.IC * 2), full + slot);
+        slot = -1;
+      }
+    }
+    if (slot < 0) slot = take_slot();  // the end of the stream
+    meta[slot] = make_int2(n_passes, 0);
+    mbar_arrive(full + slot);
+    for (long j = i - R < 0 ? 0 : i - R; j < i - 1; ++j)  // stays until its copies are consumed
+      mbar_wait(empty + int(j % R), unsigned((j / R) & 1));
+    return;
+  }
+  long i = 0, taken = 0;  // slots used; rows taken by this block
+  int cur = -1;
+  for (;; ++i) {
+    const int slot = int(i % R);
+    mbar_wait(full + slot, unsigned((i / R) & 1));
+    const int2 m = meta[slot];
+    if (m.x >= n_passes) break;
+    const Pass p = passes[m.x];
+    if (m.x != cur) {  // this block's first chunk of pass m.x: its input row, once complete
+      consumers_sync<WC>();  // every warp is done with the previous row
+      if (tid == 0 && m.x > 0 && !(skip & 2)) {
+        int rc, nch;
+        chunking(passes[m.x - 1], SLOT, rc, nch);
+        unsigned seen = 0;
+        do {
+          asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(done + m.x - 1) : "memory");
+        } while (seen < unsigned(nch));
+      }
+      consumers_sync<WC>();
+      for (int k = tid; k < p.IC / 4; k += WC * 32)
+        reinterpret_cast<float4*>(xs)[k] = reinterpret_cast<const float4*>(p.x)[k];
+      consumers_sync<WC>();
+      cur = m.x;
+    }
+    int rc, nch;
+    chunking(p, SLOT, rc, nch);
+    const int ra = m.y * rc, rows = min(rc, p.OC - ra), n16 = p.IC / 8;
+    for (int r = int((warp - taken % WC + WC) % WC); r < rows; r += WC) {
+      const uint4* w = reinterpret_cast<const uint4*>(ring + size_t(slot) * SLOT) + size_t(r) * n16;
+      const float acc = (skip & 1) ? 0.0f : row_dot(w, xs, n16, lane);
+      if (lane == 0) p.y[ra + r] = acc;
+    }
+    taken += rows;
+    __syncwarp();
+    if (lane == 0) {
+      mbar_arrive(empty + slot);  // the slot is read: the producer may refill it
+      // The last warp done with the chunk counts it, after every warp's rows (each warp's fence
+      // orders its writes before its count; the last one's, the count before done's increment).
+      // The slot's next use counts in the other entry; this one is reset before the resetting
+      // warp arrives for that next use, so before the use after it (this entry again) begins.
+      int* n = count + 2 * slot + int((i / R) & 1);
+      __threadfence();
+      if (atomicAdd(n, 1) == WC - 1) {
+        *n = 0;
+        __threadfence();
+        atomicAdd(done + m.x, 1u);
+      }
+    }
+  }
+}
+
+// The best of `reps` timings of launch(), `zero` (the barrier or chunk counters) zeroed before each.
 template <typename F>
-float best_ms(int reps, unsigned* bar, cudaEvent_t e0, cudaEvent_t e1, F&& launch) {
+float best_ms(int reps, void* zero, size_t zero_bytes, cudaEvent_t e0, cudaEvent_t e1, F&& launch) {
   float best = 1e9f;
   for (int r = 0; r < reps; ++r) {
-    CK(cudaMemset(bar, 0, sizeof(unsigned)));
+    CK(cudaMemset(zero, 0, zero_bytes));
     CK(cudaEventRecord(e0));
     launch();
     CK(cudaEventRecord(e1));
@@ -350,8 +479,20 @@ float run_ws(Pass* dp, int n_passes, unsigned* bar, int skip, int sms, int reps,
   const size_t shm = size_t(R) * SLOT + sizeof(float) * kMaxIC + sizeof(Share) * kMaxPasses + 16 * R;
   CK(cudaFuncSetAttribute(ws_kernel<SLOT, R, WC, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shm)));
   void* args[] = {&dp, &n_passes, &bar, &skip};
-  return best_ms(reps, bar, e0, e1, [&] {
+  return best_ms(reps, bar, sizeof(unsigned), e0, e1, [&] {
     CK(cudaLaunchCooperativeKernel((void*)ws_kernel<SLOT, R, WC, P>, dim3(sms), dim3((WC + 1) * 32), args, shm));
+  });
+}
+
+template <int SLOT_KB_, int R, int WC>
+float run_dyn(Pass* dp, int n_passes, unsigned* ctr, int skip, int sms, int reps, cudaEvent_t e0, cudaEvent_t e1) {
+  constexpr int SLOT = SLOT_KB_ * 1024;
+  const size_t shm = size_t(R) * SLOT + sizeof(float) * kMaxIC + (sizeof(int2) + 2 * sizeof(int)) * R + 16 * R;
+  CK(cudaFuncSetAttribute(dyn_kernel<SLOT, R, WC>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shm)));
+  unsigned *next = ctr, *done = ctr + kMaxPasses;
+  void* args[] = {&dp, &n_passes, &next, &done, &skip};
+  return best_ms(reps, ctr, 2 * kMaxPasses * sizeof(unsigned), e0, e1, [&] {
+    CK(cudaLaunchCooperativeKernel((void*)dyn_kernel<SLOT, R, WC>, dim3(sms), dim3((WC + 1) * 32), args, shm));
   });
 }
 
@@ -439,6 +580,33 @@ int main(int argc, char** argv) {
     }
   };
   ws("4 x 48 KB, 16 consumer warps", [&](int sk) { return run_ws<48, 4, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  // Its skip-0 outputs of every pass: what dyn_kernel must give, bit for bit.
+  const size_t n_act = size_t(4) * C * 4 * layers;
+  std::vector<float> ref(n_act), got(n_act);
+  const char* ws_skip = std::getenv("WS_SKIP");
+  const bool have_ref = !ws_skip || std::atoi(ws_skip) == 0;
+  CK(cudaMemcpy(ref.data(), act, sizeof(float) * n_act, cudaMemcpyDeviceToHost));
+  unsigned* ctr;  // dyn_kernel's next[] and done[]
+  CK(cudaMalloc(&ctr, sizeof(unsigned) * 2 * kMaxPasses));
+  auto dyn = [&](const char* what, auto f) {
+    for (int sk : {3, 2, 1, 0}) {
+      if (ws_skip && std::atoi(ws_skip) != sk) continue;
+      CK(cudaMemset(act, 0, sizeof(float) * n_act));
+      const float ms = f(sk);
+      const char* check = "";
+      if (sk == 0 && have_ref) {
+        CK(cudaMemcpy(got.data(), act, sizeof(float) * n_act, cudaMemcpyDeviceToHost));
+        check = std::memcmp(got.data(), ref.data(), sizeof(float) * n_act) == 0 ? "; same bits as the first"
+                                                                                 : "; NOT the bits of the first";
+      }
+      std::printf("chunks handed out %s, skip %d (%s): %.3f ms (%.2fx the bound)%s\n", what, sk,
+                  sk == 3 ? "stream only" : sk == 2 ? "no waits" : sk == 1 ? "no multiply" : "whole step", ms,
+                  ms / bound_ms, check);
+    }
+  };
+  dyn("4 x 48 KB, 16 consumer warps", [&](int sk) { return run_dyn<48, 4, 16>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
+  dyn("6 x 32 KB, 16 consumer warps", [&](int sk) { return run_dyn<32, 6, 16>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
+  dyn("12 x 16 KB, 16 consumer warps", [&](int sk) { return run_dyn<16, 12, 16>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
   ws("6 x 32 KB, 16 consumer warps", [&](int sk) { return run_ws<32, 6, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
   ws("12 x 16 KB, 16 consumer warps", [&](int sk) { return run_ws<16, 12, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
   ws("6 x 32 KB, 8 consumer warps", [&](int sk) { return run_ws<32, 6, 8, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
@@ -447,7 +615,7 @@ int main(int argc, char** argv) {
   if (std::getenv("WS_ONLY")) return 0;
   for (auto [cross, tma] : {std::pair{0, 0}, std::pair{1, 0}, std::pair{0, 1}, std::pair{1, 1}}) {
     void* args[] = {&dp, &n_passes, &bar, &cross, &tma, &skip};
-    const float best = best_ms(reps, bar, e0, e1, [&] {
+    const float best = best_ms(reps, bar, sizeof(unsigned), e0, e1, [&] {
       CK(cudaLaunchCooperativeKernel((void*)stream_kernel, dim3(sms), dim3(kThreads), args, shm));
     });
     std::vector<float> y(C);
