@@ -25,7 +25,6 @@ ParseResult parse_cli(int argc, const char* const* argv) {
       "to stderr.",
       "mdi-llm"};
   app.set_version_flag("--version", "mdi-llm 0.1.0");
-  o.model = kBundledModel;
   auto* model = app.add_option("--model", o.model,
                                "Model weight file (HDF5, see DESIGN.md); default: the bundled model, a "
                                "character-level nanoGPT trained on Shakespeare (data/README.md)")
