@@ -24,7 +24,7 @@ ParseResult parse_cli(int argc, const char* const* argv) {
       "layers, rank 0 also the embeddings, ln_f and lm_head. Samples go to stdout, the report\n"
       "to stderr.",
       "mdi-llm"};
-  app.set_version_flag("--version", "mdi-llm 0.1.0");
+  app.set_version_flag("--version", "mdi-llm " MDI_VERSION);
   auto* model = app.add_option("--model", o.model,
                                "Model weight file (HDF5, see DESIGN.md); default: the bundled model, a "
                                "character-level nanoGPT trained on Shakespeare (data/README.md)")

@@ -36,6 +36,13 @@ TEST(Cli, ModelDefaultsToTheBundledOne) {
   EXPECT_EQ(std::filesystem::path(r.options.model).filename(), "shakespeare_char.h5");
 }
 
+TEST(Cli, VersionIsTheProjects) {
+  mdi::ParseResult r = parse({"--version"});
+  EXPECT_TRUE(r.exit);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.message, std::string("mdi-llm ") + MDI_VERSION + "\n");
+}
+
 TEST(Cli, ParsesEverything) {
   mdi::ParseResult r = parse({"--model", "m.h5", "--prompt", "a", "--prompt", "b", "--samples", "5",
                               "--tokens", "7", "--temperature", "0", "--top-k", "3", "--top-p", "0.5",
