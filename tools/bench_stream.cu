@@ -15,7 +15,7 @@
 // ahead of the copies), each ring timed with skip 3, 2, 1 and 0. dyn_kernel, run next, is that
 // stream with the chunks handed out at run time from a counter per pass and a count of each
 // pass's chunks done in place of the grid barriers (skip 2: no waits); its results are checked
-// against ws_kernel's, bit for bit.
+// against the first ws_kernel run's, bit for bit.
 //   cmake --build build --target bench_stream && build/bench_stream [layers] [skip]
 //   skip (timing only, wrong results): 1 leaves the multiplications out, 2 the grid barriers
 //   WS_ONLY=1: only the warp-specialized runs (ws_kernel, dyn_kernel); WS_SKIP=k: only their skip k
@@ -567,51 +567,39 @@ int main(int argc, char** argv) {
   if (int(hp.size()) > kMaxPasses) return std::fprintf(stderr, "at most %d passes\n", kMaxPasses), 1;
   CK(cudaFuncSetAttribute(stream_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shm)));
   int n_passes = int(hp.size());
-  // The warp-specialized variant (ws_kernel): ring slots x KB, consumer warps; each with every skip.
-  auto ws = [&](const char* what, auto f) {
-    for (int sk : {3, 2, 1, 0}) {
-      if (const char* only = std::getenv("WS_SKIP"); only && std::atoi(only) != sk) continue;
-      const float ms = f(sk);
-      std::vector<float> y(C);
-      CK(cudaMemcpy(y.data(), hp.back().y, sizeof(float) * C, cudaMemcpyDeviceToHost));
-      std::printf("warp-specialized %s, skip %d (%s): %.3f ms (%.2fx the bound); y[0] %g\n", what, sk,
-                  sk == 3 ? "stream only" : sk == 2 ? "no barriers" : sk == 1 ? "no multiply" : "whole step", ms,
-                  ms / bound_ms, y[0]);
-    }
-  };
-  ws("4 x 48 KB, 16 consumer warps", [&](int sk) { return run_ws<48, 4, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
-  // Its skip-0 outputs of every pass: what dyn_kernel must give, bit for bit.
+  // The warp-specialized variants (ws_kernel, dyn_kernel: `dyn`): ring slots x KB, consumer warps;
+  // each with every skip (WS_SKIP=k: only k). The first skip-0 run's outputs of every pass are the
+  // reference: every later skip-0 run must give them bit for bit (the same row_dot everywhere).
   const size_t n_act = size_t(4) * C * 4 * layers;
-  std::vector<float> ref(n_act), got(n_act);
-  const char* ws_skip = std::getenv("WS_SKIP");
-  const bool have_ref = !ws_skip || std::atoi(ws_skip) == 0;
-  CK(cudaMemcpy(ref.data(), act, sizeof(float) * n_act, cudaMemcpyDeviceToHost));
+  std::vector<float> ref, got(n_act);
   unsigned* ctr;  // dyn_kernel's next[] and done[]
   CK(cudaMalloc(&ctr, sizeof(unsigned) * 2 * kMaxPasses));
-  auto dyn = [&](const char* what, auto f) {
+  auto ws = [&](const char* what, bool dyn, auto f) {
     for (int sk : {3, 2, 1, 0}) {
-      if (ws_skip && std::atoi(ws_skip) != sk) continue;
+      if (const char* only = std::getenv("WS_SKIP"); only && std::atoi(only) != sk) continue;
       CK(cudaMemset(act, 0, sizeof(float) * n_act));
       const float ms = f(sk);
-      const char* check = "";
-      if (sk == 0 && have_ref) {
-        CK(cudaMemcpy(got.data(), act, sizeof(float) * n_act, cudaMemcpyDeviceToHost));
-        check = std::memcmp(got.data(), ref.data(), sizeof(float) * n_act) == 0 ? "; same bits as the first"
-                                                                                 : "; NOT the bits of the first";
-      }
-      std::printf("chunks handed out %s, skip %d (%s): %.3f ms (%.2fx the bound)%s\n", what, sk,
-                  sk == 3 ? "stream only" : sk == 2 ? "no waits" : sk == 1 ? "no multiply" : "whole step", ms,
-                  ms / bound_ms, check);
+      CK(cudaMemcpy(got.data(), act, sizeof(float) * n_act, cudaMemcpyDeviceToHost));
+      const char* bits = "";
+      if (sk == 0 && ref.empty()) ref = got;
+      else if (sk == 0)
+        bits = std::memcmp(got.data(), ref.data(), sizeof(float) * n_act) == 0 ? "; same bits as the first"
+                                                                              : "; NOT the bits of the first";
+      std::printf("%s %s, skip %d (%s): %.3f ms (%.2fx the bound); y[0] %g%s\n",
+                  dyn ? "chunks handed out" : "warp-specialized", what, sk,
+                  sk == 3 ? "stream only" : sk == 2 ? (dyn ? "no waits" : "no barriers") : sk == 1 ? "no multiply" : "whole step",
+                  ms, ms / bound_ms, got[(hp.size() - 1) * 4 * C], bits);
     }
   };
-  dyn("4 x 48 KB, 16 consumer warps", [&](int sk) { return run_dyn<48, 4, 16>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
-  dyn("6 x 32 KB, 16 consumer warps", [&](int sk) { return run_dyn<32, 6, 16>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
-  dyn("12 x 16 KB, 16 consumer warps", [&](int sk) { return run_dyn<16, 12, 16>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
-  ws("6 x 32 KB, 16 consumer warps", [&](int sk) { return run_ws<32, 6, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
-  ws("12 x 16 KB, 16 consumer warps", [&](int sk) { return run_ws<16, 12, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
-  ws("6 x 32 KB, 8 consumer warps", [&](int sk) { return run_ws<32, 6, 8, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
-  ws("4 x 48 KB, 16 consumer warps, L2 prefetch 2 chunks ahead", [&](int sk) { return run_ws<48, 4, 16, 2>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
-  ws("4 x 48 KB, 16 consumer warps, L2 prefetch 4 chunks ahead", [&](int sk) { return run_ws<48, 4, 16, 4>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("4 x 48 KB, 16 consumer warps", false, [&](int sk) { return run_ws<48, 4, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("4 x 48 KB, 16 consumer warps", true, [&](int sk) { return run_dyn<48, 4, 16>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
+  ws("6 x 32 KB, 16 consumer warps", true, [&](int sk) { return run_dyn<32, 6, 16>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
+  ws("12 x 16 KB, 16 consumer warps", true, [&](int sk) { return run_dyn<16, 12, 16>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
+  ws("6 x 32 KB, 16 consumer warps", false, [&](int sk) { return run_ws<32, 6, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("12 x 16 KB, 16 consumer warps", false, [&](int sk) { return run_ws<16, 12, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("6 x 32 KB, 8 consumer warps", false, [&](int sk) { return run_ws<32, 6, 8, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("4 x 48 KB, 16 consumer warps, L2 prefetch 2 chunks ahead", false, [&](int sk) { return run_ws<48, 4, 16, 2>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("4 x 48 KB, 16 consumer warps, L2 prefetch 4 chunks ahead", false, [&](int sk) { return run_ws<48, 4, 16, 4>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
   if (std::getenv("WS_ONLY")) return 0;
   for (auto [cross, tma] : {std::pair{0, 0}, std::pair{1, 0}, std::pair{0, 1}, std::pair{1, 1}}) {
     void* args[] = {&dp, &n_passes, &bar, &cross, &tma, &skip};
