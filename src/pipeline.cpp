@@ -69,6 +69,11 @@ std::string attempt(F&& f) {
   return {};
 }
 
+// The head of an error line: rank 0's, or rank `rank`'s, naming its "host:rank" `at`.
+std::string error_head(int rank, const std::string& at) {
+  return rank == 0 ? "mdi-llm: error" : fmt::format("mdi-llm: error on rank {} ({})", rank, at);
+}
+
 // Collective: true when no rank failed. Otherwise rank 0 prints the first failing rank's message
 // once (naming the rank when it is not rank 0) and every rank returns false.
 bool agree(MPI_Comm comm, const std::string& err) {
@@ -93,9 +98,7 @@ bool agree(MPI_Comm comm, const std::string& err) {
       if (lens[r] == 0) continue;
       std::string t = all.substr(displs[r], lens[r]);
       size_t nl = t.find('\n');
-      if (r == 0) std::fprintf(stderr, "mdi-llm: error: %s\n", t.substr(nl + 1).c_str());
-      else std::fprintf(stderr, "mdi-llm: error on rank %d (%s): %s\n", r, t.substr(0, nl).c_str(),
-                        t.substr(nl + 1).c_str());
+      std::fprintf(stderr, "%s: %s\n", error_head(r, t.substr(0, nl)).c_str(), t.substr(nl + 1).c_str());
       break;
     }
     std::fflush(stderr);
@@ -114,11 +117,11 @@ bool agree(MPI_Comm comm, const std::string& err) {
 class ReadGuard {
  public:
   ReadGuard(const std::string& file, int rank, double seconds) {
-    const std::string who = rank == 0 ? "error" : fmt::format("error on rank {} ({})", rank, where());
+    const std::string head = error_head(rank, where());
     defer_ = rank == 0 ? 0 : kDeferSeconds;
-    crash_ = fmt::format("mdi-llm: {}: reading {}: HDF5 crashed on it (a corrupt file?)\n", who, file);
-    hang_ = fmt::format("mdi-llm: {}: reading {} took more than {:g} s: HDF5 did not return (a corrupt "
-                        "file?)\n", who, file, seconds);
+    crash_ = fmt::format("{}: reading {}: HDF5 crashed on it (a corrupt file?)\n", head, file);
+    hang_ = fmt::format("{}: reading {} took more than {:g} s: HDF5 did not return (a corrupt file?)\n",
+                        head, file, seconds);
 #ifndef __SANITIZE_ADDRESS__  // under ASan its own report of the fault is worth more
     active_ = this;
     for (int sig : kSignals) {
