@@ -12,10 +12,11 @@
 // against the bound (weight bytes / device-to-device copy bandwidth). Figures: docs/h200/.
 // ws_kernel, run first, is the warp-specialized form of the same stream (a producer warp, consumer
 // warps owning whole rows, slots released through mbarriers; optionally an L2 prefetch some chunks
-// ahead of the copies), each ring timed with skip 3, 2, 1 and 0. dyn_kernel, run next, is that
-// stream with the chunks handed out at run time from a counter per pass and a count of each
-// pass's chunks done in place of the grid barriers (skip 2: no waits); its results are checked
-// against the first ws_kernel run's, bit for bit.
+// ahead of the copies), each ring timed with skip 3, 2, 1 and 0, with the input row in one of
+// three layouts (row_dot). dyn_kernel, run last, is that stream with the chunks handed out at run
+// time from a counter per pass (optionally taken one ahead) and a count of each pass's chunks
+// done in place of the grid barriers (skip 2: no waits). Every whole-step run's results (skip 0)
+// are checked against the first ws_kernel run's, bit for bit.
 //   cmake --build build --target bench_stream && build/bench_stream [layers] [skip]
 //   skip (timing only, wrong results): 1 leaves the multiplications out, 2 the grid barriers
 //   WS_ONLY=1: only the warp-specialized runs (ws_kernel, dyn_kernel); WS_SKIP=k: only their skip k
@@ -226,28 +227,57 @@ __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, %0;" ::"n"(WC * 32) : "memory");
 }
 
-// One warp's dot product of a weight row in shared memory (n16 units of 8 fp16) with xs: two
-// chains of FMAs over the lanes, then a butterfly; every lane gets the sum.
-__device__ __forceinline__ float row_dot(const uint4* w, const float* xs, int n16, int lane) {
+// One warp's dot product of a weight row in shared memory (n16 units of 8 fp16) with the input
+// row: two chains of FMAs over the lanes, then a butterfly; every lane gets the sum. Unit u's 8
+// inputs are xa[u * xst .. + 3] and xb[u * xst .. + 3], by the input's layout (kLayout):
+// - kAsIs: the row as it is (xa = xs, xb = xs + 4, xst 8): each 16-byte load of a warp spans 1 KB
+//   and two lanes of each quarter warp meet in the same banks (two-way conflicts);
+// - kSplit: split into its units' halves (xb = xs + IC / 2, xst 4): conflict-free;
+// - kSwapped: as it is, but lanes with (u >> 2) odd load their second half first: each quarter
+//   warp's 8 loads then fall into 8 different bank groups.
+// The same products in the same order, so the same sums in every layout.
+enum Layout { kAsIs, kSplit, kSwapped };
+template <Layout L>
+__device__ __forceinline__ float row_dot(const uint4* w, const float* xa, const float* xb, int xst, int n16,
+                                         int lane) {
   float acc = 0.0f, acc2 = 0.0f;
 #pragma unroll 4
   for (int u = lane; u < n16; u += 32) {
     const uint4 q = w[u];
     const __half2* h = reinterpret_cast<const __half2*>(&q);
-    const float4 xa = *reinterpret_cast<const float4*>(xs + u * 8);
-    const float4 xb = *reinterpret_cast<const float4*>(xs + u * 8 + 4);
+    float4 a, b;
+    if constexpr (L == kSwapped) {
+      const int sw = (u >> 2) & 1;
+      const float4 f0 = *reinterpret_cast<const float4*>(xa + u * xst + 4 * sw);
+      const float4 f1 = *reinterpret_cast<const float4*>(xa + u * xst + 4 * (sw ^ 1));
+      a = sw ? f1 : f0, b = sw ? f0 : f1;
+    } else {
+      a = *reinterpret_cast<const float4*>(xa + u * xst);
+      b = *reinterpret_cast<const float4*>(xb + u * xst);
+    }
     const float2 w0 = __half22float2(h[0]), w1 = __half22float2(h[1]);
     const float2 w2 = __half22float2(h[2]), w3 = __half22float2(h[3]);
-    acc = fmaf(w0.x, xa.x, acc), acc2 = fmaf(w0.y, xa.y, acc2), acc = fmaf(w1.x, xa.z, acc);
-    acc2 = fmaf(w1.y, xa.w, acc2), acc = fmaf(w2.x, xb.x, acc), acc2 = fmaf(w2.y, xb.y, acc2);
-    acc = fmaf(w3.x, xb.z, acc), acc2 = fmaf(w3.y, xb.w, acc2);
+    acc = fmaf(w0.x, a.x, acc), acc2 = fmaf(w0.y, a.y, acc2), acc = fmaf(w1.x, a.z, acc);
+    acc2 = fmaf(w1.y, a.w, acc2), acc = fmaf(w2.x, b.x, acc), acc2 = fmaf(w2.y, b.y, acc2);
+    acc = fmaf(w3.x, b.z, acc), acc2 = fmaf(w3.y, b.w, acc2);
   }
   acc += acc2;
   for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
   return acc;
 }
 
-template <int SLOT, int R, int WC, int P>
+// The consumers' copy of a pass's input row into xs in layout L (kSplit: unit u's halves to
+// xs[u] and xs[IC / 8 + u], as float4s); returns where row_dot finds the second halves.
+template <int WC, Layout L>
+__device__ __forceinline__ const float* stage_input(float* xs, const float* x, int IC, int tid) {
+  for (int k = tid; k < IC / 4; k += WC * 32) {
+    const int d = L == kSplit ? (k & 1) * (IC / 8) + (k >> 1) : k;
+    reinterpret_cast<float4*>(xs)[d] = reinterpret_cast<const float4*>(x)[k];
+  }
+  return L == kSplit ? xs + IC / 2 : xs + 4;
+}
+
+template <int SLOT, int R, int WC, int P, Layout L>
 __global__ void __launch_bounds__((WC + 1) * 32, 1)
     ws_kernel(const Pass* passes, int n_passes, unsigned* bar, int skip) {
   extern __shared__ __align__(16) unsigned char smem[];
@@ -309,10 +339,9 @@ __global__ void __launch_bounds__((WC + 1) * 32, 1)
       if (tid == 0) grid_arrive_and_wait(bar, ++barriers);
       consumers_sync<WC>();
     }
-    for (int k = tid; k < p.IC / 4; k += WC * 32)
-      reinterpret_cast<float4*>(xs)[k] = reinterpret_cast<const float4*>(p.x)[k];
-    consumers_sync<WC>();
     const int n16 = p.IC / 8;
+    const float* xb = stage_input<WC, L>(xs, p.x, p.IC, tid);
+    consumers_sync<WC>();
     for (int c = 0; c < sh.nch; ++c, ++i) {
       const int slot = int(i % R), ra = sh.r0 + c * sh.rc, rows = min(sh.rc, sh.r0 + sh.rows - ra);
       // This warp's rows of the chunk: share rows c * rc + r with (c * rc + r) % WC == warp.
@@ -323,7 +352,7 @@ __global__ void __launch_bounds__((WC + 1) * 32, 1)
       if (r < rows) {
         for (; r < rows; r += WC) {
           const uint4* w = reinterpret_cast<const uint4*>(ring + size_t(slot) * SLOT) + size_t(r) * n16;
-          const float acc = (skip & 1) ? 0.0f : row_dot(w, xs, n16, lane);
+          const float acc = (skip & 1) ? 0.0f : row_dot<L>(w, xs, xb, L == kSplit ? 4 : 8, n16, lane);
           if (lane == 0) p.y[ra + r] = acc;
         }
         __syncwarp();
@@ -353,7 +382,7 @@ __device__ __forceinline__ void chunking(const Pass& p, int slot, int& rc, int& 
   nch = (p.OC + rc - 1) / rc;
 }
 
-template <int SLOT, int R, int WC>
+template <int SLOT, int R, int WC, bool kAhead, Layout L>
 __global__ void __launch_bounds__((WC + 1) * 32, 1)
     dyn_kernel(const Pass* passes, int n_passes, unsigned* next, unsigned* done, int skip) {
   extern __shared__ __align__(16) unsigned char smem[];
@@ -381,31 +410,42 @@ __global__ void __launch_bounds__((WC + 1) * 32, 1)
       ++i;
       return slot;
     };
-    // A chunk is taken only once a slot is free for it, so that no chunk waits behind a full ring.
-    int slot = -1;
-    for (int s = 0; s < n_passes; ++s) {
-      const Pass p = passes[s];
+    // The next chunk, (s, c): the first left of pass s or a later one; s == n_passes at the end.
+    int s = 0, c = 0;
+    auto claim = [&]() {
+      for (; s < n_passes; ++s) {
+        int rc, nch;
+        chunking(passes[s], SLOT, rc, nch);
+        if ((c = int(atomicAdd(next + s, 1u))) < nch) return;
+      }
+    };
+    // kAhead: the next chunk is taken as soon as the last one's copy is issued, so the counter's
+    // round trip overlaps the wait for a slot (at most one chunk then waits for this block's
+    // ring); otherwise only once a slot is free for it.
+    if (kAhead) claim();
+    for (;;) {
+      const int slot = take_slot();
+      if (!kAhead) claim();
+      if (s >= n_passes) {  // the end of the stream
+        meta[slot] = make_int2(n_passes, 0);
+        mbar_arrive(full + slot);
+        break;
+      }
+      const Pass& p = passes[s];
       int rc, nch;
       chunking(p, SLOT, rc, nch);
-      for (;;) {
-        if (slot < 0) slot = take_slot();
-        const int c = int(atomicAdd(next + s, 1u));
-        if (c >= nch) break;  // the slot stays for the next pass
-        const int ra = c * rc, rows = min(rc, p.OC - ra);
-        meta[slot] = make_int2(s, c);  // published by the copy's arrival on `full`
-        bulk_copy(ring + size_t(slot) * SLOT, p.w + (size_t)ra * p.IC, unsigned(rows * p.IC * 2), full + slot);
-        slot = -1;
-      }
+      const int ra = c * rc, rows = min(rc, p.OC - ra);
+      meta[slot] = make_int2(s, c);  // published by the copy's arrival on `full`
+      bulk_copy(ring + size_t(slot) * SLOT, p.w + (size_t)ra * p.IC, unsigned(rows * p.IC * 2), full + slot);
+      if (kAhead) claim();
     }
-    if (slot < 0) slot = take_slot();  // the end of the stream
-    meta[slot] = make_int2(n_passes, 0);
-    mbar_arrive(full + slot);
     for (long j = i - R < 0 ? 0 : i - R; j < i - 1; ++j)  // stays until its copies are consumed
       mbar_wait(empty + int(j % R), unsigned((j / R) & 1));
     return;
   }
   long i = 0, taken = 0;  // slots used; rows taken by this block
   int cur = -1;
+  const float* xb = nullptr;
   for (;; ++i) {
     const int slot = int(i % R);
     mbar_wait(full + slot, unsigned((i / R) & 1));
@@ -423,8 +463,7 @@ __global__ void __launch_bounds__((WC + 1) * 32, 1)
         } while (seen < unsigned(nch));
       }
       consumers_sync<WC>();
-      for (int k = tid; k < p.IC / 4; k += WC * 32)
-        reinterpret_cast<float4*>(xs)[k] = reinterpret_cast<const float4*>(p.x)[k];
+      xb = stage_input<WC, L>(xs, p.x, p.IC, tid);
       consumers_sync<WC>();
       cur = m.x;
     }
@@ -433,7 +472,7 @@ __global__ void __launch_bounds__((WC + 1) * 32, 1)
     const int ra = m.y * rc, rows = min(rc, p.OC - ra), n16 = p.IC / 8;
     for (int r = int((warp - taken % WC + WC) % WC); r < rows; r += WC) {
       const uint4* w = reinterpret_cast<const uint4*>(ring + size_t(slot) * SLOT) + size_t(r) * n16;
-      const float acc = (skip & 1) ? 0.0f : row_dot(w, xs, n16, lane);
+      const float acc = (skip & 1) ? 0.0f : row_dot<L>(w, xs, xb, L == kSplit ? 4 : 8, n16, lane);
       if (lane == 0) p.y[ra + r] = acc;
     }
     taken += rows;
@@ -473,26 +512,26 @@ float best_ms(int reps, void* zero, size_t zero_bytes, cudaEvent_t e0, cudaEvent
   return best;
 }
 
-template <int SLOT_KB_, int R, int WC, int P>
+template <int SLOT_KB_, int R, int WC, int P, Layout L = kAsIs>
 float run_ws(Pass* dp, int n_passes, unsigned* bar, int skip, int sms, int reps, cudaEvent_t e0, cudaEvent_t e1) {
   constexpr int SLOT = SLOT_KB_ * 1024;
   const size_t shm = size_t(R) * SLOT + sizeof(float) * kMaxIC + sizeof(Share) * kMaxPasses + 16 * R;
-  CK(cudaFuncSetAttribute(ws_kernel<SLOT, R, WC, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shm)));
+  CK(cudaFuncSetAttribute(ws_kernel<SLOT, R, WC, P, L>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shm)));
   void* args[] = {&dp, &n_passes, &bar, &skip};
   return best_ms(reps, bar, sizeof(unsigned), e0, e1, [&] {
-    CK(cudaLaunchCooperativeKernel((void*)ws_kernel<SLOT, R, WC, P>, dim3(sms), dim3((WC + 1) * 32), args, shm));
+    CK(cudaLaunchCooperativeKernel((void*)ws_kernel<SLOT, R, WC, P, L>, dim3(sms), dim3((WC + 1) * 32), args, shm));
   });
 }
 
-template <int SLOT_KB_, int R, int WC>
+template <int SLOT_KB_, int R, int WC, bool kAhead, Layout L = kAsIs>
 float run_dyn(Pass* dp, int n_passes, unsigned* ctr, int skip, int sms, int reps, cudaEvent_t e0, cudaEvent_t e1) {
   constexpr int SLOT = SLOT_KB_ * 1024;
   const size_t shm = size_t(R) * SLOT + sizeof(float) * kMaxIC + (sizeof(int2) + 2 * sizeof(int)) * R + 16 * R;
-  CK(cudaFuncSetAttribute(dyn_kernel<SLOT, R, WC>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shm)));
+  CK(cudaFuncSetAttribute(dyn_kernel<SLOT, R, WC, kAhead, L>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shm)));
   unsigned *next = ctr, *done = ctr + kMaxPasses;
   void* args[] = {&dp, &n_passes, &next, &done, &skip};
   return best_ms(reps, ctr, 2 * kMaxPasses * sizeof(unsigned), e0, e1, [&] {
-    CK(cudaLaunchCooperativeKernel((void*)dyn_kernel<SLOT, R, WC>, dim3(sms), dim3((WC + 1) * 32), args, shm));
+    CK(cudaLaunchCooperativeKernel((void*)dyn_kernel<SLOT, R, WC, kAhead, L>, dim3(sms), dim3((WC + 1) * 32), args, shm));
   });
 }
 
@@ -592,14 +631,15 @@ int main(int argc, char** argv) {
     }
   };
   ws("4 x 48 KB, 16 consumer warps", false, [&](int sk) { return run_ws<48, 4, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
-  ws("4 x 48 KB, 16 consumer warps", true, [&](int sk) { return run_dyn<48, 4, 16>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
-  ws("6 x 32 KB, 16 consumer warps", true, [&](int sk) { return run_dyn<32, 6, 16>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
-  ws("12 x 16 KB, 16 consumer warps", true, [&](int sk) { return run_dyn<16, 12, 16>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
-  ws("6 x 32 KB, 16 consumer warps", false, [&](int sk) { return run_ws<32, 6, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
-  ws("12 x 16 KB, 16 consumer warps", false, [&](int sk) { return run_ws<16, 12, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
-  ws("6 x 32 KB, 8 consumer warps", false, [&](int sk) { return run_ws<32, 6, 8, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
-  ws("4 x 48 KB, 16 consumer warps, L2 prefetch 2 chunks ahead", false, [&](int sk) { return run_ws<48, 4, 16, 2>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
-  ws("4 x 48 KB, 16 consumer warps, L2 prefetch 4 chunks ahead", false, [&](int sk) { return run_ws<48, 4, 16, 4>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("4 x 48 KB, 16 consumer warps, input split", false, [&](int sk) { return run_ws<48, 4, 16, 0, kSplit>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("4 x 48 KB, 16 consumer warps, loads swapped", false, [&](int sk) { return run_ws<48, 4, 16, 0, kSwapped>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("6 x 32 KB, 16 consumer warps, input split", false, [&](int sk) { return run_ws<32, 6, 16, 0, kSplit>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("12 x 16 KB, 16 consumer warps, input split", false, [&](int sk) { return run_ws<16, 12, 16, 0, kSplit>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("4 x 48 KB, 8 consumer warps, input split", false, [&](int sk) { return run_ws<48, 4, 8, 0, kSplit>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
+  ws("4 x 48 KB, 16 consumer warps", true, [&](int sk) { return run_dyn<48, 4, 16, false>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
+  ws("4 x 48 KB, 16 consumer warps, taken ahead", true, [&](int sk) { return run_dyn<48, 4, 16, true>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
+  ws("6 x 32 KB, 16 consumer warps, taken ahead", true, [&](int sk) { return run_dyn<32, 6, 16, true>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
+  ws("4 x 48 KB, 16 consumer warps, taken ahead, input split", true, [&](int sk) { return run_dyn<48, 4, 16, true, kSplit>(dp, n_passes, ctr, sk, sms, reps, e0, e1); });
   if (std::getenv("WS_ONLY")) return 0;
   for (auto [cross, tma] : {std::pair{0, 0}, std::pair{1, 0}, std::pair{0, 1}, std::pair{1, 1}}) {
     void* args[] = {&dp, &n_passes, &bar, &cross, &tma, &skip};
