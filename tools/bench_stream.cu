@@ -494,6 +494,12 @@ __global__ void __launch_bounds__((WC + 1) * 32, 1)
   }
 }
 
+// The grid barriers alone, n of them, with nothing to stream or compute: what one costs when
+// every block arrives at once (the floor under the waits of ws_kernel's skip 1 and 0).
+__global__ void barriers_kernel(unsigned* bar, int n) {
+  for (int k = 1; k <= n; ++k) grid_barrier(bar, unsigned(k));
+}
+
 // The best of `reps` timings of launch(), `zero` (the barrier or chunk counters) zeroed before each.
 template <typename F>
 float best_ms(int reps, void* zero, size_t zero_bytes, cudaEvent_t e0, cudaEvent_t e1, F&& launch) {
@@ -630,6 +636,18 @@ int main(int argc, char** argv) {
                   ms, ms / bound_ms, got[(hp.size() - 1) * 4 * C], bits);
     }
   };
+  // The grid barriers alone: in ws_kernel's grid (one block of 17 warps per SM) and in mdi-llm's
+  // persistent decode kernel's (two blocks of 8 warps per SM).
+  for (int per_sm : {1, 2}) {
+    const int threads = per_sm == 1 ? 17 * 32 : 256;
+    int n = n_passes - 1;
+    void* args[] = {&bar, &n};
+    const float ms = best_ms(reps, bar, sizeof(unsigned), e0, e1, [&] {
+      CK(cudaLaunchCooperativeKernel((void*)barriers_kernel, dim3(per_sm * sms), dim3(threads), args, 0));
+    });
+    std::printf("grid barriers alone, %d blocks of %d threads: %d in %.3f ms (%.2f us each, %.2fx the bound)\n",
+                per_sm * sms, threads, n, ms, ms * 1e3 / n, ms / bound_ms);
+  }
   ws("4 x 48 KB, 16 consumer warps", false, [&](int sk) { return run_ws<48, 4, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
   ws("4 x 48 KB, 16 consumer warps, input split", false, [&](int sk) { return run_ws<48, 4, 16, 0, kSplit>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
   ws("4 x 48 KB, 16 consumer warps, loads swapped", false, [&](int sk) { return run_ws<48, 4, 16, 0, kSwapped>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
