@@ -229,7 +229,7 @@ __device__ __forceinline__ void consumers_sync() {
 
 // One warp's dot product of a weight row in shared memory (n16 units of 8 fp16) with the input
 // row: two chains of FMAs over the lanes, then a butterfly; every lane gets the sum. Unit u's 8
-// inputs are xa[u * xst .. + 3] and xb[u * xst .. + 3], by the input's layout (kLayout):
+// inputs are xa[u * xst .. + 3] and xb[u * xst .. + 3], by the input's layout L:
 // - kAsIs: the row as it is (xa = xs, xb = xs + 4, xst 8): each 16-byte load of a warp spans 1 KB
 //   and two lanes of each quarter warp meet in the same banks (two-way conflicts);
 // - kSplit: split into its units' halves (xb = xs + IC / 2, xst 4): conflict-free;
@@ -238,8 +238,8 @@ __device__ __forceinline__ void consumers_sync() {
 // The same products in the same order, so the same sums in every layout.
 enum Layout { kAsIs, kSplit, kSwapped };
 template <Layout L>
-__device__ __forceinline__ float row_dot(const uint4* w, const float* xa, const float* xb, int xst, int n16,
-                                         int lane) {
+__device__ __forceinline__ float row_dot(const uint4* w, const float* xa, const float* xb, int n16, int lane) {
+  constexpr int xst = L == kSplit ? 4 : 8;
   float acc = 0.0f, acc2 = 0.0f;
 #pragma unroll 4
   for (int u = lane; u < n16; u += 32) {
@@ -352,7 +352,7 @@ __global__ void __launch_bounds__((WC + 1) * 32, 1)
       if (r < rows) {
         for (; r < rows; r += WC) {
           const uint4* w = reinterpret_cast<const uint4*>(ring + size_t(slot) * SLOT) + size_t(r) * n16;
-          const float acc = (skip & 1) ? 0.0f : row_dot<L>(w, xs, xb, L == kSplit ? 4 : 8, n16, lane);
+          const float acc = (skip & 1) ? 0.0f : row_dot<L>(w, xs, xb, n16, lane);
           if (lane == 0) p.y[ra + r] = acc;
         }
         __syncwarp();
@@ -472,7 +472,7 @@ __global__ void __launch_bounds__((WC + 1) * 32, 1)
     const int ra = m.y * rc, rows = min(rc, p.OC - ra), n16 = p.IC / 8;
     for (int r = int((warp - taken % WC + WC) % WC); r < rows; r += WC) {
       const uint4* w = reinterpret_cast<const uint4*>(ring + size_t(slot) * SLOT) + size_t(r) * n16;
-      const float acc = (skip & 1) ? 0.0f : row_dot<L>(w, xs, xb, L == kSplit ? 4 : 8, n16, lane);
+      const float acc = (skip & 1) ? 0.0f : row_dot<L>(w, xs, xb, n16, lane);
       if (lane == 0) p.y[ra + r] = acc;
     }
     taken += rows;
