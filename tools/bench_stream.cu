@@ -16,7 +16,9 @@
 // three layouts (row_dot). dyn_kernel, run last, is that stream with the chunks handed out at run
 // time from a counter per pass (optionally taken one ahead) and a count of each pass's chunks
 // done in place of the grid barriers (skip 2: no waits). Every whole-step run's results (skip 0)
-// are checked against the first ws_kernel run's, bit for bit.
+// are checked against the first ws_kernel run's, bit for bit. Before them all, barriers_kernel
+// times the grid barriers alone (nothing streamed), in ws_kernel's grid and in mdi-llm's
+// persistent decode kernel's.
 //   cmake --build build --target bench_stream && build/bench_stream [layers] [skip]
 //   skip (timing only, wrong results): 1 leaves the multiplications out, 2 the grid barriers
 //   WS_ONLY=1: only the warp-specialized runs (ws_kernel, dyn_kernel); WS_SKIP=k: only their skip k
