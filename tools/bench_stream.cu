@@ -3,7 +3,7 @@
 // layer's matrix-vector passes? Not part of mdi-llm: only the weight traffic and the dependencies
 // of a decode step, 48 layers of 4 fp16 matrices (QKV 4800x1600, projection 1600x1600, fc
 // 6400x1600, MLP projection 1600x6400), one row, fp32 accumulation; no LayerNorm, attention,
-// bias or residual. One persistent block per SM (launched cooperatively) owns a slice of rows of
+// bias or residual (but see WS_FULL below). One persistent block per SM (launched cooperatively) owns a slice of rows of
 // every matrix and copies it, chunk by chunk, into a ring of shared-memory slots (cp.async by all
 // threads, or one bulk copy (TMA) completing on the slot's mbarrier), RING - 1 chunks ahead of the
 // chunk being multiplied; at each pass's end the grid meets at a barrier, since the next pass
@@ -22,6 +22,12 @@
 //   cmake --build build --target bench_stream && build/bench_stream [layers] [skip]
 //   skip (timing only, wrong results): 1 leaves the multiplications out, 2 the grid barriers
 //   WS_ONLY=1: only the warp-specialized runs (ws_kernel, dyn_kernel); WS_SKIP=k: only their skip k
+//   WS_DIAG=DIR: only ws_kernel's diagnosis runs (skip 3, 1, 0), 4 x 48 KB and 12 x 16 KB slots
+//     (WS_NO48: the 16 KB ones only), skips 3 and 1 also with longer waits at every pass boundary
+//     (0.5-8 us; WS_NO_DELAYS: none), then one traced run of each skip whose times go to DIR for
+//     tools/stream_trace.py; WS_CAPS=a,b,..: at most that many copies in flight per block (0: the
+//     whole ring; the traces take the last); WS_FULL=1: whole GPT-2 layers (LayerNorms, attention
+//     over WS_T cached positions in WS_SPLITS blocks a head, biases, GELU, residuals)
 // Built for sm_90 only (bulk copies); -DSLOT_KB=.. -DRING=.. change the first kernel's ring.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -30,6 +36,7 @@
 #include <utility>
 #include <cstdio>
 #include <cstdlib>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -58,11 +65,24 @@ constexpr int kRing = RING;            // slots: kRing - 1 chunks in flight ahea
 constexpr int kMaxIC = 6400;
 constexpr int kMaxPasses = 256;
 
+// What ws_kernel does around a pass's products (WS_FULL; the other kernels do plain passes):
+// LayerNorm of the input row (unit weight, zero bias), GELU of the biased output, the residual
+// added, or instead of a pass's rows (OC 0, no weights), the attention: `splits` blocks a head,
+// each over a share of the positions (kAttend), added up as the next pass stages its input
+// (kCombine).
+enum PassFlags { kLnIn = 1, kGelu = 2, kAttend = 4, kCombine = 8 };
+
 struct Pass {
   const __half* w;  // (OC, IC)
   const float* x;   // (IC) input
   float* y;         // (OC) output
   int IC, OC;
+  int flags = 0;
+  const float* bias = nullptr;  // (OC), added to every output row
+  const float* res = nullptr;   // (OC), the residual: y = res + W x + bias
+  const __half* kc = nullptr;   // kAttend: the layer's cached keys and values, (T, IC / 3) each;
+  const __half* vc = nullptr;   // x is the QKV pass's output (q, k, v of the new position)
+  int T = 0, heads = 0, splits = 1;
 };
 
 // This block's share of a pass: rows [r0, r0 + rows), rc rows a chunk, nch chunks.
@@ -279,21 +299,146 @@ __device__ __forceinline__ const float* stage_input(float* xs, const float* x, i
   return L == kSplit ? xs + IC / 2 : xs + 4;
 }
 
+// The global nanosecond clock (the same on every SM).
+__device__ __forceinline__ unsigned long long now_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ void spin_ns(unsigned ns) {
+  for (const unsigned long long t0 = now_ns(); now_ns() - t0 < ns;) {
+  }
+}
+
+// ws_kernel's trace (WS_TRACE): per block kTraceStride times (ns), at kArrive + s the consumers'
+// arrival at pass s's barrier (or pass boundary), at kRelease + s their release, at kLand + i the
+// time chunk i of the block was seen landed by an observer warp (warp WC + 1, launched only when
+// tracing) that polls each slot's `full` mbarrier in turn.
+constexpr int kArrive = 0, kRelease = kMaxPasses, kLand = 2 * kMaxPasses, kMaxTraceChunks = 2048;
+constexpr int kTraceStride = kLand + kMaxTraceChunks;
+
+// The consumers' sum (or max) of v, every consumer thread gets it; red: WC floats.
+template <int WC, bool kMax = false>
+__device__ __forceinline__ float consumers_reduce(float v, float* red, int tid) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float u = __shfl_xor_sync(0xffffffffu, v, o);
+    v = kMax ? fmaxf(v, u) : v + u;
+  }
+  if ((tid & 31) == 0) red[tid >> 5] = v;
+  consumers_sync<WC>();
+  v = red[0];
+  for (int w = 1; w < WC; ++w) v = kMax ? fmaxf(v, red[w]) : v + red[w];
+  consumers_sync<WC>();  // red is free again
+  return v;
+}
+
+// LayerNorm (two-pass variance, unit weight, zero bias) of the IC values in xs, in place: the
+// order of xs does not matter (any Layout).
+template <int WC>
+__device__ __forceinline__ void layernorm_xs(float* xs, int IC, int tid, float* red) {
+  float sum = 0.0f;
+  for (int k = tid; k < IC; k += WC * 32) sum += xs[k];
+  const float mean = consumers_reduce<WC>(sum, red, tid) / float(IC);
+  float var = 0.0f;
+  for (int k = tid; k < IC; k += WC * 32) var += (xs[k] - mean) * (xs[k] - mean);
+  const float rstd = rsqrtf(consumers_reduce<WC>(var, red, tid) / float(IC) + 1e-5f);
+  for (int k = tid; k < IC; k += WC * 32) xs[k] = (xs[k] - mean) * rstd;
+  consumers_sync<WC>();
+}
+
+// Block b's part of the attention for one new position (head size 64): head b / splits over
+// its share of the T cached positions and the new one (split b % splits), written as its max m,
+// sum z and unnormalised output o[64] (66 floats at y + 66 * b); the projection's staging adds
+// the splits up (stage_combined). Warps take positions, lanes two dimensions each; the warps'
+// parts of o meet in shared memory (sc: the share's scores, part: WC x 64), added in warp order.
+template <int WC>
+__device__ __forceinline__ void attend(const Pass& p, int b, int tid, float* red, float* sc, float* part) {
+  const int C = p.IC / 3, lane = tid & 31, warp = tid >> 5, T = p.T, h = b / p.splits, sp = b % p.splits;
+  const int t0 = (T + 1) * sp / p.splits, t1 = (T + 1) * (sp + 1) / p.splits;
+  // Dimension d of position t's key (at = 1) or value (at = 2): cached, or the new one in x.
+  auto kv = [&](int at, int t, int d) {
+    return t < T ? __half2float((at == 1 ? p.kc : p.vc)[size_t(t) * C + h * 64 + d]) : p.x[at * C + h * 64 + d];
+  };
+  const float q0 = p.x[h * 64 + lane], q1 = p.x[h * 64 + lane + 32];
+  for (int t = t0 + warp; t < t1; t += WC) {
+    float d = q0 * kv(1, t, lane) + q1 * kv(1, t, lane + 32);
+    for (int o = 16; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+    if (lane == 0) sc[t - t0] = d * 0.125f;
+  }
+  consumers_sync<WC>();
+  float m = -INFINITY;
+  for (int t = t0 + tid; t < t1; t += WC * 32) m = fmaxf(m, sc[t - t0]);
+  m = consumers_reduce<WC, true>(m, red, tid);
+  float z = 0.0f;
+  for (int t = t0 + tid; t < t1; t += WC * 32) z += (sc[t - t0] = __expf(sc[t - t0] - m));
+  z = consumers_reduce<WC>(z, red, tid);  // its barriers also publish sc
+  float a0 = 0.0f, a1 = 0.0f;
+  for (int t = t0 + warp; t < t1; t += WC)
+    a0 = fmaf(sc[t - t0], kv(2, t, lane), a0), a1 = fmaf(sc[t - t0], kv(2, t, lane + 32), a1);
+  part[warp * 64 + lane] = a0, part[warp * 64 + lane + 32] = a1;
+  consumers_sync<WC>();
+  float* out = p.y + 66 * b;
+  if (tid < 64) {
+    float o = 0.0f;
+    for (int w = 0; w < WC; ++w) o += part[w * 64 + tid];
+    out[2 + tid] = o;
+  }
+  if (tid == 0) out[0] = m, out[1] = z;
+}
+
+// The projection's input row: the attention's splits of each head added up (softmax rescaled),
+// staged into xs in layout L as stage_input does; x holds the splits' (m, z, o[64]).
+template <int WC, Layout L>
+__device__ __forceinline__ const float* stage_combined(float* xs, const float* x, int IC, int splits, int tid) {
+  for (int k = tid; k < IC / 4; k += WC * 32) {
+    const int h = (4 * k) / 64, e = 4 * k - 64 * h;
+    const float* part = x + 66 * h * splits;
+    float M = -INFINITY;
+    for (int sp = 0; sp < splits; ++sp) M = fmaxf(M, part[66 * sp]);
+    float z = 0.0f;
+    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int sp = 0; sp < splits; ++sp) {
+      const float* ps = part + 66 * sp;
+      const float f = ps[1] > 0.0f ? __expf(ps[0] - M) : 0.0f;
+      z = fmaf(f, ps[1], z);
+      o.x = fmaf(f, ps[2 + e], o.x), o.y = fmaf(f, ps[3 + e], o.y);
+      o.z = fmaf(f, ps[4 + e], o.z), o.w = fmaf(f, ps[5 + e], o.w);
+    }
+    const float r = 1.0f / z;
+    const int d = L == kSplit ? (k & 1) * (IC / 8) + (k >> 1) : k;
+    reinterpret_cast<float4*>(xs)[d] = make_float4(o.x * r, o.y * r, o.z * r, o.w * r);
+  }
+  return L == kSplit ? xs + IC / 2 : xs + 4;
+}
+
 template <int SLOT, int R, int WC, int P, Layout L>
-__global__ void __launch_bounds__((WC + 1) * 32, 1)
-    ws_kernel(const Pass* passes, int n_passes, unsigned* bar, int skip) {
+__global__ void __launch_bounds__((WC + 2) * 32, 1)
+    ws_kernel(const Pass* passes, int n_passes, unsigned* bar, int skip, unsigned delay_ns,
+              unsigned long long* trace, int cap) {
   extern __shared__ __align__(16) unsigned char smem[];
   unsigned char* ring = smem;                                    // R * SLOT
   float* xs = reinterpret_cast<float*>(smem + R * SLOT);         // kMaxIC
   Share* share = reinterpret_cast<Share*>(xs + kMaxIC);          // kMaxPasses
   auto* full = reinterpret_cast<unsigned long long*>(share + kMaxPasses);  // R
   auto* empty = full + R;                                                  // R
+  __shared__ float red[WC];  // the consumers' reductions (WS_FULL)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   for (int i = tid; i < n_passes; i += blockDim.x) share[i] = share_of(passes[i], SLOT);
   if (tid < R) mbar_init(full + tid), mbar_init(empty + tid, WC);
   asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   __syncthreads();
 
+  unsigned long long* tr = trace ? trace + size_t(blockIdx.x) * kTraceStride : nullptr;
+  if (warp == WC + 1) {  // the observer (tracing only): when each chunk lands
+    if (lane != 0) return;
+    long i = 0;
+    for (int s = 0; s < n_passes; ++s)
+      for (int c = 0; c < share[s].nch && i < kMaxTraceChunks; ++c, ++i) {
+        mbar_wait(full + int(i % R), unsigned((i / R) & 1));
+        tr[kLand + i] = now_ns();
+      }
+    return;
+  }
   if (warp == WC) {  // the producer
     if (lane != 0) return;
     long i = 0;
@@ -323,6 +468,10 @@ __global__ void __launch_bounds__((WC + 1) * 32, 1)
           // arrivals, before the bulk copy's writes (async proxy).
           asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
         }
+        // WS_CAP: at most `cap` copies in flight (chunk i - cap has landed), so that the rest of
+        // the ring holds landed chunks and the memory system's queues stay short.
+        // (cap < R: chunk i - cap's slot has not been reused yet, so its phase is the one waited for.)
+        if (cap > 0 && cap < R && i >= cap) mbar_wait(full + int((i - cap) % R), unsigned(((i - cap) / R) & 1));
         const int ra = sh.r0 + c * sh.rc, rows = min(sh.rc, sh.r0 + sh.rows - ra);
         bulk_copy(ring + size_t(slot) * SLOT, passes[s].w + (size_t)ra * IC, unsigned(rows * IC * 2), full + slot);
       }
@@ -336,14 +485,25 @@ __global__ void __launch_bounds__((WC + 1) * 32, 1)
   for (int s = 0; s < n_passes; ++s) {
     const Pass p = passes[s];
     const Share sh = share[s];
-    if (s > 0 && !(skip & 2)) {  // every block's outputs of pass s - 1 are written
+    if (s > 0 && (!(skip & 2) || delay_ns || tr)) {  // every block's outputs of pass s - 1 are written
       consumers_sync<WC>();
-      if (tid == 0) grid_arrive_and_wait(bar, ++barriers);
+      if (tid == 0) {
+        if (tr) tr[kArrive + s] = now_ns();
+        if (!(skip & 2)) grid_arrive_and_wait(bar, ++barriers);
+        if (tr) tr[kRelease + s] = now_ns();
+        if (delay_ns) spin_ns(delay_ns);  // WS_DELAY: a longer wait at every pass boundary
+      }
       consumers_sync<WC>();
     }
+    if (p.flags & kAttend) {  // no rows: the heads' attention, `splits` blocks each
+      if (int(blockIdx.x) < p.heads * p.splits) attend<WC>(p, blockIdx.x, tid, red, xs, xs + 1088);
+      continue;
+    }
     const int n16 = p.IC / 8;
-    const float* xb = stage_input<WC, L>(xs, p.x, p.IC, tid);
+    const float* xb = (p.flags & kCombine) ? stage_combined<WC, L>(xs, p.x, p.IC, p.splits, tid)
+                                           : stage_input<WC, L>(xs, p.x, p.IC, tid);
     consumers_sync<WC>();
+    if (p.flags & kLnIn) layernorm_xs<WC>(xs, p.IC, tid, red);
     for (int c = 0; c < sh.nch; ++c, ++i) {
       const int slot = int(i % R), ra = sh.r0 + c * sh.rc, rows = min(sh.rc, sh.r0 + sh.rows - ra);
       // This warp's rows of the chunk: share rows c * rc + r with (c * rc + r) % WC == warp.
@@ -354,8 +514,14 @@ __global__ void __launch_bounds__((WC + 1) * 32, 1)
       if (r < rows) {
         for (; r < rows; r += WC) {
           const uint4* w = reinterpret_cast<const uint4*>(ring + size_t(slot) * SLOT) + size_t(r) * n16;
-          const float acc = (skip & 1) ? 0.0f : row_dot<L>(w, xs, xb, n16, lane);
-          if (lane == 0) p.y[ra + r] = acc;
+          float acc = (skip & 1) ? 0.0f : row_dot<L>(w, xs, xb, n16, lane);
+          if (lane == 0) {
+            if (p.bias) acc += p.bias[ra + r];
+            if (p.flags & kGelu)
+              acc = 0.5f * acc * (1.0f + tanhf(0.7978845608f * (acc + 0.044715f * acc * acc * acc)));
+            if (p.res) acc += p.res[ra + r];
+            p.y[ra + r] = acc;
+          }
         }
         __syncwarp();
       }
@@ -521,13 +687,15 @@ float best_ms(int reps, void* zero, size_t zero_bytes, cudaEvent_t e0, cudaEvent
 }
 
 template <int SLOT_KB_, int R, int WC, int P, Layout L = kAsIs>
-float run_ws(Pass* dp, int n_passes, unsigned* bar, int skip, int sms, int reps, cudaEvent_t e0, cudaEvent_t e1) {
+float run_ws(Pass* dp, int n_passes, unsigned* bar, int skip, int sms, int reps, cudaEvent_t e0, cudaEvent_t e1,
+             unsigned delay_ns = 0, unsigned long long* trace = nullptr, int cap = 0) {
   constexpr int SLOT = SLOT_KB_ * 1024;
   const size_t shm = size_t(R) * SLOT + sizeof(float) * kMaxIC + sizeof(Share) * kMaxPasses + 16 * R;
   CK(cudaFuncSetAttribute(ws_kernel<SLOT, R, WC, P, L>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shm)));
-  void* args[] = {&dp, &n_passes, &bar, &skip};
+  void* args[] = {&dp, &n_passes, &bar, &skip, &delay_ns, &trace, &cap};
+  const int warps = WC + (trace ? 2 : 1);
   return best_ms(reps, bar, sizeof(unsigned), e0, e1, [&] {
-    CK(cudaLaunchCooperativeKernel((void*)ws_kernel<SLOT, R, WC, P, L>, dim3(sms), dim3((WC + 1) * 32), args, shm));
+    CK(cudaLaunchCooperativeKernel((void*)ws_kernel<SLOT, R, WC, P, L>, dim3(sms), dim3(warps * 32), args, shm));
   });
 }
 
@@ -554,6 +722,7 @@ __global__ void fill_half(__half* w, size_t n, unsigned seed) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // each line as it is printed, also into a pipe
   const int layers = argc > 1 ? std::atoi(argv[1]) : 48, reps = 20;
   int skip = argc > 2 ? std::atoi(argv[2]) : 0;
   const int C = 1600;
@@ -565,22 +734,73 @@ int main(int argc, char** argv) {
   float *act, *x0;
   unsigned* bar;
   CK(cudaMalloc(&w, bytes));
-  CK(cudaMalloc(&act, sizeof(float) * 4 * C * 4 * layers));
+  // WS_FULL=1: ws_kernel's passes make whole GPT-2 layers (five passes each): LayerNorm 1 and
+  // QKV, the heads' attention over WS_T (128) cached positions, the projection plus the residual,
+  // LayerNorm 2, fc and GELU, the MLP projection plus the residual; biases everywhere.
+  const bool full = std::getenv("WS_FULL") != nullptr;
+  if (full && !std::getenv("WS_DIAG")) return std::fprintf(stderr, "WS_FULL runs with WS_DIAG only\n"), 1;
+  const int T = std::getenv("WS_T") ? std::atoi(std::getenv("WS_T")) : 128;
+  const int passes_per_layer = full ? 5 : 4;
+  const int act_stride = full ? 8 * C : 4 * C;  // floats of a pass's output (full: the attention's splits)
+  CK(cudaMalloc(&act, sizeof(float) * act_stride * passes_per_layer * layers));
   CK(cudaMalloc(&x0, sizeof(float) * 4 * C));
   CK(cudaMalloc(&bar, sizeof(unsigned)));
   fill_half<<<1024, 256>>>(w, n_w, 7);
   std::vector<float> hx(4 * C, 1.0f);
+  if (full)
+    for (int i = 0; i < 4 * C; ++i) hx[i] = 0.5f * std::sin(0.37f * float(i));
   CK(cudaMemcpy(x0, hx.data(), sizeof(float) * 4 * C, cudaMemcpyHostToDevice));
   std::vector<Pass> hp;
   size_t off = 0;
   const float* in = x0;
-  for (int l = 0; l < layers; ++l)
-    for (int k = 0; k < 4; ++k) {
-      float* out = act + size_t(hp.size()) * 4 * C;
-      hp.push_back(Pass{w + off, in, out, shapes[k][1], shapes[k][0]});
+  if (!full) {
+    for (int l = 0; l < layers; ++l)
+      for (int k = 0; k < 4; ++k) {
+        float* out = act + size_t(hp.size()) * 4 * C;
+        hp.push_back(Pass{w + off, in, out, shapes[k][1], shapes[k][0]});
+        off += size_t(shapes[k][0]) * shapes[k][1];
+        in = out;
+      }
+  } else {
+    __half* kv;  // every layer's cached keys and values, (T, C) each
+    float* bias;
+    CK(cudaMalloc(&kv, sizeof(__half) * 2 * layers * size_t(std::max(T, 1)) * C));
+    CK(cudaMalloc(&bias, sizeof(float) * 4 * C));
+    fill_half<<<1024, 256>>>(kv, 2 * layers * size_t(std::max(T, 1)) * C, 11);
+    std::vector<float> hb(4 * C);
+    for (int i = 0; i < 4 * C; ++i) hb[i] = 0.01f * std::cos(0.11f * float(i));
+    CK(cudaMemcpy(bias, hb.data(), sizeof(float) * 4 * C, cudaMemcpyHostToDevice));
+    // WS_SPLITS (default: as many as the SMs allow, 5 on 132) blocks a head in the attention.
+    int sms0 = 0;
+    CK(cudaDeviceGetAttribute(&sms0, cudaDevAttrMultiProcessorCount, 0));
+    const int splits = std::getenv("WS_SPLITS") ? std::atoi(std::getenv("WS_SPLITS")) : sms0 / (C / 64);
+    if (splits < 1 || splits * (C / 64) > sms0 || (T + splits) / splits > 1088 || 66 * splits * (C / 64) > act_stride)
+      return std::fprintf(stderr, "WS_SPLITS or WS_T out of range\n"), 1;
+    std::printf("whole layers: attention over %d cached positions, %d block(s) a head\n", T, splits);
+    auto out = [&] { return act + size_t(hp.size()) * act_stride; };
+    auto matrix = [&](int k) {  // the next matrix, of shape k
+      const __half* m = w + off;
       off += size_t(shapes[k][0]) * shapes[k][1];
-      in = out;
+      return m;
+    };
+    for (int l = 0; l < layers; ++l) {
+      const float* x = in;
+      Pass qkv{matrix(0), x, out(), C, 3 * C, kLnIn, bias};
+      hp.push_back(qkv);
+      Pass att{nullptr, qkv.y, out(), 3 * C, 0, kAttend};
+      att.kc = kv + size_t(2 * l) * T * C, att.vc = att.kc + size_t(T) * C, att.T = T, att.heads = C / 64;
+      att.splits = splits;
+      hp.push_back(att);
+      Pass proj{matrix(1), att.y, out(), C, C, kCombine, bias, x};
+      proj.heads = att.heads, proj.splits = splits;
+      hp.push_back(proj);
+      Pass fc{matrix(2), proj.y, out(), C, 4 * C, kLnIn | kGelu, bias};
+      hp.push_back(fc);
+      Pass proj2{matrix(3), fc.y, out(), 4 * C, C, 0, bias, proj.y};
+      hp.push_back(proj2);
+      in = proj2.y;
     }
+  }
   Pass* dp;
   CK(cudaMalloc(&dp, sizeof(Pass) * hp.size()));
   CK(cudaMemcpy(dp, hp.data(), sizeof(Pass) * hp.size(), cudaMemcpyHostToDevice));
@@ -617,7 +837,7 @@ int main(int argc, char** argv) {
   // The warp-specialized variants (ws_kernel, dyn_kernel: `dyn`): ring slots x KB, consumer warps;
   // each with every skip (WS_SKIP=k: only k). The first skip-0 run's outputs of every pass are the
   // reference: every later skip-0 run must give them bit for bit (the same row_dot everywhere).
-  const size_t n_act = size_t(4) * C * 4 * layers;
+  const size_t n_act = size_t(act_stride) * passes_per_layer * layers;
   std::vector<float> ref, got(n_act);
   unsigned* ctr;  // dyn_kernel's next[] and done[]
   CK(cudaMalloc(&ctr, sizeof(unsigned) * 2 * kMaxPasses));
@@ -649,6 +869,65 @@ int main(int argc, char** argv) {
     });
     std::printf("grid barriers alone, %d blocks of %d threads: %d in %.3f ms (%.2f us each, %.2fx the bound)\n",
                 per_sm * sms, threads, n, ms, ms * 1e3 / n, ms / bound_ms);
+  }
+  if (const char* dir = std::getenv("WS_DIAG")) {
+    // Does the ring carry the stream across the barriers? Skip 1 (no multiply) and 3 (neither
+    // multiply nor barriers) with a longer wait at every pass boundary, then one traced launch of
+    // each skip, its times written to DIR/trace_<slot KB>_skip<k>.bin (uint64, blocks x
+    // kTraceStride) for tools/stream_trace.py.
+    unsigned long long* trace;
+    CK(cudaMalloc(&trace, sizeof(unsigned long long) * sms * kTraceStride));
+    const char* caps_env = std::getenv("WS_CAPS");  // e.g. "0,2,3": copies in flight, 0 = the ring
+    std::vector<int> caps;
+    for (const char* c = caps_env ? caps_env : "0"; *c;) {
+      caps.push_back(std::atoi(c));
+      while (*c && *c != ',') ++c;
+      if (*c == ',') ++c;
+    }
+    const bool delays = !std::getenv("WS_NO_DELAYS");
+    auto kSlotsOf = [](int slot_kb) { return slot_kb == 48 ? 4 : 12; };  // the rings run below
+    auto check_bits = [&]() -> const char* {  // a skip-0 run's outputs against the first one's
+      CK(cudaMemcpy(got.data(), act, sizeof(float) * n_act, cudaMemcpyDeviceToHost));
+      if (ref.empty()) return ref = got, "; the reference bits";
+      return std::memcmp(got.data(), ref.data(), sizeof(float) * n_act) == 0 ? "; same bits" : "; NOT the same bits";
+    };
+    auto diag = [&](int slot_kb, auto run) {
+      for (int cap : caps)
+        for (int sk : {3, 1, 0})
+          for (unsigned d : {0u, 500u, 1000u, 2000u, 4000u, 8000u}) {
+            if (cap >= kSlotsOf(slot_kb) || (d > 0 && (!delays || sk == 0))) continue;
+            if (sk == 0) CK(cudaMemset(act, 0, sizeof(float) * n_act));
+            const float ms = run(sk, d, nullptr, reps, cap);
+            std::printf("diag %d KB slots, cap %d, skip %d, %u ns more per pass boundary: %.3f ms (%.2fx the bound)%s\n",
+                        slot_kb, cap, sk, d, ms, ms / bound_ms, sk == 0 ? check_bits() : "");
+          }
+      const int cap = caps.back();
+      for (int sk : {3, 1, 0}) {
+        CK(cudaMemset(trace, 0, sizeof(unsigned long long) * sms * kTraceStride));
+        const float ms = run(sk, 0u, trace, 1, cap);
+        std::vector<unsigned long long> h(size_t(sms) * kTraceStride);
+        CK(cudaMemcpy(h.data(), trace, sizeof(unsigned long long) * h.size(), cudaMemcpyDeviceToHost));
+        char path[512];
+        std::snprintf(path, sizeof path, "%s/trace_%d_skip%d_cap%d.bin", dir, slot_kb, sk, cap);
+        FILE* f = std::fopen(path, "wb");
+        if (!f) return std::perror(path), void();
+        std::fwrite(h.data(), sizeof(unsigned long long), h.size(), f);
+        std::fclose(f);
+        std::printf("diag %d KB slots, cap %d, skip %d, traced: %.3f ms -> %s\n", slot_kb, cap, sk, ms, path);
+      }
+    };
+    if (!std::getenv("WS_NO48"))
+      diag(48, [&](int sk, unsigned d, unsigned long long* t, int r, int cap) {
+        return run_ws<48, 4, 16, 0, kSplit>(dp, n_passes, bar, sk, sms, r, e0, e1, d, t, cap);
+      });
+    diag(16, [&](int sk, unsigned d, unsigned long long* t, int r, int cap) {
+      return run_ws<16, 12, 16, 0, kSplit>(dp, n_passes, bar, sk, sms, r, e0, e1, d, t, cap);
+    });
+    std::printf("trace: %d blocks, stride %d, arrive %d, release %d, land %d; passes (OC, IC):", sms, kTraceStride,
+                kArrive, kRelease, kLand);
+    for (int l = 0; l < 4; ++l) std::printf(" (%d, %d)%s", shapes[l][0], shapes[l][1], full && l == 0 ? " (0, 4800)" : "");
+    std::printf(" x %d layers%s\n", layers, full ? " (whole layers: stream_trace.py --full)" : "");
+    return 0;
   }
   ws("4 x 48 KB, 16 consumer warps", false, [&](int sk) { return run_ws<48, 4, 16, 0>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
   ws("4 x 48 KB, 16 consumer warps, input split", false, [&](int sk) { return run_ws<48, 4, 16, 0, kSplit>(dp, n_passes, bar, sk, sms, reps, e0, e1); });
