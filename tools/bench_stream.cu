@@ -1,15 +1,15 @@
-// Experiment for the 1-sample decode step (issue 4's 1.3x target): how close to the bandwidth
-// bound does a weight stream come that runs on across the grid-wide dependencies between a
-// layer's matrix-vector passes? Not part of mdi-llm: only the weight traffic and the dependencies
-// of a decode step, 48 layers of 4 fp16 matrices (QKV 4800x1600, projection 1600x1600, fc
-// 6400x1600, MLP projection 1600x6400), one row, fp32 accumulation; no LayerNorm, attention,
-// bias or residual (but see WS_FULL below). One persistent block per SM (launched cooperatively) owns a slice of rows of
+// Experiment for the 1-sample decode step (issue 4's 1.3x target): how close to the bandwidth bound
+// does a weight stream come that runs on across the grid-wide dependencies between a layer's
+// matrix-vector passes? Not part of mdi-llm: only the weight traffic and the dependencies of a
+// decode step, 48 layers of 4 fp16 matrices (QKV 4800x1600, projection 1600x1600, fc 6400x1600, MLP
+// projection 1600x6400), one row, fp32 accumulation; no LayerNorm, attention, bias or residual (but
+// see WS_FULL below). One persistent block per SM (launched cooperatively) owns a slice of rows of
 // every matrix and copies it, chunk by chunk, into a ring of shared-memory slots (cp.async by all
 // threads, or one bulk copy (TMA) completing on the slot's mbarrier), RING - 1 chunks ahead of the
-// chunk being multiplied; at each pass's end the grid meets at a barrier, since the next pass
-// needs every block's outputs. `cross 1` lets the copies run ahead into the next pass while a block
-// waits at the barrier; `cross 0` stops them at the pass's end. Prints each variant's step time
-// against the bound (weight bytes / device-to-device copy bandwidth). Figures: docs/h200/.
+// chunk being multiplied; at each pass's end the grid meets at a barrier, since the next pass needs
+// every block's outputs. `cross 1` lets the copies run ahead into the next pass while a block waits
+// at the barrier; `cross 0` stops them at the pass's end. Prints each variant's step time against
+// the bound (weight bytes / device-to-device copy bandwidth). Figures: docs/h200/.
 // ws_kernel, run first, is the warp-specialized form of the same stream (a producer warp, consumer
 // warps owning whole rows, slots released through mbarriers; optionally an L2 prefetch some chunks
 // ahead of the copies), each ring timed with skip 3, 2, 1 and 0, with the input row in one of
@@ -310,7 +310,7 @@ __device__ __forceinline__ void spin_ns(unsigned ns) {
   }
 }
 
-// ws_kernel's trace (WS_TRACE): per block kTraceStride times (ns), at kArrive + s the consumers'
+// ws_kernel's trace (WS_DIAG): per block kTraceStride times (ns), at kArrive + s the consumers'
 // arrival at pass s's barrier (or pass boundary), at kRelease + s their release, at kLand + i the
 // time chunk i of the block was seen landed by an observer warp (warp WC + 1, launched only when
 // tracing) that polls each slot's `full` mbarrier in turn.
@@ -468,7 +468,7 @@ __global__ void __launch_bounds__((WC + 2) * 32, 1)
           // arrivals, before the bulk copy's writes (async proxy).
           asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
         }
-        // WS_CAP: at most `cap` copies in flight (chunk i - cap has landed), so that the rest of
+        // WS_CAPS: at most `cap` copies in flight (chunk i - cap has landed), so that the rest of
         // the ring holds landed chunks and the memory system's queues stay short.
         // (cap < R: chunk i - cap's slot has not been reused yet, so its phase is the one waited for.)
         if (cap > 0 && cap < R && i >= cap) mbar_wait(full + int((i - cap) % R), unsigned(((i - cap) / R) & 1));
@@ -873,7 +873,7 @@ int main(int argc, char** argv) {
   if (const char* dir = std::getenv("WS_DIAG")) {
     // Does the ring carry the stream across the barriers? Skip 1 (no multiply) and 3 (neither
     // multiply nor barriers) with a longer wait at every pass boundary, then one traced launch of
-    // each skip, its times written to DIR/trace_<slot KB>_skip<k>.bin (uint64, blocks x
+    // each skip, its times written to DIR/trace_<slot KB>_skip<k>_cap<n>.bin (uint64, blocks x
     // kTraceStride) for tools/stream_trace.py.
     unsigned long long* trace;
     CK(cudaMalloc(&trace, sizeof(unsigned long long) * sms * kTraceStride));
