@@ -288,15 +288,23 @@ __device__ __forceinline__ float row_dot(const uint4* w, const float* xa, const 
   return acc;
 }
 
-// The consumers' copy of a pass's input row into xs in layout L (kSplit: unit u's halves to
-// xs[u] and xs[IC / 8 + u], as float4s); returns where row_dot finds the second halves.
+// Where float4 k of an input row of IC goes in xs in layout L (kSplit: unit u's halves to xs[u]
+// and xs[IC / 8 + u], as float4s), and where row_dot then finds the units' second halves.
+template <Layout L>
+__device__ __forceinline__ int staged_at(int k, int IC) {
+  return L == kSplit ? (k & 1) * (IC / 8) + (k >> 1) : k;
+}
+template <Layout L>
+__device__ __forceinline__ const float* second_halves(const float* xs, int IC) {
+  return L == kSplit ? xs + IC / 2 : xs + 4;
+}
+
+// The consumers' copy of a pass's input row into xs in layout L; returns second_halves.
 template <int WC, Layout L>
 __device__ __forceinline__ const float* stage_input(float* xs, const float* x, int IC, int tid) {
-  for (int k = tid; k < IC / 4; k += WC * 32) {
-    const int d = L == kSplit ? (k & 1) * (IC / 8) + (k >> 1) : k;
-    reinterpret_cast<float4*>(xs)[d] = reinterpret_cast<const float4*>(x)[k];
-  }
-  return L == kSplit ? xs + IC / 2 : xs + 4;
+  for (int k = tid; k < IC / 4; k += WC * 32)
+    reinterpret_cast<float4*>(xs)[staged_at<L>(k, IC)] = reinterpret_cast<const float4*>(x)[k];
+  return second_halves<L>(xs, IC);
 }
 
 // The global nanosecond clock (the same on every SM).
@@ -405,10 +413,9 @@ __device__ __forceinline__ const float* stage_combined(float* xs, const float* x
       o.z = fmaf(f, ps[4 + e], o.z), o.w = fmaf(f, ps[5 + e], o.w);
     }
     const float r = 1.0f / z;
-    const int d = L == kSplit ? (k & 1) * (IC / 8) + (k >> 1) : k;
-    reinterpret_cast<float4*>(xs)[d] = make_float4(o.x * r, o.y * r, o.z * r, o.w * r);
+    reinterpret_cast<float4*>(xs)[staged_at<L>(k, IC)] = make_float4(o.x * r, o.y * r, o.z * r, o.w * r);
   }
-  return L == kSplit ? xs + IC / 2 : xs + 4;
+  return second_halves<L>(xs, IC);
 }
 
 template <int SLOT, int R, int WC, int P, Layout L>
@@ -841,17 +848,17 @@ int main(int argc, char** argv) {
   std::vector<float> ref, got(n_act);
   unsigned* ctr;  // dyn_kernel's next[] and done[]
   CK(cudaMalloc(&ctr, sizeof(unsigned) * 2 * kMaxPasses));
+  auto check_bits = [&]() -> const char* {  // a skip-0 run's outputs (in got) against the first one's
+    if (ref.empty()) return ref = got, "; the reference bits";
+    return std::memcmp(got.data(), ref.data(), sizeof(float) * n_act) == 0 ? "; same bits" : "; NOT the same bits";
+  };
   auto ws = [&](const char* what, bool dyn, auto f) {
     for (int sk : {3, 2, 1, 0}) {
       if (const char* only = std::getenv("WS_SKIP"); only && std::atoi(only) != sk) continue;
       CK(cudaMemset(act, 0, sizeof(float) * n_act));
       const float ms = f(sk);
       CK(cudaMemcpy(got.data(), act, sizeof(float) * n_act, cudaMemcpyDeviceToHost));
-      const char* bits = "";
-      if (sk == 0 && ref.empty()) ref = got;
-      else if (sk == 0)
-        bits = std::memcmp(got.data(), ref.data(), sizeof(float) * n_act) == 0 ? "; same bits as the first"
-                                                                              : "; NOT the bits of the first";
+      const char* bits = sk == 0 ? check_bits() : "";
       std::printf("%s %s, skip %d (%s): %.3f ms (%.2fx the bound); y[0] %g%s\n",
                   dyn ? "chunks handed out" : "warp-specialized", what, sk,
                   sk == 3 ? "stream only" : sk == 2 ? (dyn ? "no waits" : "no barriers") : sk == 1 ? "no multiply" : "whole step",
@@ -885,21 +892,20 @@ int main(int argc, char** argv) {
       if (*c == ',') ++c;
     }
     const bool delays = !std::getenv("WS_NO_DELAYS");
-    auto kSlotsOf = [](int slot_kb) { return slot_kb == 48 ? 4 : 12; };  // the rings run below
-    auto check_bits = [&]() -> const char* {  // a skip-0 run's outputs against the first one's
-      CK(cudaMemcpy(got.data(), act, sizeof(float) * n_act, cudaMemcpyDeviceToHost));
-      if (ref.empty()) return ref = got, "; the reference bits";
-      return std::memcmp(got.data(), ref.data(), sizeof(float) * n_act) == 0 ? "; same bits" : "; NOT the same bits";
-    };
-    auto diag = [&](int slot_kb, auto run) {
+    auto diag = [&](int slot_kb, int slots, auto run) {  // run: run_ws with that ring
       for (int cap : caps)
         for (int sk : {3, 1, 0})
           for (unsigned d : {0u, 500u, 1000u, 2000u, 4000u, 8000u}) {
-            if (cap >= kSlotsOf(slot_kb) || (d > 0 && (!delays || sk == 0))) continue;
+            if (cap >= slots || (d > 0 && (!delays || sk == 0))) continue;
             if (sk == 0) CK(cudaMemset(act, 0, sizeof(float) * n_act));
             const float ms = run(sk, d, nullptr, reps, cap);
+            const char* bits = "";
+            if (sk == 0) {
+              CK(cudaMemcpy(got.data(), act, sizeof(float) * n_act, cudaMemcpyDeviceToHost));
+              bits = check_bits();
+            }
             std::printf("diag %d KB slots, cap %d, skip %d, %u ns more per pass boundary: %.3f ms (%.2fx the bound)%s\n",
-                        slot_kb, cap, sk, d, ms, ms / bound_ms, sk == 0 ? check_bits() : "");
+                        slot_kb, cap, sk, d, ms, ms / bound_ms, bits);
           }
       const int cap = caps.back();
       for (int sk : {3, 1, 0}) {
@@ -917,10 +923,10 @@ int main(int argc, char** argv) {
       }
     };
     if (!std::getenv("WS_NO48"))
-      diag(48, [&](int sk, unsigned d, unsigned long long* t, int r, int cap) {
+      diag(48, 4, [&](int sk, unsigned d, unsigned long long* t, int r, int cap) {
         return run_ws<48, 4, 16, 0, kSplit>(dp, n_passes, bar, sk, sms, r, e0, e1, d, t, cap);
       });
-    diag(16, [&](int sk, unsigned d, unsigned long long* t, int r, int cap) {
+    diag(16, 12, [&](int sk, unsigned d, unsigned long long* t, int r, int cap) {
       return run_ws<16, 12, 16, 0, kSplit>(dp, n_passes, bar, sk, sms, r, e0, e1, d, t, cap);
     });
     std::printf("trace: %d blocks, stride %d, arrive %d, release %d, land %d; passes (OC, IC):", sms, kTraceStride,
