@@ -1001,8 +1001,11 @@ TEST(CudaBench, DISABLED_DecodeStepGpt2XlFp16) {
   const double bw = measure_bandwidth();
   const mdi::Weights w = random_model(cfg, 1);
   const double wbytes = 2.0 * (double(cfg.n_layer) * 12 * C * C + double(V) * C + double(cfg.block_size) * C);
-  std::printf("[ figure ] bench: device-to-device bandwidth %.0f GB/s; fp16 matrices %.2f GB; bound "
-              "%.3f ms per decode step\n", bw / 1e9, wbytes / 1e9, wbytes / bw * 1e3);
+  int dev = 0, sms = 0;
+  MDI_CUDA_CHECK(cudaGetDevice(&dev));
+  MDI_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  std::printf("[ figure ] bench: %d SMs; device-to-device bandwidth %.0f GB/s; fp16 matrices %.2f GB; bound "
+              "%.3f ms per decode step\n", sms, bw / 1e9, wbytes / 1e9, wbytes / bw * 1e3);
   struct Run {
     int samples;
     std::string graphs;
