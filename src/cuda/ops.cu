@@ -669,7 +669,9 @@ __device__ __forceinline__ void mma_row8(float (&d)[4], uint32_t a0, uint32_t a2
 // slice order. Rows 8-15 of A are zero; the row count only decides which rows are loaded and
 // written, so row b's result is the same whatever else shares the launch. With kLN, warp b
 // normalises row b (two-pass mean / variance) into shared memory first. One wave of blocks, each
-// looping over 8 / S tiles at a time; the first k-steps' weights are loaded before the PDL wait.
+// looping over 8 / S tiles at a time; the first k-steps' weights are loaded before the PDL wait,
+// and each batch of kPre k-steps as soon as the one before it is multiplied: the last one of a
+// tile loads the warp's next tile's first, in flight through the reductions and the writes.
 template <typename T, Epilogue E, bool kLN>
 __global__ void __launch_bounds__(256) mma_matvec_kernel(MatvecParams p, int B) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -742,8 +744,7 @@ __global__ void __launch_bounds__(256) mma_matvec_kernel(MatvecParams p, int B) 
     const bool active = tile < tiles;
     float d0[4] = {}, d1[4] = {};  // two chains of MMAs: k pairs 0-3 and 4-7 of each 16 bytes
     if (active) {
-      for (int ks0 = k_lo; ks0 < k_hi; ks0 += kPre) {
-        if (ks0 != k_lo || it != 0) load(tile, ks0);
+      for (int ks0 = k_lo; ks0 < k_hi; ks0 += kPre) {  // pre holds k-steps ks0 .. ks0 + kPre - 1
 #pragma unroll
         for (int u = 0; u < kPre; ++u) {
           if (ks0 + u < k_hi) {
@@ -752,6 +753,8 @@ __global__ void __launch_bounds__(256) mma_matvec_kernel(MatvecParams p, int B) 
             mma_row8<T>(d1, xv.z, xv.w, pre[u].z, pre[u].w);
           }
         }
+        if (ks0 + kPre < k_hi) load(tile, ks0 + kPre);
+        else load(tile + gridDim.x * tpb, k_lo);  // this warp's tile in the next iteration
       }
     }
     float r[2] = {d0[0] + d1[0], d0[1] + d1[1]};  // row g, columns tile * 8 + 2t, + 1
