@@ -669,9 +669,9 @@ __device__ __forceinline__ void mma_row8(float (&d)[4], uint32_t a0, uint32_t a2
 // slice order. Rows 8-15 of A are zero; the row count only decides which rows are loaded and
 // written, so row b's result is the same whatever else shares the launch. With kLN, warp b
 // normalises row b (two-pass mean / variance) into shared memory first. One wave of blocks, each
-// looping over 8 / S tiles at a time; the first k-steps' weights are loaded before the PDL wait,
-// and each batch of kPre k-steps as soon as the one before it is multiplied: the last one of a
-// tile loads the warp's next tile's first, in flight through the reductions and the writes.
+// looping over 8 / S tiles at a time. The first k-steps' weights are loaded before the PDL wait;
+// each later batch of kPre k-steps once the one before it is multiplied, so that a warp's next
+// tile's first batch is in flight through the current tile's reductions and writes.
 template <typename T, Epilogue E, bool kLN>
 __global__ void __launch_bounds__(256) mma_matvec_kernel(MatvecParams p, int B) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
