@@ -28,6 +28,9 @@
 //     tools/stream_trace.py; WS_CAPS=a,b,..: at most that many copies in flight per block (0: the
 //     whole ring; the traces take the last); WS_FULL=1: whole GPT-2 layers (LayerNorms, attention
 //     over WS_T cached positions in WS_SPLITS blocks a head, biases, GELU, residuals)
+//   WS_LL=[DIR]: ws_kernel with grid barriers against ws_kernel<.., LL = true>, whose pass
+//     boundaries are 8-byte words carrying a flag (no barriers), each ring and WS_CAPS (default 2),
+//     WS_LL_NAPS=a,b,..: ns between a warp's polls; with DIR, one traced flagged launch (WS_FULL too)
 // Built for sm_90 only (bulk copies); -DSLOT_KB=.. -DRING=.. change the first kernel's ring.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -354,6 +357,20 @@ __device__ __forceinline__ void layernorm_xs(float* xs, int IC, int tid, float* 
   consumers_sync<WC>();
 }
 
+// The attention's softmax over a block's share of n scores in sc (each warp's written): sc[t]
+// becomes exp(sc[t] - m); returns (m, the sum z) to every consumer thread.
+template <int WC>
+__device__ __forceinline__ float2 softmax_share(float* sc, int n, int tid, float* red) {
+  consumers_sync<WC>();
+  float m = -INFINITY;
+  for (int t = tid; t < n; t += WC * 32) m = fmaxf(m, sc[t]);
+  m = consumers_reduce<WC, true>(m, red, tid);
+  float z = 0.0f;
+  for (int t = tid; t < n; t += WC * 32) z += (sc[t] = __expf(sc[t] - m));
+  z = consumers_reduce<WC>(z, red, tid);  // its barriers also publish sc
+  return make_float2(m, z);
+}
+
 // Block b's part of the attention for one new position (head size 64): head b / splits over
 // its share of the T cached positions and the new one (split b % splits), written as its max m,
 // sum z and unnormalised output o[64] (66 floats at y + 66 * b); the projection's staging adds
@@ -373,13 +390,8 @@ __device__ __forceinline__ void attend(const Pass& p, int b, int tid, float* red
     for (int o = 16; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
     if (lane == 0) sc[t - t0] = d * 0.125f;
   }
-  consumers_sync<WC>();
-  float m = -INFINITY;
-  for (int t = t0 + tid; t < t1; t += WC * 32) m = fmaxf(m, sc[t - t0]);
-  m = consumers_reduce<WC, true>(m, red, tid);
-  float z = 0.0f;
-  for (int t = t0 + tid; t < t1; t += WC * 32) z += (sc[t - t0] = __expf(sc[t - t0] - m));
-  z = consumers_reduce<WC>(z, red, tid);  // its barriers also publish sc
+  const float2 mz = softmax_share<WC>(sc, t1 - t0, tid, red);
+  const float m = mz.x, z = mz.y;  // its barriers also publish sc
   float a0 = 0.0f, a1 = 0.0f;
   for (int t = t0 + warp; t < t1; t += WC)
     a0 = fmaf(sc[t - t0], kv(2, t, lane), a0), a1 = fmaf(sc[t - t0], kv(2, t, lane + 32), a1);
@@ -418,7 +430,174 @@ __device__ __forceinline__ const float* stage_combined(float* xs, const float* x
   return second_halves<L>(xs, IC);
 }
 
-template <int SLOT, int R, int WC, int P, Layout L>
+// WS_LL: the pass boundaries without grid barriers, as NCCL's low-latency protocol passes data.
+// Every activation is an 8-byte word, its float in the low half and a flag in the high half,
+// written with one 64-bit store; a reader loads the words it needs (single-copy atomic) and loads
+// again those whose flag is not yet the launch's (kLLFlag: the activations are zeroed before each
+// launch and every pass has its own buffer). The wait for a pass's inputs is then the load that
+// finds them, with no arrival counter and no second round trip for the data.
+constexpr unsigned kLLFlag = 1;
+constexpr int kMaxRowsLL = 128;  // rows of a pass a block may own
+using u64 = unsigned long long;
+__device__ __forceinline__ u64 ll_ld(const u64* p) {
+  u64 v;
+  asm volatile("ld.volatile.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ ulonglong2 ll_ld2(const u64* p) {  // two words, p 16-byte aligned
+  ulonglong2 v;
+  asm volatile("ld.volatile.global.v2.u64 {%0, %1}, [%2];" : "=l"(v.x), "=l"(v.y) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void ll_st(float* base, int i, float v) {
+  const u64 w = (u64(kLLFlag) << 32) | __float_as_uint(v);
+  asm volatile("st.volatile.global.u64 [%0], %1;" ::"l"(reinterpret_cast<u64*>(base) + i), "l"(w) : "memory");
+}
+__device__ __forceinline__ bool ll_ready(u64 v) { return unsigned(v >> 32) == kLLFlag; }
+__device__ __forceinline__ bool ll_ready(ulonglong2 v) { return ll_ready(v.x) && ll_ready(v.y); }
+__device__ __forceinline__ u64 ll_load_one(const u64* p) { return ll_ld(p); }
+__device__ __forceinline__ ulonglong2 ll_load_one(const ulonglong2* p) { return ll_ld2(reinterpret_cast<const u64*>(p)); }
+__device__ __forceinline__ float ll_val(u64 v) { return __uint_as_float(unsigned(v)); }
+
+// Loads v[j] = *at(j) for every j with ok(j), all issued before the first is checked. While
+// some are not ready, one lane of the warp polls one of them (every c_ll_nap ns), and once it is
+// ready the warp loads again all that were not, all at once. (Every lane polling all of its words
+// would load the whole input row in every block and every round: megabytes a microsecond through
+// the L2 that the weights stream through.) Called by whole warps.
+__constant__ unsigned c_ll_nap;
+template <int N, typename V, typename At, typename Ok>
+__device__ __forceinline__ void ll_fetch(V (&v)[N], At at, Ok ok) {
+#pragma unroll
+  for (int j = 0; j < N; ++j)
+    if (ok(j)) v[j] = ll_load_one(at(j));
+  for (;;) {
+    int first = -1;
+#pragma unroll
+    for (int j = N - 1; j >= 0; --j)
+      if (ok(j) && !ll_ready(v[j])) first = j;
+    const unsigned waiting = __ballot_sync(0xffffffffu, first >= 0);
+    if (!waiting) return;
+    if ((threadIdx.x & 31) == __ffs(waiting) - 1) {
+      V t;
+      do {
+        if (c_ll_nap) __nanosleep(c_ll_nap);
+        t = ll_load_one(at(first));
+      } while (!ll_ready(t));
+    }
+    __syncwarp();
+#pragma unroll
+    for (int j = 0; j < N; ++j)
+      if (ok(j) && !ll_ready(v[j])) v[j] = ll_load_one(at(j));
+  }
+}
+
+// stage_input from an LL row.
+template <int WC, Layout L>
+__device__ __forceinline__ const float* stage_input_ll(float* xs, const float* x, int IC, int tid) {
+  constexpr int kPer = (kMaxIC / 4 + WC * 32 - 1) / (WC * 32);  // float4s a thread
+  const auto* src = reinterpret_cast<const ulonglong2*>(x);     // float4 k: src[2k], src[2k + 1]
+  ulonglong2 v[2 * kPer];
+  ll_fetch(v, [&](int j) { return src + 2 * (tid + (j / 2) * WC * 32) + (j & 1); },
+           [&](int j) { return tid + (j / 2) * WC * 32 < IC / 4; });
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int k = tid + j * WC * 32;
+    if (k < IC / 4)
+      reinterpret_cast<float4*>(xs)[staged_at<L>(k, IC)] =
+          make_float4(ll_val(v[2 * j].x), ll_val(v[2 * j].y), ll_val(v[2 * j + 1].x), ll_val(v[2 * j + 1].y));
+  }
+  return second_halves<L>(xs, IC);
+}
+
+// stage_combined from LL splits (at most kMaxSplitsLL; one float4 of the row a thread).
+constexpr int kMaxSplitsLL = 5;
+template <int WC, Layout L>
+__device__ __forceinline__ const float* stage_combined_ll(float* xs, const float* x, int IC, int splits, int tid) {
+  const int k = tid;
+  const auto* src = reinterpret_cast<const u64*>(x);
+  const int h = (4 * k) / 64, e = 4 * k - 64 * h;
+  const u64* part = src + 66 * h * splits;
+  // Per split: (m, z), (o[e], o[e + 1]), (o[e + 2], o[e + 3]).
+  ulonglong2 v[3 * kMaxSplitsLL];
+  ll_fetch(v,
+           [&](int j) {
+             const u64* ps = part + 66 * (j / 3);
+             return reinterpret_cast<const ulonglong2*>(ps + (j % 3 == 0 ? 0 : j % 3 == 1 ? 2 + e : 4 + e));
+           },
+           [&](int j) { return k < IC / 4 && j / 3 < splits; });
+  if (k < IC / 4) {
+    float M = -INFINITY;
+#pragma unroll
+    for (int sp = 0; sp < kMaxSplitsLL; ++sp)
+      if (sp < splits) M = fmaxf(M, ll_val(v[3 * sp].x));
+    float z = 0.0f;
+    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+    for (int sp = 0; sp < kMaxSplitsLL; ++sp) {
+      if (sp >= splits) break;
+      const float m = ll_val(v[3 * sp].x), zs = ll_val(v[3 * sp].y);
+      const float f = zs > 0.0f ? __expf(m - M) : 0.0f;
+      z = fmaf(f, zs, z);
+      o.x = fmaf(f, ll_val(v[3 * sp + 1].x), o.x), o.y = fmaf(f, ll_val(v[3 * sp + 1].y), o.y);
+      o.z = fmaf(f, ll_val(v[3 * sp + 2].x), o.z), o.w = fmaf(f, ll_val(v[3 * sp + 2].y), o.w);
+    }
+    const float r = 1.0f / z;
+    reinterpret_cast<float4*>(xs)[staged_at<L>(k, IC)] = make_float4(o.x * r, o.y * r, o.z * r, o.w * r);
+  }
+  return second_halves<L>(xs, IC);
+}
+
+// attend with an LL input row: each warp's cached keys and values (at most kMaxTPW positions a
+// warp) are loaded before the new row is waited for; the same arithmetic in the same order.
+constexpr int kMaxTPW = 8;
+template <int WC>
+__device__ __forceinline__ void attend_ll(const Pass& p, int b, int tid, float* red, float* sc, float* part) {
+  const int C = p.IC / 3, lane = tid & 31, warp = tid >> 5, T = p.T, h = b / p.splits, sp = b % p.splits;
+  const int t0 = (T + 1) * sp / p.splits, t1 = (T + 1) * (sp + 1) / p.splits;
+  float k0[kMaxTPW], k1[kMaxTPW], v0[kMaxTPW], v1[kMaxTPW];
+#pragma unroll
+  for (int j = 0; j < kMaxTPW; ++j) {
+    const int t = t0 + warp + WC * j;
+    if (t < t1 && t < T) {
+      const size_t at = size_t(t) * C + h * 64 + lane;
+      k0[j] = __half2float(p.kc[at]), k1[j] = __half2float(p.kc[at + 32]);
+      v0[j] = __half2float(p.vc[at]), v1[j] = __half2float(p.vc[at + 32]);
+    }
+  }
+  // The new position's q, k, v (dimensions lane and lane + 32).
+  const auto* src = reinterpret_cast<const u64*>(p.x);
+  u64 w[6];
+  ll_fetch(w, [&](int j) { return src + (j / 2) * C + h * 64 + lane + 32 * (j & 1); }, [](int) { return true; });
+  const float q0 = ll_val(w[0]), q1 = ll_val(w[1]);
+#pragma unroll
+  for (int j = 0; j < kMaxTPW; ++j) {
+    const int t = t0 + warp + WC * j;
+    if (t < t1) {
+      float d = q0 * (t < T ? k0[j] : ll_val(w[2])) + q1 * (t < T ? k1[j] : ll_val(w[3]));
+      for (int o = 16; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+      if (lane == 0) sc[t - t0] = d * 0.125f;
+    }
+  }
+  const float2 mz = softmax_share<WC>(sc, t1 - t0, tid, red);
+  const float m = mz.x, z = mz.y;
+  float a0 = 0.0f, a1 = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kMaxTPW; ++j) {
+    const int t = t0 + warp + WC * j;
+    if (t < t1)
+      a0 = fmaf(sc[t - t0], t < T ? v0[j] : ll_val(w[4]), a0), a1 = fmaf(sc[t - t0], t < T ? v1[j] : ll_val(w[5]), a1);
+  }
+  part[warp * 64 + lane] = a0, part[warp * 64 + lane + 32] = a1;
+  consumers_sync<WC>();
+  if (tid < 64) {
+    float o = 0.0f;
+    for (int w2 = 0; w2 < WC; ++w2) o += part[w2 * 64 + tid];
+    ll_st(p.y, 66 * b + 2 + tid, o);
+  }
+  if (tid == 0) ll_st(p.y, 66 * b, m), ll_st(p.y, 66 * b + 1, z);
+}
+
+template <int SLOT, int R, int WC, int P, Layout L, bool LL = false>
 __global__ void __launch_bounds__((WC + 2) * 32, 1)
     ws_kernel(const Pass* passes, int n_passes, unsigned* bar, int skip, unsigned delay_ns,
               unsigned long long* trace, int cap) {
@@ -429,6 +608,7 @@ __global__ void __launch_bounds__((WC + 2) * 32, 1)
   auto* full = reinterpret_cast<unsigned long long*>(share + kMaxPasses);  // R
   auto* empty = full + R;                                                  // R
   __shared__ float red[WC];  // the consumers' reductions (WS_FULL)
+  __shared__ float rb[LL ? kMaxRowsLL : 1], rr[LL ? kMaxRowsLL : 1];  // LL: the share's biases, residuals
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   for (int i = tid; i < n_passes; i += blockDim.x) share[i] = share_of(passes[i], SLOT);
   if (tid < R) mbar_init(full + tid), mbar_init(empty + tid, WC);
@@ -492,7 +672,28 @@ __global__ void __launch_bounds__((WC + 2) * 32, 1)
   for (int s = 0; s < n_passes; ++s) {
     const Pass p = passes[s];
     const Share sh = share[s];
-    if (s > 0 && (!(skip & 2) || delay_ns || tr)) {  // every block's outputs of pass s - 1 are written
+    const float* xb = nullptr;
+    if constexpr (LL) {  // no barrier: the staging's loads wait for the inputs
+      consumers_sync<WC>();  // every warp is done with xs, rb and rr
+      if (tr && tid == 0) tr[kArrive + s] = now_ns();
+      if (p.flags & kAttend) {
+        if (int(blockIdx.x) < p.heads * p.splits) attend_ll<WC>(p, blockIdx.x, tid, red, xs, xs + 1088);
+        continue;
+      }
+      // This share's residuals (LL words, written passes ago) and biases, loaded with the input.
+      const bool row = tid < sh.rows;
+      u64 res = 0;
+      if (row && p.res) res = ll_ld(reinterpret_cast<const u64*>(p.res) + sh.r0 + tid);
+      if (row) rb[tid] = p.bias ? p.bias[sh.r0 + tid] : 0.0f;
+      xb = (p.flags & kCombine) ? stage_combined_ll<WC, L>(xs, p.x, p.IC, p.splits, tid)
+                                : stage_input_ll<WC, L>(xs, p.x, p.IC, tid);
+      if (row && p.res) {
+        while (!ll_ready(res)) res = ll_ld(reinterpret_cast<const u64*>(p.res) + sh.r0 + tid);
+        rr[tid] = ll_val(res);
+      }
+      consumers_sync<WC>();
+      if (tr && tid == 0) tr[kRelease + s] = now_ns();
+    } else if (s > 0 && (!(skip & 2) || delay_ns || tr)) {  // every block's outputs of pass s - 1 are written
       consumers_sync<WC>();
       if (tid == 0) {
         if (tr) tr[kArrive + s] = now_ns();
@@ -502,14 +703,16 @@ __global__ void __launch_bounds__((WC + 2) * 32, 1)
       }
       consumers_sync<WC>();
     }
-    if (p.flags & kAttend) {  // no rows: the heads' attention, `splits` blocks each
-      if (int(blockIdx.x) < p.heads * p.splits) attend<WC>(p, blockIdx.x, tid, red, xs, xs + 1088);
-      continue;
+    if constexpr (!LL) {
+      if (p.flags & kAttend) {  // no rows: the heads' attention, `splits` blocks each
+        if (int(blockIdx.x) < p.heads * p.splits) attend<WC>(p, blockIdx.x, tid, red, xs, xs + 1088);
+        continue;
+      }
+      xb = (p.flags & kCombine) ? stage_combined<WC, L>(xs, p.x, p.IC, p.splits, tid)
+                                : stage_input<WC, L>(xs, p.x, p.IC, tid);
+      consumers_sync<WC>();
     }
     const int n16 = p.IC / 8;
-    const float* xb = (p.flags & kCombine) ? stage_combined<WC, L>(xs, p.x, p.IC, p.splits, tid)
-                                           : stage_input<WC, L>(xs, p.x, p.IC, tid);
-    consumers_sync<WC>();
     if (p.flags & kLnIn) layernorm_xs<WC>(xs, p.IC, tid, red);
     for (int c = 0; c < sh.nch; ++c, ++i) {
       const int slot = int(i % R), ra = sh.r0 + c * sh.rc, rows = min(sh.rc, sh.r0 + sh.rows - ra);
@@ -523,11 +726,13 @@ __global__ void __launch_bounds__((WC + 2) * 32, 1)
           const uint4* w = reinterpret_cast<const uint4*>(ring + size_t(slot) * SLOT) + size_t(r) * n16;
           float acc = (skip & 1) ? 0.0f : row_dot<L>(w, xs, xb, n16, lane);
           if (lane == 0) {
-            if (p.bias) acc += p.bias[ra + r];
+            const int q = ra + r - sh.r0;  // the row in the share
+            if (p.bias) acc += LL ? rb[q] : p.bias[ra + r];
             if (p.flags & kGelu)
               acc = 0.5f * acc * (1.0f + tanhf(0.7978845608f * (acc + 0.044715f * acc * acc * acc)));
-            if (p.res) acc += p.res[ra + r];
-            p.y[ra + r] = acc;
+            if (p.res) acc += LL ? rr[q] : p.res[ra + r];
+            if constexpr (LL) ll_st(p.y, ra + r, acc);
+            else p.y[ra + r] = acc;
           }
         }
         __syncwarp();
@@ -693,16 +898,19 @@ float best_ms(int reps, void* zero, size_t zero_bytes, cudaEvent_t e0, cudaEvent
   return best;
 }
 
-template <int SLOT_KB_, int R, int WC, int P, Layout L = kAsIs>
+// LL: ws_kernel<.., true>, the activations (zero, zero_bytes) zeroed before each launch.
+template <int SLOT_KB_, int R, int WC, int P, Layout L = kAsIs, bool LL = false>
 float run_ws(Pass* dp, int n_passes, unsigned* bar, int skip, int sms, int reps, cudaEvent_t e0, cudaEvent_t e1,
-             unsigned delay_ns = 0, unsigned long long* trace = nullptr, int cap = 0) {
+             unsigned delay_ns = 0, unsigned long long* trace = nullptr, int cap = 0, void* zero = nullptr,
+             size_t zero_bytes = 0) {
   constexpr int SLOT = SLOT_KB_ * 1024;
   const size_t shm = size_t(R) * SLOT + sizeof(float) * kMaxIC + sizeof(Share) * kMaxPasses + 16 * R;
-  CK(cudaFuncSetAttribute(ws_kernel<SLOT, R, WC, P, L>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shm)));
+  auto* kernel = ws_kernel<SLOT, R, WC, P, L, LL>;
+  CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shm)));
   void* args[] = {&dp, &n_passes, &bar, &skip, &delay_ns, &trace, &cap};
   const int warps = WC + (trace ? 2 : 1);
-  return best_ms(reps, bar, sizeof(unsigned), e0, e1, [&] {
-    CK(cudaLaunchCooperativeKernel((void*)ws_kernel<SLOT, R, WC, P, L>, dim3(sms), dim3(warps * 32), args, shm));
+  return best_ms(reps, LL ? zero : bar, LL ? zero_bytes : sizeof(unsigned), e0, e1, [&] {
+    CK(cudaLaunchCooperativeKernel((void*)kernel, dim3(sms), dim3(warps * 32), args, shm));
   });
 }
 
@@ -745,10 +953,12 @@ int main(int argc, char** argv) {
   // QKV, the heads' attention over WS_T (128) cached positions, the projection plus the residual,
   // LayerNorm 2, fc and GELU, the MLP projection plus the residual; biases everywhere.
   const bool full = std::getenv("WS_FULL") != nullptr;
-  if (full && !std::getenv("WS_DIAG")) return std::fprintf(stderr, "WS_FULL runs with WS_DIAG only\n"), 1;
+  if (full && !std::getenv("WS_DIAG") && !std::getenv("WS_LL"))
+    return std::fprintf(stderr, "WS_FULL runs with WS_DIAG or WS_LL only\n"), 1;
   const int T = std::getenv("WS_T") ? std::atoi(std::getenv("WS_T")) : 128;
   const int passes_per_layer = full ? 5 : 4;
-  const int act_stride = full ? 8 * C : 4 * C;  // floats of a pass's output (full: the attention's splits)
+  // Floats of a pass's output (full: the attention's splits), twice over: WS_LL's 8-byte words.
+  const int act_stride = 2 * (full ? 8 * C : 4 * C);
   CK(cudaMalloc(&act, sizeof(float) * act_stride * passes_per_layer * layers));
   CK(cudaMalloc(&x0, sizeof(float) * 4 * C));
   CK(cudaMalloc(&bar, sizeof(unsigned)));
@@ -763,7 +973,7 @@ int main(int argc, char** argv) {
   if (!full) {
     for (int l = 0; l < layers; ++l)
       for (int k = 0; k < 4; ++k) {
-        float* out = act + size_t(hp.size()) * 4 * C;
+        float* out = act + size_t(hp.size()) * act_stride;
         hp.push_back(Pass{w + off, in, out, shapes[k][1], shapes[k][0]});
         off += size_t(shapes[k][0]) * shapes[k][1];
         in = out;
@@ -781,7 +991,7 @@ int main(int argc, char** argv) {
     int sms0 = 0;
     CK(cudaDeviceGetAttribute(&sms0, cudaDevAttrMultiProcessorCount, 0));
     const int splits = std::getenv("WS_SPLITS") ? std::atoi(std::getenv("WS_SPLITS")) : sms0 / (C / 64);
-    if (splits < 1 || splits * (C / 64) > sms0 || (T + splits) / splits > 1088 || 66 * splits * (C / 64) > act_stride)
+    if (splits < 1 || splits * (C / 64) > sms0 || (T + splits) / splits > 1088 || 66 * splits * (C / 64) > act_stride / 2)
       return std::fprintf(stderr, "WS_SPLITS or WS_T out of range\n"), 1;
     std::printf("whole layers: attention over %d cached positions, %d block(s) a head\n", T, splits);
     auto out = [&] { return act + size_t(hp.size()) * act_stride; };
@@ -862,7 +1072,7 @@ int main(int argc, char** argv) {
       std::printf("%s %s, skip %d (%s): %.3f ms (%.2fx the bound); y[0] %g%s\n",
                   dyn ? "chunks handed out" : "warp-specialized", what, sk,
                   sk == 3 ? "stream only" : sk == 2 ? (dyn ? "no waits" : "no barriers") : sk == 1 ? "no multiply" : "whole step",
-                  ms, ms / bound_ms, got[(hp.size() - 1) * 4 * C], bits);
+                  ms, ms / bound_ms, got[(hp.size() - 1) * act_stride], bits);
     }
   };
   // The grid barriers alone: in ws_kernel's grid (one block of 17 warps per SM) and in mdi-llm's
@@ -877,6 +1087,104 @@ int main(int argc, char** argv) {
     std::printf("grid barriers alone, %d blocks of %d threads: %d in %.3f ms (%.2f us each, %.2fx the bound)\n",
                 per_sm * sms, threads, n, ms, ms * 1e3 / n, ms / bound_ms);
   }
+  const char* caps_env = std::getenv("WS_CAPS");  // e.g. "0,2,3": copies in flight, 0 = the ring
+  std::vector<int> caps;
+  for (const char* c = caps_env ? caps_env : "0"; *c;) {
+    caps.push_back(std::atoi(c));
+    while (*c && *c != ',') ++c;
+    if (*c == ',') ++c;
+  }
+  if (const char* dir = std::getenv("WS_LL")) {
+    // ws_kernel with grid barriers against the same with LL words (no barriers), each ring and cap
+    // of WS_CAPS (default 2), skip 0 and 1; then one traced LL launch (16 KB slots, the last cap)
+    // to DIR/trace_ll_16_skip0_cap<n>.bin (arrive: a pass's staging begins; release: it is done).
+    if (!caps_env) caps = {2};
+    std::vector<unsigned> naps;  // WS_LL_NAPS=a,b,..: ns between a warp's polls (default 0)
+    for (const char* c = std::getenv("WS_LL_NAPS") ? std::getenv("WS_LL_NAPS") : "0"; *c;) {
+      naps.push_back(unsigned(std::atoi(c)));
+      while (*c && *c != ',') ++c;
+      if (*c == ',') ++c;
+    }
+    const int splits = full ? hp[1].splits : 1;
+    if (full && (splits > kMaxSplitsLL || ((T + 1) / splits + 1 + 15) / 16 > kMaxTPW))
+      return std::fprintf(stderr, "WS_LL: at most %d splits and %d positions a warp\n", kMaxSplitsLL, kMaxTPW), 1;
+    for (const Pass& q : hp)
+      if (q.OC > 0 && (q.OC + sms - 1) / sms > kMaxRowsLL) return std::fprintf(stderr, "WS_LL: too many rows a block\n"), 1;
+    // The same passes with the first input row (and first residual) as LL words.
+    u64* x0ll;
+    CK(cudaMalloc(&x0ll, sizeof(u64) * 4 * C));
+    std::vector<u64> hx64(4 * C);
+    for (int k = 0; k < 4 * C; ++k) {
+      unsigned b;
+      std::memcpy(&b, &hx[k], sizeof b);
+      hx64[k] = (u64(kLLFlag) << 32) | b;
+    }
+    CK(cudaMemcpy(x0ll, hx64.data(), sizeof(u64) * 4 * C, cudaMemcpyHostToDevice));
+    std::vector<Pass> hpl = hp;
+    for (Pass& q : hpl) {
+      if (q.x == x0) q.x = reinterpret_cast<const float*>(x0ll);
+      if (q.res == x0) q.res = reinterpret_cast<const float*>(x0ll);
+    }
+    Pass* dpl;
+    CK(cudaMalloc(&dpl, sizeof(Pass) * hpl.size()));
+    CK(cudaMemcpy(dpl, hpl.data(), sizeof(Pass) * hpl.size(), cudaMemcpyHostToDevice));
+    std::vector<float> raw(n_act);
+    auto ll_bits = [&]() {  // the LL words' floats, where the barrier runs write theirs
+      CK(cudaMemcpy(raw.data(), act, sizeof(float) * n_act, cudaMemcpyDeviceToHost));
+      std::fill(got.begin(), got.end(), 0.0f);
+      for (size_t b = 0; b < n_act; b += act_stride)
+        for (int k = 0; k < act_stride / 2; ++k) got[b + k] = raw[b + 2 * k];
+      return check_bits();
+    };
+    const size_t act_bytes = sizeof(float) * n_act;
+    auto pair = [&](const char* ring, int slots, auto run_bar, auto run_ll) {
+      for (int cap : caps) {
+        if (cap >= slots) continue;
+        CK(cudaMemset(act, 0, act_bytes));
+        float ms = run_bar(0, cap);
+        CK(cudaMemcpy(got.data(), act, act_bytes, cudaMemcpyDeviceToHost));
+        std::printf("ll %s, cap %d, grid barriers, whole step: %.3f ms (%.2fx the bound)%s\n", ring, cap, ms,
+                    ms / bound_ms, check_bits());
+        for (unsigned nap : naps) {
+          CK(cudaMemcpyToSymbol(c_ll_nap, &nap, sizeof nap));
+          ms = run_ll(0, cap, nullptr, reps);
+          std::printf("ll %s, cap %d, LL words, polls %u ns apart, whole step: %.3f ms (%.2fx the bound)%s\n", ring,
+                      cap, nap, ms, ms / bound_ms, ll_bits());
+          ms = run_ll(1, cap, nullptr, reps);
+          std::printf("ll %s, cap %d, LL words, polls %u ns apart, no multiply: %.3f ms (%.2fx the bound)\n", ring, cap,
+                      nap, ms, ms / bound_ms);
+        }
+      }
+    };
+    pair("16 KB x 12", 12,
+         [&](int sk, int cap) { return run_ws<16, 12, 16, 0, kSplit>(dp, n_passes, bar, sk, sms, reps, e0, e1, 0, nullptr, cap); },
+         [&](int sk, int cap, unsigned long long* t, int r) {
+           return run_ws<16, 12, 16, 0, kSplit, true>(dpl, n_passes, bar, sk, sms, r, e0, e1, 0, t, cap, act, act_bytes);
+         });
+    pair("48 KB x 4", 4,
+         [&](int sk, int cap) { return run_ws<48, 4, 16, 0, kSplit>(dp, n_passes, bar, sk, sms, reps, e0, e1, 0, nullptr, cap); },
+         [&](int sk, int cap, unsigned long long* t, int r) {
+           return run_ws<48, 4, 16, 0, kSplit, true>(dpl, n_passes, bar, sk, sms, r, e0, e1, 0, t, cap, act, act_bytes);
+         });
+    if (*dir) {
+      unsigned long long* trace;
+      CK(cudaMalloc(&trace, sizeof(unsigned long long) * sms * kTraceStride));
+      CK(cudaMemset(trace, 0, sizeof(unsigned long long) * sms * kTraceStride));
+      CK(cudaMemcpyToSymbol(c_ll_nap, &naps.front(), sizeof(unsigned)));
+      const float ms = run_ws<16, 12, 16, 0, kSplit, true>(dpl, n_passes, bar, 0, sms, 1, e0, e1, 0, trace, caps.back(),
+                                                           act, act_bytes);
+      std::vector<unsigned long long> h(size_t(sms) * kTraceStride);
+      CK(cudaMemcpy(h.data(), trace, sizeof(unsigned long long) * h.size(), cudaMemcpyDeviceToHost));
+      char path[512];
+      std::snprintf(path, sizeof path, "%s/trace_ll_16_skip0_cap%d.bin", dir, caps.back());
+      if (FILE* f = std::fopen(path, "wb")) {
+        std::fwrite(h.data(), sizeof(unsigned long long), h.size(), f);
+        std::fclose(f);
+        std::printf("ll 16 KB x 12, cap %d, traced: %.3f ms -> %s\n", caps.back(), ms, path);
+      }
+    }
+    return 0;
+  }
   if (const char* dir = std::getenv("WS_DIAG")) {
     // Does the ring carry the stream across the barriers? Skip 1 (no multiply) and 3 (neither
     // multiply nor barriers) with a longer wait at every pass boundary, then one traced launch of
@@ -884,13 +1192,6 @@ int main(int argc, char** argv) {
     // kTraceStride) for tools/stream_trace.py.
     unsigned long long* trace;
     CK(cudaMalloc(&trace, sizeof(unsigned long long) * sms * kTraceStride));
-    const char* caps_env = std::getenv("WS_CAPS");  // e.g. "0,2,3": copies in flight, 0 = the ring
-    std::vector<int> caps;
-    for (const char* c = caps_env ? caps_env : "0"; *c;) {
-      caps.push_back(std::atoi(c));
-      while (*c && *c != ',') ++c;
-      if (*c == ',') ++c;
-    }
     const bool delays = !std::getenv("WS_NO_DELAYS");
     auto diag = [&](int slot_kb, int slots, auto run) {  // run: run_ws with that ring
       for (int cap : caps)
