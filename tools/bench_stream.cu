@@ -1087,24 +1087,22 @@ int main(int argc, char** argv) {
     std::printf("grid barriers alone, %d blocks of %d threads: %d in %.3f ms (%.2f us each, %.2fx the bound)\n",
                 per_sm * sms, threads, n, ms, ms * 1e3 / n, ms / bound_ms);
   }
-  const char* caps_env = std::getenv("WS_CAPS");  // e.g. "0,2,3": copies in flight, 0 = the ring
-  std::vector<int> caps;
-  for (const char* c = caps_env ? caps_env : "0"; *c;) {
-    caps.push_back(std::atoi(c));
-    while (*c && *c != ',') ++c;
-    if (*c == ',') ++c;
-  }
+  auto int_list = [](const char* env, const char* dflt) {  // "a,b,..": environment variable env or dflt
+    std::vector<int> v;
+    for (const char* c = std::getenv(env) ? std::getenv(env) : dflt; *c;) {
+      v.push_back(std::atoi(c));
+      while (*c && *c != ',') ++c;
+      if (*c == ',') ++c;
+    }
+    return v;
+  };
+  std::vector<int> caps = int_list("WS_CAPS", "0");  // copies in flight, 0 = the ring
   if (const char* dir = std::getenv("WS_LL")) {
     // ws_kernel with grid barriers against the same with LL words (no barriers), each ring and cap
     // of WS_CAPS (default 2), skip 0 and 1; then one traced LL launch (16 KB slots, the last cap)
     // to DIR/trace_ll_16_skip0_cap<n>.bin (arrive: a pass's staging begins; release: it is done).
-    if (!caps_env) caps = {2};
-    std::vector<unsigned> naps;  // WS_LL_NAPS=a,b,..: ns between a warp's polls (default 0)
-    for (const char* c = std::getenv("WS_LL_NAPS") ? std::getenv("WS_LL_NAPS") : "0"; *c;) {
-      naps.push_back(unsigned(std::atoi(c)));
-      while (*c && *c != ',') ++c;
-      if (*c == ',') ++c;
-    }
+    caps = int_list("WS_CAPS", "2");
+    const std::vector<int> naps = int_list("WS_LL_NAPS", "0");  // ns between a warp's polls
     const int splits = full ? hp[1].splits : 1;
     if (full && (splits > kMaxSplitsLL || ((T + 1) / splits + 1 + 15) / 16 > kMaxTPW))
       return std::fprintf(stderr, "WS_LL: at most %d splits and %d positions a warp\n", kMaxSplitsLL, kMaxTPW), 1;
@@ -1145,7 +1143,7 @@ int main(int argc, char** argv) {
         CK(cudaMemcpy(got.data(), act, act_bytes, cudaMemcpyDeviceToHost));
         std::printf("ll %s, cap %d, grid barriers, whole step: %.3f ms (%.2fx the bound)%s\n", ring, cap, ms,
                     ms / bound_ms, check_bits());
-        for (unsigned nap : naps) {
+        for (const unsigned nap : naps) {
           CK(cudaMemcpyToSymbol(c_ll_nap, &nap, sizeof nap));
           ms = run_ll(0, cap, nullptr, reps);
           std::printf("ll %s, cap %d, LL words, polls %u ns apart, whole step: %.3f ms (%.2fx the bound)%s\n", ring,
@@ -1170,7 +1168,8 @@ int main(int argc, char** argv) {
       unsigned long long* trace;
       CK(cudaMalloc(&trace, sizeof(unsigned long long) * sms * kTraceStride));
       CK(cudaMemset(trace, 0, sizeof(unsigned long long) * sms * kTraceStride));
-      CK(cudaMemcpyToSymbol(c_ll_nap, &naps.front(), sizeof(unsigned)));
+      const unsigned nap = unsigned(naps.front());
+      CK(cudaMemcpyToSymbol(c_ll_nap, &nap, sizeof nap));
       const float ms = run_ws<16, 12, 16, 0, kSplit, true>(dpl, n_passes, bar, 0, sms, 1, e0, e1, 0, trace, caps.back(),
                                                            act, act_bytes);
       std::vector<unsigned long long> h(size_t(sms) * kTraceStride);
