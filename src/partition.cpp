@@ -66,8 +66,9 @@ std::vector<int> balanced_split(const Config& cfg, int n) {
   if (n < 1) user_error("need at least one rank, got {}", n);
   if (n == 1) return {L};
   if (n > L + 1)
-    user_error("{} ranks but the model has {} layers: at most {} ranks (every rank but rank 0 needs a "
-               "layer)", n, L, L + 1);
+    user_error(
+        "{} ranks but the model has {}: at most {} ranks (every rank but rank 0 needs a layer)", n,
+        count_of(L, "layer"), L + 1);
   // Rank 0's layers n0 and the last rank's nl (fewer layers leave it room for lm_head rows); the
   // ranks in between share the rest evenly, the extra layers on the first of them. The best
   // split has the lowest cost, then the fewest rows moved, the most layers on rank 0, and the
@@ -128,17 +129,20 @@ std::vector<int> parse_split(const std::string& text, const Config& cfg, int n) 
       user_error("--layers {}: '{}' is not a layer count (expected {} comma-separated integers >= 0, "
                  "e.g. {})", text, part, n, example_split(cfg, n));
     if (errno != 0 || v > cfg.n_layer)
-      user_error("--layers {}: {} is more than the model's {} layers", text, part, cfg.n_layer);
+      user_error("--layers {}: {} is more than the model's {}", text, part,
+                 count_of(cfg.n_layer, "layer"));
     split.push_back(int(v));
     if (comma == std::string::npos) break;
     start = comma + 1;
   }
   if (int(split.size()) != n)
-    user_error("--layers {} gives {} ranks a share but the job has {} ranks", text, split.size(), n);
+    user_error("--layers {} gives {} a share but the job has {}", text,
+               count_of(split.size(), "rank"), count_of(n, "rank"));
   long sum = 0;
   for (int v : split) sum += v;
   if (sum != cfg.n_layer)
-    user_error("--layers {} sums to {} but the model has {} layers", text, sum, cfg.n_layer);
+    user_error("--layers {} sums to {} but the model has {}", text, sum,
+               count_of(cfg.n_layer, "layer"));
   for (int r = 1; r < n; ++r)
     if (split[r] < 1) user_error("--layers {}: rank {} owns no layer (only rank 0 may own none)", text, r);
   if (n == 1 && split[0] < 1) user_error("--layers {}: a single rank must own every layer", text);

@@ -215,8 +215,8 @@ std::vector<std::string> device_list(const Options& o, int N) {
     start = comma + 1;
   }
   if (list.size() != 1 && int(list.size()) != N)
-    user_error("--device {} lists {} devices for {} ranks (give one for all, or one per rank)", o.device,
-               list.size(), N);
+    user_error("--device {} lists {} for {} (give one for all, or one per rank)", o.device,
+               count_of(list.size(), "device"), count_of(N, "rank"));
   return list;
 }
 
@@ -778,12 +778,14 @@ int choose_micro_batches(const Options& o, int N, int samples, std::vector<std::
   int M = o.micro_batches > 0 ? o.micro_batches : N;
   if (M > samples) {
     if (o.micro_batches > 0)
-      notes.push_back(fmt::format("--micro-batches {} is more than the {} samples: using {}", M, samples, samples));
+      notes.push_back(fmt::format("--micro-batches {} is more than the {}: using {}", M,
+                                  count_of(samples, "sample"), samples));
     M = samples;
   }
   if (samples < N)
-    notes.push_back(fmt::format("{} samples on {} ranks: some ranks will idle; use --samples {} or more "
-                                "to keep every rank busy", samples, N, N));
+    notes.push_back(fmt::format(
+        "{} on {}: some ranks will idle; use --samples {} or more to keep every rank busy",
+        count_of(samples, "sample"), count_of(N, "rank"), N));
   return M;
 }
 

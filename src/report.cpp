@@ -35,16 +35,17 @@ void print_report(std::FILE* out, const RunSummary& run, const std::vector<RankS
   const double n = double(std::max<size_t>(1, samples.size()));
   const Config& c = run.cfg;
   fmt::print(out, "\n--- mdi-llm report ---\n");
-  fmt::print(out, "model       {} ({}, {} layers, n_embd {}, n_head {}, vocab {}, block {})\n",
-             run.model_path, c.model_type, c.n_layer, c.n_embd, c.n_head, c.vocab_size, c.block_size);
-  fmt::print(out, "ranks       {} ({} backend), {} micro-batches\n", run.ranks, run.backend,
-             run.micro_batches);
+  fmt::print(out, "model       {} ({}, {}, n_embd {}, n_head {}, vocab {}, block {})\n",
+             run.model_path, c.model_type, count_of(c.n_layer, "layer"), c.n_embd, c.n_head,
+             c.vocab_size, c.block_size);
+  fmt::print(out, "ranks       {} ({} backend), {}\n", run.ranks, run.backend,
+             count_of(run.micro_batches, "micro-batch", "micro-batches"));
   if (run.ranks > 1 && run.shm_eager_limit >= 0)
     fmt::print(out, "eager limit {} bytes between ranks on one host (larger messages go by rendezvous)\n",
                run.shm_eager_limit);
   fmt::print(out, "split       {}\n", describe_split(run.split, run.head_split, run.cfg.vocab_size));
-  fmt::print(out, "generated   {} samples, {} tokens in {:.3f} s\n", samples.size(), generated,
-             run.gen_seconds);
+  fmt::print(out, "generated   {}, {} in {:.3f} s\n", count_of(samples.size(), "sample"),
+             count_of(generated, "token"), run.gen_seconds);
   fmt::print(out, "throughput  {:.2f} tokens/s aggregate, {:.2f} tokens/s per sample (mean)\n",
              generated / std::max(1e-12, run.gen_seconds), per_sample_sum / n);
   fmt::print(out, "first token {:.4f} s mean, {:.4f} s max\n", ttft_sum / n, ttft_max);

@@ -58,7 +58,8 @@ Config read_config(const std::string& path) {
 Weights load_weights(const std::string& path, const Config& cfg, int layer_begin, int layer_end,
                      bool with_head, int lm_begin, int lm_end) {
   if (layer_begin < 0 || layer_end > cfg.n_layer || layer_begin > layer_end)
-    user_error("layer range [{}, {}) is outside the model's {} layers", layer_begin, layer_end, cfg.n_layer);
+    user_error("layer range [{}, {}) is outside the model's {}", layer_begin, layer_end,
+               count_of(cfg.n_layer, "layer"));
   if (lm_end < 0) lm_begin = 0, lm_end = with_head ? cfg.vocab_size : 0;
   if (lm_begin < 0 || lm_end > cfg.vocab_size || lm_begin > lm_end)
     user_error("lm_head rows [{}, {}) are outside the model's {} rows", lm_begin, lm_end, cfg.vocab_size);

@@ -181,6 +181,8 @@ TEST(Partition, LayerErrorsSayWhatIsWrong) {
   };
   has(parse_error("4,4", 2), "--layers 4,4 sums to 8 but the model has 12 layers");
   has(parse_error("4,4,4", 2), "--layers 4,4,4 gives 3 ranks a share but the job has 2 ranks");
+  has(parse_error("6,6", 1), "--layers 6,6 gives 2 ranks a share but the job has 1 rank");
+  has(parse_error("12", 2), "--layers 12 gives 1 rank a share but the job has 2 ranks");
   has(parse_error("4,,8", 2), "'' is not a layer count");
   has(parse_error("4,x", 2), "'x' is not a layer count (expected 2 comma-separated integers >= 0, e.g. 3,9)");
   has(parse_error("-1,13", 2), "'-1' is not a layer count");

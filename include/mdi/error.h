@@ -6,6 +6,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -19,6 +20,12 @@ struct UserError : std::runtime_error {
 template <typename... Args>
 [[noreturn]] void user_error(fmt::format_string<Args...> f, Args&&... args) {
   throw UserError(fmt::format(f, std::forward<Args>(args)...));
+}
+
+// "1 rank", "3 ranks": a count with its noun, for messages (the plural: `many`, or `one` and an s).
+inline std::string count_of(long long n, std::string_view one, std::string_view many = {}) {
+  if (n == 1) return fmt::format("1 {}", one);
+  return many.empty() ? fmt::format("{} {}s", n, one) : fmt::format("{} {}", n, many);
 }
 
 // "host:rank" of this process once MPI is up ("host" alone before); prefix of every error line.
