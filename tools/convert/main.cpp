@@ -50,7 +50,8 @@ struct ScratchDir {
 
 int main(int argc, char** argv) {
   CLI::App app{"mdi-convert: writes an mdi-llm HDF5 weight file from a Hugging Face GPT-2 directory, "
-               "a nanoGPT checkpoint or random weights"};
+               "a nanoGPT checkpoint or random weights",
+               "mdi-convert"};
   std::string hf, nanogpt, random, out, dtype_s = "fp32", gpt2_vocab, meta, st_in, info_in, tokenizer;
   std::string python = std::getenv("MDI_PYTHON") ? std::getenv("MDI_PYTHON") : "python3";
   std::string helper = std::getenv("MDI_CONVERT_HELPER") ? std::getenv("MDI_CONVERT_HELPER") : MDI_CONVERT_HELPER;
@@ -68,13 +69,15 @@ int main(int argc, char** argv) {
   o_nano->excludes(o_rand)->excludes(o_st);
   o_rand->excludes(o_st);
   app.add_option("--out,-o", out, "output HDF5 file")->required();
-  app.add_option("--dtype", dtype_s, "storage dtype")->check(CLI::IsMember({"fp32", "fp16"}));
+  app.add_option("--dtype", dtype_s, "storage dtype of the weights")
+      ->check(CLI::IsMember({"fp32", "fp16"}))
+      ->capture_default_str();
   app.add_option("--gpt2-vocab", gpt2_vocab, "directory with encoder.json + vocab.bpe (or vocab.json + "
                  "merges.txt): the GPT-2 tokenizer for --random and nanoGPT models without meta.pkl");
   app.add_option("--meta", meta, "nanoGPT meta.pkl (char models); default: meta.pkl next to ckpt.pt");
   app.add_option("--tokenizer", tokenizer, "take the tokenizer of this mdi-llm file (e.g. a text-trained BPE "
                  "from mdi-train-bpe) for --random and nanoGPT checkpoints");
-  app.add_option("--seed", seed, "seed of --random")->transform(mdi::cli::kDecimal);
+  app.add_option("--seed", seed, "seed of --random")->transform(mdi::cli::kDecimal)->capture_default_str();
   app.add_option("--python", python, "Python 3 with torch, for .pt/.bin (env MDI_PYTHON)");
   app.add_option("--helper", helper, "path of tools/convert_pickle.py (env MDI_CONVERT_HELPER)");
   app.add_flag("--bin", use_bin, "with --hf: read pytorch_model.bin even where model.safetensors exists");
