@@ -31,6 +31,9 @@
 //   WS_LL=[DIR]: ws_kernel with grid barriers against ws_kernel<.., LL = true>, whose pass
 //     boundaries are 8-byte words carrying a flag (no barriers), each ring and WS_CAPS (default 2),
 //     WS_LL_NAPS=a,b,..: ns between a warp's polls; with DIR, one traced flagged launch (WS_FULL too)
+//   WS_DROP=m1,m2,..: ws_kernel with the grid barriers before the passes in each mask left out
+//     (bit k: a layer's pass k), WS_DROP_NS=a,b,.. ns spun in their place, WS_DROP_SKIP=1 no
+//     multiply: timing only, the best that fusing those passes into the one before could give
 // Built for sm_90 only (bulk copies); -DSLOT_KB=.. -DRING=.. change the first kernel's ring.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -72,8 +75,10 @@ constexpr int kMaxPasses = 256;
 // LayerNorm of the input row (unit weight, zero bias), GELU of the biased output, the residual
 // added, or instead of a pass's rows (OC 0, no weights), the attention: `splits` blocks a head,
 // each over a share of the positions (kAttend), added up as the next pass stages its input
-// (kCombine).
-enum PassFlags { kLnIn = 1, kGelu = 2, kAttend = 4, kCombine = 8 };
+// (kCombine). kNoWait (WS_DROP, timing only): no grid barrier before the pass, c_drop_ns of
+// spinning in its place.
+enum PassFlags { kLnIn = 1, kGelu = 2, kAttend = 4, kCombine = 8, kNoWait = 16 };
+__constant__ unsigned c_drop_ns;
 
 struct Pass {
   const __half* w;  // (OC, IC)
@@ -697,9 +702,14 @@ __global__ void __launch_bounds__((WC + 2) * 32, 1)
       consumers_sync<WC>();
       if (tid == 0) {
         if (tr) tr[kArrive + s] = now_ns();
-        if (!(skip & 2)) grid_arrive_and_wait(bar, ++barriers);
-        if (tr) tr[kRelease + s] = now_ns();
-        if (delay_ns) spin_ns(delay_ns);  // WS_DELAY: a longer wait at every pass boundary
+        if (p.flags & kNoWait) {
+          if (c_drop_ns) spin_ns(c_drop_ns);
+          if (tr) tr[kRelease + s] = now_ns();
+        } else {
+          if (!(skip & 2)) grid_arrive_and_wait(bar, ++barriers);
+          if (tr) tr[kRelease + s] = now_ns();
+          if (delay_ns) spin_ns(delay_ns);  // WS_DELAY: a longer wait at every pass boundary
+        }
       }
       consumers_sync<WC>();
     }
@@ -953,8 +963,8 @@ int main(int argc, char** argv) {
   // QKV, the heads' attention over WS_T (128) cached positions, the projection plus the residual,
   // LayerNorm 2, fc and GELU, the MLP projection plus the residual; biases everywhere.
   const bool full = std::getenv("WS_FULL") != nullptr;
-  if (full && !std::getenv("WS_DIAG") && !std::getenv("WS_LL"))
-    return std::fprintf(stderr, "WS_FULL runs with WS_DIAG or WS_LL only\n"), 1;
+  if (full && !std::getenv("WS_DIAG") && !std::getenv("WS_LL") && !std::getenv("WS_DROP"))
+    return std::fprintf(stderr, "WS_FULL runs with WS_DIAG, WS_LL or WS_DROP only\n"), 1;
   const int T = std::getenv("WS_T") ? std::atoi(std::getenv("WS_T")) : 128;
   const int passes_per_layer = full ? 5 : 4;
   // Floats of a pass's output (full: the attention's splits), twice over: WS_LL's 8-byte words.
@@ -1097,6 +1107,38 @@ int main(int argc, char** argv) {
     return v;
   };
   std::vector<int> caps = int_list("WS_CAPS", "0");  // copies in flight, 0 = the ring
+  if (std::getenv("WS_DROP")) {
+    // What would fewer grid-wide waits per layer give, at best? WS_DROP=m1,m2,..: for each mask m
+    // (bit k: a layer's pass k, WS_FULL: 0 QKV, 1 attention, 2 projection, 3 fc, 4 MLP projection)
+    // the passes in m start without the grid barrier, with WS_DROP_NS=a,b,.. ns of spinning in its
+    // place (what a cluster's barrier or a combining of partial sums might cost); 16 KB x 12 slots,
+    // each cap of WS_CAPS (default 1,2); WS_DROP_SKIP=1: without the multiplications. Timing
+    // only: a pass in m may read its input unwritten.
+    caps = int_list("WS_CAPS", "1,2");
+    const int dskip = std::getenv("WS_DROP_SKIP") ? std::atoi(std::getenv("WS_DROP_SKIP")) : 0;  // 1: no multiply
+    for (const int mask : int_list("WS_DROP", "0"))
+      for (const int ns : int_list("WS_DROP_NS", "0")) {
+        if (mask == 0 && ns > 0) continue;
+        std::vector<Pass> hd = hp;
+        int dropped = 0;
+        for (size_t k = 0; k < hd.size(); ++k)
+          if (k > 0 && (mask >> (k % passes_per_layer) & 1)) hd[k].flags |= kNoWait, dropped++;
+        CK(cudaMemcpy(dp, hd.data(), sizeof(Pass) * hd.size(), cudaMemcpyHostToDevice));
+        const unsigned dns = unsigned(ns);
+        CK(cudaMemcpyToSymbol(c_drop_ns, &dns, sizeof dns));
+        for (const int cap : caps) {
+          if (cap >= 12) continue;
+          CK(cudaMemset(act, 0, sizeof(float) * n_act));
+          const float ms = run_ws<16, 12, 16, 0, kSplit>(dp, n_passes, bar, dskip, sms, reps, e0, e1, 0, nullptr, cap);
+          CK(cudaMemcpy(got.data(), act, sizeof(float) * n_act, cudaMemcpyDeviceToHost));
+          std::printf("drop mask %d (%d of %d barriers left), %u ns in place, 16 KB x 12, cap %d, skip %d: %.3f ms (%.2fx the bound)%s\n",
+                      mask, n_passes - 1 - dropped, n_passes - 1, dns, cap, dskip, ms, ms / bound_ms,
+                      mask == 0 && dskip == 0 ? check_bits() : "; timing only");
+        }
+      }
+    CK(cudaMemcpy(dp, hp.data(), sizeof(Pass) * hp.size(), cudaMemcpyHostToDevice));
+    return 0;
+  }
   if (const char* dir = std::getenv("WS_LL")) {
     // ws_kernel with grid barriers against the same with LL words (no barriers), each ring and cap
     // of WS_CAPS (default 2), skip 0 and 1; then one traced LL launch (16 KB slots, the last cap)
