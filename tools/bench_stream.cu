@@ -32,8 +32,9 @@
 //     boundaries are 8-byte words carrying a flag (no barriers), each ring and WS_CAPS (default 2),
 //     WS_LL_NAPS=a,b,..: ns between a warp's polls; with DIR, one traced flagged launch (WS_FULL too)
 //   WS_DROP=m1,m2,..: ws_kernel with the grid barriers before the passes in each mask left out
-//     (bit k: a layer's pass k), WS_DROP_NS=a,b,.. ns spun in their place, WS_DROP_SKIP=1 no
-//     multiply: timing only, the best that fusing those passes into the one before could give
+//     (bit k: a layer's pass k), WS_DROP_NS=a,b,.. ns spun in their place: timing only, the best
+//     that fusing those passes into the one before could give; WS_DROP_SKIP=a,b,..: skip bits (1
+//     no multiply, 4 no attention, 8 no LayerNorm); WS_PRE_EPI=0,1: biases, residuals staged
 // Built for sm_90 only (bulk copies); -DSLOT_KB=.. -DRING=.. change the first kernel's ring.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -79,6 +80,9 @@ constexpr int kMaxPasses = 256;
 // spinning in its place.
 enum PassFlags { kLnIn = 1, kGelu = 2, kAttend = 4, kCombine = 8, kNoWait = 16 };
 __constant__ unsigned c_drop_ns;
+// WS_PRE_EPI (ws_kernel with barriers): the share's biases and residuals are loaded into shared
+// memory with the input row, not by each row's lane 0 after its product.
+__constant__ int c_pre_epi;
 
 struct Pass {
   const __half* w;  // (OC, IC)
@@ -613,7 +617,7 @@ __global__ void __launch_bounds__((WC + 2) * 32, 1)
   auto* full = reinterpret_cast<unsigned long long*>(share + kMaxPasses);  // R
   auto* empty = full + R;                                                  // R
   __shared__ float red[WC];  // the consumers' reductions (WS_FULL)
-  __shared__ float rb[LL ? kMaxRowsLL : 1], rr[LL ? kMaxRowsLL : 1];  // LL: the share's biases, residuals
+  __shared__ float rb[kMaxRowsLL], rr[kMaxRowsLL];  // LL, WS_PRE_EPI: the share's biases, residuals
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   for (int i = tid; i < n_passes; i += blockDim.x) share[i] = share_of(passes[i], SLOT);
   if (tid < R) mbar_init(full + tid), mbar_init(empty + tid, WC);
@@ -715,15 +719,19 @@ __global__ void __launch_bounds__((WC + 2) * 32, 1)
     }
     if constexpr (!LL) {
       if (p.flags & kAttend) {  // no rows: the heads' attention, `splits` blocks each
-        if (int(blockIdx.x) < p.heads * p.splits) attend<WC>(p, blockIdx.x, tid, red, xs, xs + 1088);
+        if (int(blockIdx.x) < p.heads * p.splits && !(skip & 4)) attend<WC>(p, blockIdx.x, tid, red, xs, xs + 1088);
         continue;
+      }
+      if (c_pre_epi && tid < sh.rows) {
+        rb[tid] = p.bias ? p.bias[sh.r0 + tid] : 0.0f;
+        rr[tid] = p.res ? p.res[sh.r0 + tid] : 0.0f;
       }
       xb = (p.flags & kCombine) ? stage_combined<WC, L>(xs, p.x, p.IC, p.splits, tid)
                                 : stage_input<WC, L>(xs, p.x, p.IC, tid);
       consumers_sync<WC>();
     }
     const int n16 = p.IC / 8;
-    if (p.flags & kLnIn) layernorm_xs<WC>(xs, p.IC, tid, red);
+    if ((p.flags & kLnIn) && !(skip & 8)) layernorm_xs<WC>(xs, p.IC, tid, red);
     for (int c = 0; c < sh.nch; ++c, ++i) {
       const int slot = int(i % R), ra = sh.r0 + c * sh.rc, rows = min(sh.rc, sh.r0 + sh.rows - ra);
       // This warp's rows of the chunk: share rows c * rc + r with (c * rc + r) % WC == warp.
@@ -737,10 +745,10 @@ __global__ void __launch_bounds__((WC + 2) * 32, 1)
           float acc = (skip & 1) ? 0.0f : row_dot<L>(w, xs, xb, n16, lane);
           if (lane == 0) {
             const int q = ra + r - sh.r0;  // the row in the share
-            if (p.bias) acc += LL ? rb[q] : p.bias[ra + r];
+            if (p.bias) acc += LL || c_pre_epi ? rb[q] : p.bias[ra + r];
             if (p.flags & kGelu)
               acc = 0.5f * acc * (1.0f + tanhf(0.7978845608f * (acc + 0.044715f * acc * acc * acc)));
-            if (p.res) acc += LL ? rr[q] : p.res[ra + r];
+            if (p.res) acc += LL || c_pre_epi ? rr[q] : p.res[ra + r];
             if constexpr (LL) ll_st(p.y, ra + r, acc);
             else p.y[ra + r] = acc;
           }
@@ -1112,12 +1120,18 @@ int main(int argc, char** argv) {
     // (bit k: a layer's pass k, WS_FULL: 0 QKV, 1 attention, 2 projection, 3 fc, 4 MLP projection)
     // the passes in m start without the grid barrier, with WS_DROP_NS=a,b,.. ns of spinning in its
     // place (what a cluster's barrier or a combining of partial sums might cost); 16 KB x 12 slots,
-    // each cap of WS_CAPS (default 1,2); WS_DROP_SKIP=1: without the multiplications. Timing
-    // only: a pass in m may read its input unwritten.
+    // each cap of WS_CAPS (default 1,2); WS_DROP_SKIP=a,b,..: skip bits (1 no multiplications,
+    // 4 no attention, 8 no LayerNorm); WS_PRE_EPI=0,1: the biases and residuals staged with the
+    // input row (1) or loaded after each product (0). Timing only: a pass in m may read its input
+    // unwritten, and so may any run with skip bits.
     caps = int_list("WS_CAPS", "1,2");
-    const int dskip = std::getenv("WS_DROP_SKIP") ? std::atoi(std::getenv("WS_DROP_SKIP")) : 0;  // 1: no multiply
+    for (const Pass& q : hp)
+      if (q.OC > 0 && (q.OC + sms - 1) / sms > kMaxRowsLL) return std::fprintf(stderr, "WS_DROP: too many rows a block\n"), 1;
+    for (const int pre : int_list("WS_PRE_EPI", "0"))
+    for (const int dskip : int_list("WS_DROP_SKIP", "0"))
     for (const int mask : int_list("WS_DROP", "0"))
       for (const int ns : int_list("WS_DROP_NS", "0")) {
+        CK(cudaMemcpyToSymbol(c_pre_epi, &pre, sizeof pre));
         if (mask == 0 && ns > 0) continue;
         std::vector<Pass> hd = hp;
         int dropped = 0;
@@ -1131,9 +1145,9 @@ int main(int argc, char** argv) {
           CK(cudaMemset(act, 0, sizeof(float) * n_act));
           const float ms = run_ws<16, 12, 16, 0, kSplit>(dp, n_passes, bar, dskip, sms, reps, e0, e1, 0, nullptr, cap);
           CK(cudaMemcpy(got.data(), act, sizeof(float) * n_act, cudaMemcpyDeviceToHost));
-          std::printf("drop mask %d (%d of %d barriers left), %u ns in place, 16 KB x 12, cap %d, skip %d: %.3f ms (%.2fx the bound)%s\n",
-                      mask, n_passes - 1 - dropped, n_passes - 1, dns, cap, dskip, ms, ms / bound_ms,
-                      mask == 0 && dskip == 0 ? check_bits() : "; timing only");
+          std::printf("drop mask %d (%d of %d barriers left), %u ns in place, 16 KB x 12, cap %d, skip %d%s: %.3f ms (%.2fx the bound)%s\n",
+                      mask, n_passes - 1 - dropped, n_passes - 1, dns, cap, dskip, pre ? ", epilogue staged" : "",
+                      ms, ms / bound_ms, mask == 0 && dskip == 0 ? check_bits() : "; timing only");
         }
       }
     CK(cudaMemcpy(dp, hp.data(), sizeof(Pass) * hp.size(), cudaMemcpyHostToDevice));
