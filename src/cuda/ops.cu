@@ -427,6 +427,30 @@ __device__ __forceinline__ void write_out(const MatvecParams& p, int b, int oc, 
   }
 }
 
+// What the epilogue adds to the sum of row b, column oc: the bias and, for kResidual, the
+// residual (row b of out, written only by the thread that writes this element). The matrix-vector
+// kernels load them as a column begins, after the wait for the pass before (which may write out),
+// so that the loads are in flight during the products and no load waits at the write.
+template <Epilogue E>
+struct EpilogueOperands {
+  float bo = 0.0f, res = 0.0f;
+  __device__ __forceinline__ EpilogueOperands(const MatvecParams& p, int b, int oc, bool load) {
+    if (!load) return;
+    if (p.bias) bo = __ldg(p.bias + oc);
+    if constexpr (E == Epilogue::kResidual)
+      res = static_cast<const float*>(p.out)[long(b) * p.OC + oc];
+  }
+  // write_out of sum + bias, the residual added as epilogue's `+=` adds it.
+  template <typename T>
+  __device__ __forceinline__ void write(const MatvecParams& p, int b, int oc, float sum) const {
+    const float y = sum + bo;
+    if constexpr (E == Epilogue::kResidual)
+      static_cast<float*>(p.out)[long(b) * p.OC + oc] = res + y;
+    else
+      write_out<T, E>(p, b, oc, y);
+  }
+};
+
 // With kLN: normalises the NB fp32 rows inp (NB, IC) into xs (NB, IC), two-pass mean / variance,
 // with the LayerNorm weight lnw and bias lnb already in shared memory. Ends with a barrier.
 template <int NB>
@@ -508,10 +532,13 @@ __device__ __forceinline__ void dot_rows(float (&acc)[NB], const uint4& raw, int
 // The end of one column pass of the CUDA-core kernels (every thread of the block calls it, with
 // S block-uniform): each warp's lane sums are added over the warp, the S slice sums of column oc
 // in slice order by its first warp (through pt, one of two buffers used by alternate passes, so
-// that no barrier is needed before the writes), and lane b of that warp writes row b.
+// that no barrier is needed before the writes), and lane b of that warp writes row b, with the
+// operands eo it loaded (row b, column oc) before the products.
 template <typename T, int NB, Epilogue E>
 __device__ __forceinline__ void finish_column(const MatvecParams& p, float (&acc)[NB],
-                                              float (&pt)[kMatvecWarps][NB], int oc, bool active) {
+                                              float (&pt)[kMatvecWarps][NB], int oc, bool active,
+                                              const EpilogueOperands<E>& eo) {
+  static_assert(NB <= 32, "lane b writes row b");
   const int S = p.slices, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
   for (int b = 0; b < NB; ++b) acc[b] = warp_sum(acc[b]);
@@ -529,13 +556,9 @@ __device__ __forceinline__ void finish_column(const MatvecParams& p, float (&acc
     }
   }
   if (!active) return;
-  const float bo = p.bias ? p.bias[oc] : 0.0f;
 #pragma unroll
-  for (int b = 0; b < NB; ++b) {
-    const float y = acc[b] + bo;
-    if (lane != b % 32) continue;
-    write_out<T, E>(p, b, oc, y);
-  }
+  for (int b = 0; b < NB; ++b)
+    if (lane == b) eo.template write<T>(p, b, oc, acc[b]);
 }
 
 // 16-byte vectors per lane of a column's weight slice loaded ahead (see matvec_kernel).
@@ -597,6 +620,8 @@ __device__ __forceinline__ void matvec_columns(const MatvecParams& p, uint4 (&pr
   for (int it = 0; c0 + it * stride < p.OC; ++it) {
     const int oc = c0 + it * stride + mw.warp / S;
     const bool active = oc < p.OC;
+    // Lane b of the column's first warp writes row b (finish_column).
+    const EpilogueOperands<E> eo(p, lane, oc, active && mw.warp % S == 0 && lane < NB);
     float acc[NB] = {};
     if (active) {
 #pragma unroll
@@ -613,7 +638,7 @@ __device__ __forceinline__ void matvec_columns(const MatvecParams& p, uint4 (&pr
       }
       mw.load(p, pre, oc + stride);  // in flight during the reductions and the epilogue
     }
-    finish_column<T, NB, E>(p, acc, part[it % 2], oc, active);
+    finish_column<T, NB, E>(p, acc, part[it % 2], oc, active, eo);
   }
 }
 
@@ -742,6 +767,11 @@ __global__ void __launch_bounds__(256) mma_matvec_kernel(MatvecParams p, int B) 
   for (int it = 0; (blockIdx.x + it * gridDim.x) * tpb < tiles; ++it) {
     const int tile = (blockIdx.x + it * gridDim.x) * tpb + warp / S;
     const bool active = tile < tiles;
+    // Lane (g, t) of the tile's first slice writes row g, columns oc0 and oc0 + 1.
+    const int oc0 = tile * 8 + 2 * t;
+    const bool writes = active && sl == 0 && g < B;
+    const EpilogueOperands<E> eo[2] = {{p, g, oc0, writes && oc0 < p.OC},
+                                       {p, g, oc0 + 1, writes && oc0 + 1 < p.OC}};
     float d0[4] = {}, d1[4] = {};  // two chains of MMAs: k pairs 0-3 and 4-7 of each 16 bytes
     if (active) {
       for (int ks0 = k_lo; ks0 < k_hi; ks0 += kPre) {  // pre holds k-steps ks0 .. ks0 + kPre - 1
@@ -772,11 +802,8 @@ __global__ void __launch_bounds__(256) mma_matvec_kernel(MatvecParams p, int B) 
     }
     if (!active || g >= B) continue;
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int oc = tile * 8 + 2 * t + j, b = g;
-      if (oc >= p.OC) continue;
-      write_out<T, E>(p, b, oc, r[j] + (p.bias ? p.bias[oc] : 0.0f));
-    }
+    for (int j = 0; j < 2; ++j)
+      if (oc0 + j < p.OC) eo[j].template write<T>(p, g, oc0 + j, r[j]);
   }
 #else
   (void)p, (void)B;
