@@ -1115,6 +1115,8 @@ int main(int argc, char** argv) {
     return v;
   };
   std::vector<int> caps = int_list("WS_CAPS", "0");  // copies in flight, 0 = the ring
+  // WS_LL and WS_PRE_EPI keep a block's biases and residuals in rb, rr: at most kMaxRowsLL rows.
+  const bool rows_fit = std::all_of(hp.begin(), hp.end(), [&](const Pass& q) { return (q.OC + sms - 1) / sms <= kMaxRowsLL; });
   if (std::getenv("WS_DROP")) {
     // What would fewer grid-wide waits per layer give, at best? WS_DROP=m1,m2,..: for each mask m
     // (bit k: a layer's pass k, WS_FULL: 0 QKV, 1 attention, 2 projection, 3 fc, 4 MLP projection)
@@ -1125,32 +1127,33 @@ int main(int argc, char** argv) {
     // input row (1) or loaded after each product (0). Timing only: a pass in m may read its input
     // unwritten, and so may any run with skip bits.
     caps = int_list("WS_CAPS", "1,2");
-    for (const Pass& q : hp)
-      if (q.OC > 0 && (q.OC + sms - 1) / sms > kMaxRowsLL) return std::fprintf(stderr, "WS_DROP: too many rows a block\n"), 1;
-    for (const int pre : int_list("WS_PRE_EPI", "0"))
-    for (const int dskip : int_list("WS_DROP_SKIP", "0"))
-    for (const int mask : int_list("WS_DROP", "0"))
-      for (const int ns : int_list("WS_DROP_NS", "0")) {
-        CK(cudaMemcpyToSymbol(c_pre_epi, &pre, sizeof pre));
-        if (mask == 0 && ns > 0) continue;
-        std::vector<Pass> hd = hp;
-        int dropped = 0;
-        for (size_t k = 0; k < hd.size(); ++k)
-          if (k > 0 && (mask >> (k % passes_per_layer) & 1)) hd[k].flags |= kNoWait, dropped++;
-        CK(cudaMemcpy(dp, hd.data(), sizeof(Pass) * hd.size(), cudaMemcpyHostToDevice));
-        const unsigned dns = unsigned(ns);
-        CK(cudaMemcpyToSymbol(c_drop_ns, &dns, sizeof dns));
-        for (const int cap : caps) {
-          if (cap >= 12) continue;
-          CK(cudaMemset(act, 0, sizeof(float) * n_act));
-          const float ms = run_ws<16, 12, 16, 0, kSplit>(dp, n_passes, bar, dskip, sms, reps, e0, e1, 0, nullptr, cap);
-          CK(cudaMemcpy(got.data(), act, sizeof(float) * n_act, cudaMemcpyDeviceToHost));
-          std::printf("drop mask %d (%d of %d barriers left), %u ns in place, 16 KB x 12, cap %d, skip %d%s: %.3f ms (%.2fx the bound)%s\n",
-                      mask, n_passes - 1 - dropped, n_passes - 1, dns, cap, dskip, pre ? ", epilogue staged" : "",
-                      ms, ms / bound_ms, mask == 0 && dskip == 0 ? check_bits() : "; timing only");
+    if (!rows_fit) return std::fprintf(stderr, "WS_DROP: too many rows a block\n"), 1;
+    for (const int pre : int_list("WS_PRE_EPI", "0")) {
+      CK(cudaMemcpyToSymbol(c_pre_epi, &pre, sizeof pre));
+      for (const int dskip : int_list("WS_DROP_SKIP", "0")) {
+        for (const int mask : int_list("WS_DROP", "0")) {
+          std::vector<Pass> hd = hp;
+          int dropped = 0;
+          for (size_t k = 1; k < hd.size(); ++k)
+            if (mask >> (k % passes_per_layer) & 1) hd[k].flags |= kNoWait, dropped++;
+          CK(cudaMemcpy(dp, hd.data(), sizeof(Pass) * hd.size(), cudaMemcpyHostToDevice));
+          for (const int ns : int_list("WS_DROP_NS", "0")) {
+            if (mask == 0 && ns > 0) continue;
+            const unsigned dns = unsigned(ns);
+            CK(cudaMemcpyToSymbol(c_drop_ns, &dns, sizeof dns));
+            for (const int cap : caps) {
+              if (cap >= 12) continue;
+              CK(cudaMemset(act, 0, sizeof(float) * n_act));
+              const float ms = run_ws<16, 12, 16, 0, kSplit>(dp, n_passes, bar, dskip, sms, reps, e0, e1, 0, nullptr, cap);
+              CK(cudaMemcpy(got.data(), act, sizeof(float) * n_act, cudaMemcpyDeviceToHost));
+              std::printf("drop mask %d (%d of %d barriers left), %u ns in place, 16 KB x 12, cap %d, skip %d%s: %.3f ms (%.2fx the bound)%s\n",
+                          mask, n_passes - 1 - dropped, n_passes - 1, dns, cap, dskip, pre ? ", epilogue staged" : "",
+                          ms, ms / bound_ms, mask == 0 && dskip == 0 ? check_bits() : "; timing only");
+            }
+          }
         }
       }
-    CK(cudaMemcpy(dp, hp.data(), sizeof(Pass) * hp.size(), cudaMemcpyHostToDevice));
+    }
     return 0;
   }
   if (const char* dir = std::getenv("WS_LL")) {
@@ -1162,8 +1165,7 @@ int main(int argc, char** argv) {
     const int splits = full ? hp[1].splits : 1;
     if (full && (splits > kMaxSplitsLL || ((T + 1) / splits + 1 + 15) / 16 > kMaxTPW))
       return std::fprintf(stderr, "WS_LL: at most %d splits and %d positions a warp\n", kMaxSplitsLL, kMaxTPW), 1;
-    for (const Pass& q : hp)
-      if (q.OC > 0 && (q.OC + sms - 1) / sms > kMaxRowsLL) return std::fprintf(stderr, "WS_LL: too many rows a block\n"), 1;
+    if (!rows_fit) return std::fprintf(stderr, "WS_LL: too many rows a block\n"), 1;
     // The same passes with the first input row (and first residual) as LL words.
     u64* x0ll;
     CK(cudaMalloc(&x0ll, sizeof(u64) * 4 * C));
