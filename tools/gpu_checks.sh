@@ -7,7 +7,8 @@
 # Env: CUDAARCHS (default native), MDI_DEPS_DIR (headers of CLI11 / nlohmann / fmt where the
 # machine lacks the packages; default ./.gpu-deps if present), JOBS, SAN_TIMEOUT (s per tool),
 # SAN_TOOLS (default "memcheck racecheck"; initcheck also flags reads of what cuBLAS wrote on
-# Hopper, seen 2026-12-01), SAN_FILTER (gtest filter, default Cuda*).
+# Hopper, seen 2026-12-01), SAN_FILTER (gtest filter, default Cuda*). On an H100 memcheck over all
+# CUDA tests takes seconds, racecheck about 6 minutes (the 3 persistent-kernel tests 42-44 s each).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-$PWD/gpu-out}
@@ -58,6 +59,8 @@ if has sanitize; then
       build-gpu/tests/cuda_tests --gtest_filter="${SAN_FILTER:-Cuda*}" >"$out/sanitize-$tool.log" 2>&1
     r=$?
     [ $r -eq 0 ] || rc=1
+    [ $r -eq 124 ] && echo "compute-sanitizer $tool: stopped after SAN_TIMEOUT=${SAN_TIMEOUT:-300} s, in" \
+      "$(grep -E '^\[ RUN' "$out/sanitize-$tool.log" | tail -n 1 | cut -c 14-) (raise SAN_TIMEOUT or narrow SAN_FILTER)"
     echo "compute-sanitizer $tool: rc $r in $(( $(date +%s) - t0 )) s;" \
          "$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitize-$tool.log" | tail -n 1);" \
          "$(grep -E '^\[  (PASSED|FAILED)  \]' "$out/sanitize-$tool.log" | tr '\n' ' ')"
