@@ -1,7 +1,14 @@
 // The end-of-run report (stderr), the per-sample JSONL and the time-vs-tokens CSV.
 #include "mdi/report.h"
 
+#include <fmt/ranges.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -20,6 +27,48 @@ std::ofstream open_out(const std::string& path, const char* flag) {
   return f;
 }
 }  // namespace
+
+bool mps_daemon_running() {
+  const char* dir = std::getenv("CUDA_MPS_PIPE_DIRECTORY");
+  const std::string path = std::string(dir && *dir ? dir : "/tmp/nvidia-mps") + "/control";
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return false;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  // The socket file stays behind when the daemon quits: only a connection tells it is there.
+  for (const int type : {SOCK_STREAM, SOCK_SEQPACKET}) {
+    const int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    const bool up = connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+    close(fd);
+    if (up) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> shared_gpu_notes(const std::vector<RankStats>& ranks) {
+  std::vector<std::string> notes;
+  std::vector<bool> seen(ranks.size(), false);
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    if (seen[i] || ranks[i].gpu[0] == '\0') continue;
+    std::vector<size_t> group;  // ranks on i's host with i's GPU
+    bool mps = false;
+    for (size_t j = i; j < ranks.size(); ++j)
+      if (std::string(ranks[j].host) == ranks[i].host &&
+          std::string(ranks[j].gpu) == ranks[i].gpu) {
+        seen[j] = true;
+        group.push_back(j);
+        mps = mps || ranks[j].mps;
+      }
+    if (group.size() < 2 || mps) continue;
+    notes.push_back(
+        fmt::format("ranks {} share the GPU {} on {} without MPS, so they take turns on it: "
+                    "start nvidia-cuda-mps-control -d first to run them side by side "
+                    "(README, \"GPUs\")",
+                    fmt::join(group, ", "), ranks[i].gpu, ranks[i].host));
+  }
+  return notes;
+}
 
 void print_report(std::FILE* out, const RunSummary& run, const std::vector<RankStats>& ranks,
                   const std::vector<SampleResult>& samples) {
@@ -71,6 +120,7 @@ void print_report(std::FILE* out, const RunSummary& run, const std::vector<RankS
                r.comm_s, r.wait_s,
                generated ? r.bytes_sent / double(generated) : 0.0);
   }
+  for (const std::string& note : shared_gpu_notes(ranks)) fmt::print(out, "note        {}\n", note);
   std::fflush(out);
 }
 
@@ -88,13 +138,26 @@ void write_report_json(const std::string& path, const RunSummary& run, const std
   }
   for (size_t i = 0; i < ranks.size(); ++i) {
     const RankStats& r = ranks[i];
-    jr.push_back({{"rank", i}, {"host", std::string(r.host)}, {"device", std::string(r.device)}, {"layer_begin", r.layer_begin},
-                  {"layer_end", r.layer_end}, {"threads", r.threads}, {"load_s", r.load_s},
-                  {"compute_s", r.compute_s}, {"comm_s", r.comm_s}, {"wait_s", r.wait_s},
-                  {"bytes_sent", r.bytes_sent}, {"messages_sent", r.messages_sent},
-                  {"decode_bytes", r.decode_bytes}, {"decode_rows", r.decode_rows},
-                  {"head_passes", r.head_passes}, {"head_micro_batches", r.head_micro_batches},
-                  {"weights_bytes", r.weights_bytes}, {"workspace_bytes", r.workspace_bytes},
+    jr.push_back({{"rank", i},
+                  {"host", std::string(r.host)},
+                  {"device", std::string(r.device)},
+                  {"gpu", std::string(r.gpu)},
+                  {"mps", r.mps != 0},
+                  {"layer_begin", r.layer_begin},
+                  {"layer_end", r.layer_end},
+                  {"threads", r.threads},
+                  {"load_s", r.load_s},
+                  {"compute_s", r.compute_s},
+                  {"comm_s", r.comm_s},
+                  {"wait_s", r.wait_s},
+                  {"bytes_sent", r.bytes_sent},
+                  {"messages_sent", r.messages_sent},
+                  {"decode_bytes", r.decode_bytes},
+                  {"decode_rows", r.decode_rows},
+                  {"head_passes", r.head_passes},
+                  {"head_micro_batches", r.head_micro_batches},
+                  {"weights_bytes", r.weights_bytes},
+                  {"workspace_bytes", r.workspace_bytes},
                   {"peak_rss_bytes", r.peak_rss_bytes}});
   }
   const Config& c = run.cfg;

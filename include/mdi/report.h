@@ -13,6 +13,8 @@ namespace mdi {
 struct RankStats {
   char host[64] = {0};
   char device[32] = {0};       // "cpu", "cuda:0 fp16"
+  char gpu[32] = {0};          // Backend::gpu_id(): the GPU's PCI bus id, "" on the CPU
+  int mps = 0;  // 1: a CUDA MPS control daemon runs on the rank's host (mps_daemon_running)
   int layer_begin = 0, layer_end = 0, threads = 1;
   double load_s = 0;           // weight loading
   double compute_s = 0;        // backend work (and sampling on rank 0)
@@ -46,6 +48,14 @@ struct RunSummary {
   double gen_seconds = 0;
   long shm_eager_limit = -1;  // bytes; -1 unknown (shared_memory_eager_limit())
 };
+
+// Whether the CUDA MPS control daemon runs on this host, where its clients look for it: its
+// socket "control" in $CUDA_MPS_PIPE_DIRECTORY, else in /tmp/nvidia-mps, takes a connection.
+bool mps_daemon_running();
+
+// One line per GPU that several ranks of a host share without MPS, naming them: such ranks take
+// turns on the GPU (time slices), so they run far slower than they would under MPS.
+std::vector<std::string> shared_gpu_notes(const std::vector<RankStats>& ranks);
 
 void print_report(std::FILE* out, const RunSummary& run, const std::vector<RankStats>& ranks,
                   const std::vector<SampleResult>& samples);

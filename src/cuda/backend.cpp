@@ -86,6 +86,9 @@ class CudaBackend final : public Backend {
     cudaDeviceProp prop{};
     MDI_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
     gpu_name_ = prop.name;
+    char bus[32] = {0};
+    MDI_CUDA_CHECK(cudaDeviceGetPCIBusId(bus, int(sizeof bus), device_));
+    gpu_id_ = bus;
     if (dt_ == DType::kBF16 && prop.major < 8)
       user_error("--dtype bf16 needs a GPU of compute capability 8.0 or newer; device {} ({}) is {}.{}",
                  device_, prop.name, prop.major, prop.minor);
@@ -161,6 +164,8 @@ class CudaBackend final : public Backend {
     return fmt::format("cuda:{} ({}, {}{})", device_, gpu_name_, dtype_name(dt_),
                        tc_ ? ", tensor cores" : persistent_ ? ", persistent decode" : "");
   }
+
+  std::string gpu_id() const override { return gpu_id_; }
 
   // Page-locked: the ring's messages are received straight into memory the GPU copies from.
   HostBuffer host_buffer(size_t bytes) const override {
@@ -615,6 +620,7 @@ class CudaBackend final : public Backend {
   int decode_rows_ = 1;  // decode rows per launch
   std::vector<Segment> segs_;  // this forward's pieces (plan_segments); reserved at start-up
   std::string gpu_name_;
+  std::string gpu_id_;  // PCI bus id
 
   Arena wts_, work_;
   std::vector<Upload> uploads_;

@@ -9,8 +9,9 @@ kill-rank:   a rank killed mid-run ends the whole job quickly, with a message na
 long:        10,000 tokens per sample (past block_size ~300 times) with flat peak memory.
 sweep:       tools/bench_sweep.py writes one CSV row per run with the report's figures, and
              tools/plot_bench.py draws PNGs from it (where a Python with matplotlib is found).
-cuda:        1 to N ranks sharing the GPU(s) give the tokens of 1 rank on a GPU, per dtype; mixed
-             --device lists run. Exit 77 (skipped) where mdi-llm sees no CUDA device.
+cuda:        1 to N ranks sharing the GPU(s) give the tokens of 1 rank on a GPU, per dtype; N ranks
+             on one GPU get the report's shared-GPU note (none under MPS); mixed --device lists
+             run. Exit 77 (skipped) where mdi-llm sees no CUDA device.
 Only the standard library: CI's Python has no numpy.
 """
 import argparse
@@ -21,6 +22,7 @@ import re
 import resource
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -397,6 +399,19 @@ def long_run(r, N):
           + ", ".join(f"{g:.2f}" for g in grew) + ")")
 
 
+def mps_daemon_running():
+    """Whether a CUDA MPS control daemon answers on its socket (the socket file outlives it)."""
+    path = os.path.join(os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps", "control")
+    for kind in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
+        try:
+            with socket.socket(socket.AF_UNIX, kind) as s:
+                s.connect(path)
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def same_tokens_cuda(r, N):
     tiny = ["--model", r.model("tiny_gpt2.h5"), "--prompt", "First Citizen:", "--prompt", "ok!\n"]
     probe, _ = run(r.cmd(0, tiny + ["--device", "cuda", "--tokens", "2"]))
@@ -424,6 +439,15 @@ def same_tokens_cuda(r, N):
         check(ref is not None and ref == got and head.get("head_micro_batches", 0) > head.get("head_passes", 0) > 0,
               f"np {N} on the GPU, {' '.join(mode)}, lm_head passes over several micro-batches: token ids "
               "equal to 1 rank on the GPU")
+    # N ranks on one GPU: the report names them and points to MPS (no note where its daemon runs).
+    rep = os.path.join(r.tmp, "cuda_shared.json")
+    p, _ = run(r.cmd(N, tiny + ["--device", "cuda:0", "--tokens", "2", "--samples", str(N), "--report-json", rep]))
+    mps = mps_daemon_running()
+    gpus = {s["gpu"] for s in json.load(open(rep, encoding="utf-8"))["rank_stats"]} if p.returncode == 0 else set()
+    named = f"ranks {', '.join(map(str, range(N)))} share the GPU" in p.stderr
+    check(p.returncode == 0 and len(gpus) == 1 and "" not in gpus and named != mps,
+          f"np {N} on cuda:0: one GPU id in the report ({', '.join(sorted(gpus))}), "
+          + ("no shared-GPU note under MPS" if mps else "the shared-GPU note names every rank"))
     # Mixed boards: the head on a GPU, the other ranks on CPUs (and the other way round).
     for devices in (["cuda"] + ["cpu"] * (N - 1), ["cpu"] * (N - 1) + ["cuda"]):
         got = r.tokens(N, tiny + ["--device", ",".join(devices)] + sampled + ["--samples", str(N)])
