@@ -52,7 +52,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
   // The GPU this backend computes on, as its PCI bus id ("0000:19:00.0"); empty on the CPU. Ranks
-  // of one host with the same id share that GPU (report.h: shared_gpu_notes).
+  // of one host with the same id share that GPU (report.h: shared_gpu_notes); MIG instances of one
+  // GPU would too, though they do not take turns.
   virtual std::string gpu_id() const { return {}; }
   // x (rows, C): the residual stream, updated in place through this rank's layers. Writes the
   // rows' keys and values into the items' KV cache slots at their positions.
