@@ -1003,8 +1003,9 @@ int run(const Options& o, MPI_Comm world) {
         be = make_backend(o, cfg, w, spec, rank, N, local, device);
         st.load_s = now() - t0;
         std::snprintf(st.device, sizeof st.device, "%s", device.c_str());
-        std::snprintf(st.gpu, sizeof st.gpu, "%s", be->gpu_id().c_str());
-        st.mps = !be->gpu_id().empty() && mps_daemon_running();
+        const std::string gpu = be->gpu_id();
+        std::snprintf(st.gpu, sizeof st.gpu, "%s", gpu.c_str());
+        st.mps = !gpu.empty() && mps_daemon_running();
         st.weights_bytes = double(w.bytes());
         st.workspace_bytes = double(be->workspace_bytes());
         if (device != "cpu") w = Weights{};  // the GPU holds its own copy

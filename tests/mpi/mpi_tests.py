@@ -443,6 +443,8 @@ def same_tokens_cuda(r, N):
     rep = os.path.join(r.tmp, "cuda_shared.json")
     p, _ = run(r.cmd(N, tiny + ["--device", "cuda:0", "--tokens", "2", "--samples", str(N), "--report-json", rep]))
     mps = mps_daemon_running()
+    if p.returncode != 0:
+        print(p.stderr[-4000:])
     gpus = {s["gpu"] for s in json.load(open(rep, encoding="utf-8"))["rank_stats"]} if p.returncode == 0 else set()
     named = f"ranks {', '.join(map(str, range(N)))} share the GPU" in p.stderr
     check(p.returncode == 0 and len(gpus) == 1 and "" not in gpus and named != mps,
