@@ -3,6 +3,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "mdi/error.h"
@@ -203,23 +204,34 @@ std::vector<hsize_t> dataset_shape(hid_t file, const std::string& name, const st
   return dims;
 }
 
+namespace {
+inline float widen(uint16_t h) {
+  // Branch-free, so that loops over it vectorize (after Marat Dukhan's FP16 library): a normal
+  // half's exponent and mantissa shifted into place and scaled by 2^-112 (which also carries
+  // exponent 31, inf and nan, to 255); a subnormal's mantissa through the magic number 0.5.
+  auto as_float = [](uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+  };
+  auto as_bits = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+  };
+  const uint32_t w = uint32_t(h) << 16, sign = w & 0x80000000u, two_w = w + w;
+  const float normal = as_float((two_w >> 4) + (0xe0u << 23)) * 0x1.0p-112f;
+  const float subnormal = as_float((two_w >> 17) | (126u << 23)) - 0.5f;
+  return as_float(sign | as_bits(two_w < (1u << 27) ? subnormal : normal));
+}
+}  // namespace
+
 float half_to_float(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);  // inf, nan
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);
-  } else if (mant == 0) {
-    bits = sign;
-  } else {  // subnormal half: normalise
-    exp = 113;
-    while (!(mant & 0x400u)) mant <<= 1, --exp;
-    bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
+  return widen(h);
+}
+
+void halves_to_floats(const uint16_t* in, float* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = widen(in[i]);
 }
 
 namespace {
@@ -267,15 +279,17 @@ void read_float_rows(hid_t file, const std::string& name, const std::vector<hsiz
   herr_t rc;
   if (is_ieee_half(type.get())) {
     // HDF5's generic float conversion is ~15x slower than this: read the raw halves into the back
-    // half of `out`, then widen in place front to back (float i only overwrites halves <= i).
+    // half of `out`, then widen in place front to back, a block at a time through a copy of the
+    // block's halves (floats [i, i + m) overwrite halves below i + m only, since i + m <= n).
     uint16_t* raw = reinterpret_cast<uint16_t*>(out) + n;
     rc = H5Dread(d.get(), type.get(), ms, fs, H5P_DEFAULT, raw);
-    if (rc >= 0)
-      for (size_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, raw + i, sizeof h);
-        out[i] = half_to_float(h);
-      }
+    constexpr size_t kBlock = 1024;
+    uint16_t block[kBlock];
+    for (size_t i = 0; rc >= 0 && i < n; i += kBlock) {
+      const size_t m = std::min(kBlock, n - i);
+      std::memcpy(block, raw + i, m * sizeof(uint16_t));
+      halves_to_floats(block, out + i, m);
+    }
   } else {
     rc = H5Dread(d.get(), H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out);
   }

@@ -4,11 +4,13 @@
 #include <hdf5.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 #include <string>
 
+#include "mdi/big_array.h"
 #include "mdi/error.h"
 #include "mdi/h5.h"
 #include "mdi/weights.h"
@@ -100,6 +102,33 @@ TEST(Loader, Fp16FileConvertsToTheSameWeights) {
   EXPECT_LT(max_rel, 1e-3);  // half precision keeps 11 significant bits
 }
 
+TEST(BigArray, ZeroedAlignedMovableAndRefusesTheImpossible) {
+  mdi::BigArray<float> a;
+  EXPECT_EQ(a.size(), 0u);
+  EXPECT_EQ(a.data(), nullptr);
+  a.resize(3000001);  // not a multiple of a page
+  ASSERT_NE(a.data(), nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a.data()) % 64, 0u);  // every tensor offset keeps 64 bytes
+  size_t nonzero = 0;
+  for (float x : a) nonzero += x != 0.0f;
+  EXPECT_EQ(nonzero, 0u);
+  a[0] = 1.0f;
+  a[a.size() - 1] = 2.0f;  // the last element is writable
+  mdi::BigArray<float> b = std::move(a);
+  EXPECT_EQ(a.size(), 0u);
+  EXPECT_EQ(a.data(), nullptr);
+  ASSERT_EQ(b.size(), 3000001u);
+  EXPECT_EQ(b[0], 1.0f);
+  EXPECT_EQ(b[b.size() - 1], 2.0f);
+  b.resize(10);  // drops the old contents
+  EXPECT_EQ(b.size(), 10u);
+  EXPECT_EQ(b[0], 0.0f);
+  b.resize(0);
+  EXPECT_EQ(b.data(), nullptr);
+  EXPECT_THROW(b.resize(SIZE_MAX / sizeof(float)), std::bad_alloc);
+  EXPECT_EQ(b.size(), 0u);  // a failed resize leaves the array as it was
+}
+
 TEST(Loader, HalfConversionIsExactAndMatchesHdf5) {
   // Every one of the 65536 halves against HDF5's own conversion.
   std::vector<uint16_t> all(65536);
@@ -113,10 +142,13 @@ TEST(Loader, HalfConversionIsExactAndMatchesHdf5) {
   H5Tset_ebias(half, 15);
   ASSERT_GE(H5Tconvert(half, H5T_NATIVE_FLOAT, 65536, theirs.data(), nullptr, H5P_DEFAULT), 0);
   H5Tclose(half);
+  std::vector<float> batch(65536);
+  mdi::h5::halves_to_floats(all.data(), batch.data(), all.size());
   for (int i = 0; i < 65536; ++i) {
     float mine = mdi::h5::half_to_float(uint16_t(i));
     if (std::isnan(mine)) EXPECT_TRUE(std::isnan(theirs[i])) << i;
     else EXPECT_EQ(mine, theirs[i]) << "half 0x" << std::hex << i;
+    EXPECT_EQ(std::memcmp(&batch[i], &mine, sizeof mine), 0) << "batch, half 0x" << std::hex << i;
   }
 }
 

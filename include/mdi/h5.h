@@ -56,7 +56,8 @@ std::vector<uint8_t> read_bytes(hid_t file, const std::string& name, const std::
 
 std::string shape_str(const std::vector<hsize_t>& s);
 
-// IEEE binary16 -> binary32, exact (every half is a float).
+// IEEE binary16 -> binary32, exact (every half is a float); one value, and n of them (no overlap).
 float half_to_float(uint16_t h);
+void halves_to_floats(const uint16_t* in, float* out, size_t n);
 
 }  // namespace mdi::h5

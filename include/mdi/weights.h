@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "mdi/aligned.h"
+#include "mdi/big_array.h"
 #include "mdi/config.h"
 
 namespace mdi {
@@ -42,7 +42,7 @@ struct Weights {
   bool has_head = false;               // embeddings, ln_f, lm_head rows (rank 0)
   std::vector<LayerWeights> layers;    // layer_end - layer_begin entries
   HeadWeights head{};
-  aligned_vector<float> storage;       // the one allocation; every tensor starts 64-byte aligned
+  BigArray<float> storage;  // the one allocation; every tensor starts 64-byte aligned
   size_t bytes() const { return storage.size() * sizeof(float); }
 };
 
