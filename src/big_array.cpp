@@ -4,6 +4,7 @@
 #include "mdi/big_array.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
@@ -61,5 +62,11 @@ void big_free(void* p, size_t mapped) {
 }
 
 #endif
+
+void big_touch(void* p, size_t bytes) {
+  static const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  volatile char* c = static_cast<char*>(p);
+  for (size_t i = 0; i < bytes; i += page) c[i] = 0;
+}
 
 }  // namespace mdi

@@ -17,6 +17,9 @@ namespace mdi {
 // Throws std::bad_alloc when the system has no room.
 void* big_alloc(size_t bytes, size_t& mapped);
 void big_free(void* p, size_t mapped);
+// Writes a zero byte into every page of [p, p + bytes) (already zero): the pages are mapped now,
+// so that writes to them later take no page fault.
+void big_touch(void* p, size_t bytes);
 
 template <typename T>
 class BigArray {
@@ -40,6 +43,8 @@ class BigArray {
     fresh.size_ = n;
     swap(fresh);
   }
+  // Maps every page now (a KV cache: no page faults later, on the token path).
+  void touch_pages() { big_touch(data_, size_ * sizeof(T)); }
   T* data() { return data_; }
   const T* data() const { return data_; }
   size_t size() const { return size_; }

@@ -4,7 +4,8 @@
 #pragma once
 
 #include <cstddef>
-#include <vector>
+
+#include "mdi/big_array.h"
 
 namespace mdi {
 
@@ -22,7 +23,7 @@ class KVCache {
     return (static_cast<size_t>(layer) * S_ + sample) * static_cast<size_t>(T_) * C_;
   }
   int S_ = 0, T_ = 0, C_ = 0;
-  std::vector<float> k_, v_;
+  BigArray<float> k_, v_;
 };
 
 }  // namespace mdi
