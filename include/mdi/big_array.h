@@ -1,9 +1,10 @@
-// An array for a rank's weights: gigabytes filled once by the loader, then only read. Its memory
-// comes straight from mmap, so the array is not zero-filled in user space before the loader
-// overwrites it, and it asks for transparent huge pages (madvise), so that filling it takes a page
-// fault per 2 MiB instead of per 4 KiB where the kernel offers them. Both mattered: loading GPT-2
-// XL (fp16, 6.2 GB as fp32) on this project's 2-core VM spent 22% of its time in the zero-fill
-// and about 40% in page faults. Linux only, like the rest of the project.
+// An array for a rank's big buffers: its weights (gigabytes filled once by the loader, then only
+// read) and its CPU KV cache. Its memory comes straight from mmap, so the array is not zero-filled
+// in user space (the kernel's pages are zero), and it asks for transparent huge pages (madvise), so
+// that filling it takes a page fault per 2 MiB instead of per 4 KiB where the kernel offers them.
+// Both mattered: loading GPT-2 XL (fp16, 6.2 GB as fp32) on this project's 2-core VM spent 22% of
+// its time in a std::vector's zero-fill and about 40% in page faults. Linux only, like the rest of
+// the project.
 #pragma once
 
 #include <cstddef>
@@ -13,8 +14,8 @@
 
 namespace mdi {
 
-// Memory of at least `bytes`, 2 MiB aligned, zero (the kernel's pages), with a huge-page hint.
-// Throws std::bad_alloc when the system has no room.
+// Memory of at least `bytes`, zero, 2 MiB aligned with a huge-page hint (under AddressSanitizer:
+// from the heap, 64-byte aligned). Throws std::bad_alloc when the system has no room.
 void* big_alloc(size_t bytes, size_t& mapped);
 void big_free(void* p, size_t mapped);
 // Writes a zero byte into every page of [p, p + bytes) (already zero): the pages are mapped now,
