@@ -249,15 +249,25 @@ void read_floats(hid_t file, const std::string& name, const std::vector<hsize_t>
   read_float_rows(file, name, shape, 0, shape.empty() ? 1 : shape[0], out, file_name);
 }
 
-void read_float_rows(hid_t file, const std::string& name, const std::vector<hsize_t>& shape, hsize_t row0,
-                     hsize_t rows, float* out, const std::string& file_name) {
-  Handle d = open_dataset(file, name, file_name);
-  auto dims = shape_of(d.get());
+namespace {
+// Dataset `name` opened for a read of rows [row0, row0 + rows) of its first dimension (all of a
+// rank-0 dataset), after checking its shape and that it holds floats.
+struct RowRead {
+  Handle dset, type, file_space, mem_space;
+  hid_t fs = H5S_ALL, ms = H5S_ALL;
+  size_t n = 1;  // values read
+};
+
+RowRead open_rows(hid_t file, const std::string& name, const std::vector<hsize_t>& shape,
+                  hsize_t row0, hsize_t rows, const std::string& file_name) {
+  RowRead r;
+  r.dset = open_dataset(file, name, file_name);
+  auto dims = shape_of(r.dset.get());
   if (dims != shape)
     user_error("{}: dataset {}: expected shape {}, got {}", file_name, name, shape_str(shape),
                shape_str(dims));
-  Handle type(H5Dget_type(d.get()));
-  if (H5Tget_class(type.get()) != H5T_FLOAT)
+  r.type = Handle(H5Dget_type(r.dset.get()));
+  if (H5Tget_class(r.type.get()) != H5T_FLOAT)
     user_error("{}: dataset {}: expected float32 or float16 values, got another type", file_name, name);
   // The whole dataset (H5S_ALL), or the hyperslab of rows [row0, row0 + rows) and a memory space of
   // that shape.
@@ -266,23 +276,31 @@ void read_float_rows(hid_t file, const std::string& name, const std::vector<hsiz
     user_error("{}: dataset {}: rows [{}, {}) are outside its {} rows", file_name, name, row0, row0 + rows, shape[0]);
   std::vector<hsize_t> start(shape.size(), 0), count = shape;
   if (!whole) start[0] = row0, count[0] = rows;
-  Handle file_space, mem_space;
   if (!whole) {
-    file_space = Handle(H5Dget_space(d.get()));
-    mem_space = Handle(H5Screate_simple(int(count.size()), count.data(), nullptr));
-    if (H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr) < 0)
+    r.file_space = Handle(H5Dget_space(r.dset.get()));
+    r.mem_space = Handle(H5Screate_simple(int(count.size()), count.data(), nullptr));
+    if (H5Sselect_hyperslab(r.file_space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(),
+                            nullptr) < 0)
       user_error("{}: dataset {}: cannot select rows [{}, {})", file_name, name, row0, row0 + rows);
+    r.fs = r.file_space.get();
+    r.ms = r.mem_space.get();
   }
-  const hid_t fs = whole ? H5S_ALL : file_space.get(), ms = whole ? H5S_ALL : mem_space.get();
-  size_t n = 1;
-  for (hsize_t x : count) n *= x;
+  for (hsize_t x : count) r.n *= x;
+  return r;
+}
+}  // namespace
+
+void read_float_rows(hid_t file, const std::string& name, const std::vector<hsize_t>& shape,
+                     hsize_t row0, hsize_t rows, float* out, const std::string& file_name) {
+  RowRead r = open_rows(file, name, shape, row0, rows, file_name);
+  const size_t n = r.n;
   herr_t rc;
-  if (is_ieee_half(type.get())) {
+  if (is_ieee_half(r.type.get())) {
     // HDF5's generic float conversion is ~15x slower than this: read the raw halves into the back
     // half of `out`, then widen in place front to back, a block at a time through a copy of the
     // block's halves (floats [i, i + m) overwrite halves below i + m only, since i + m <= n).
     uint16_t* raw = reinterpret_cast<uint16_t*>(out) + n;
-    rc = H5Dread(d.get(), type.get(), ms, fs, H5P_DEFAULT, raw);
+    rc = H5Dread(r.dset.get(), r.type.get(), r.ms, r.fs, H5P_DEFAULT, raw);
     constexpr size_t kBlock = 1024;
     uint16_t block[kBlock];
     for (size_t i = 0; rc >= 0 && i < n; i += kBlock) {
@@ -291,9 +309,24 @@ void read_float_rows(hid_t file, const std::string& name, const std::vector<hsiz
       halves_to_floats(block, out + i, m);
     }
   } else {
-    rc = H5Dread(d.get(), H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out);
+    rc = H5Dread(r.dset.get(), H5T_NATIVE_FLOAT, r.ms, r.fs, H5P_DEFAULT, out);
   }
   if (rc < 0) user_error("{}: cannot read dataset {} (corrupt or truncated file?)", file_name, name);
+}
+
+bool is_half_dataset(hid_t file, const std::string& name, const std::string& file_name) {
+  Handle d = open_dataset(file, name, file_name);
+  Handle type(H5Dget_type(d.get()));
+  return type && H5Tget_class(type.get()) == H5T_FLOAT && is_ieee_half(type.get());
+}
+
+void read_half_rows(hid_t file, const std::string& name, const std::vector<hsize_t>& shape,
+                    hsize_t row0, hsize_t rows, uint16_t* out, const std::string& file_name) {
+  RowRead r = open_rows(file, name, shape, row0, rows, file_name);
+  if (!is_ieee_half(r.type.get()))
+    user_error("{}: dataset {}: expected float16 values, got another float type", file_name, name);
+  if (H5Dread(r.dset.get(), r.type.get(), r.ms, r.fs, H5P_DEFAULT, out) < 0)
+    user_error("{}: cannot read dataset {} (corrupt or truncated file?)", file_name, name);
 }
 
 std::vector<int64_t> read_int64s(hid_t file, const std::string& name, const std::string& file_name) {

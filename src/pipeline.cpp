@@ -240,38 +240,57 @@ int choose_head_split(const Options& o, const Config& cfg, const std::vector<int
   return o.head_split;
 }
 
-// This rank's backend from --device ("cpu", "cuda", "cuda:K", or one entry per rank) and --dtype.
-// "cuda" picks GPU (node-local rank mod GPUs of the host), so ranks of a host spread over its GPUs.
-std::unique_ptr<Backend> make_backend(const Options& o, const Config& cfg, const Weights& w,
-                                      const BackendSpec& spec, int rank, int N, const LocalRank& local,
-                                      std::string& device_used) {
+// This rank's device from --device ("cpu", "cuda", "cuda:K", or one entry per rank) and --dtype.
+struct RankDevice {
+  bool cuda = false;
+  int gpu = -1;  // cuda:K; -1 for "cuda": node-local rank mod the host's GPUs (gpu_of)
+  DType dt = DType::kF32;
+};
+
+RankDevice rank_device_of(const Options& o, int rank, int N) {
   const std::vector<std::string> list = device_list(o, N);
   const std::string dev = list.size() == 1 ? list[0] : list[rank];
-  DType dt = DType::kF32;
-  if (o.dtype == "fp16") dt = DType::kF16;
-  else if (o.dtype == "bf16") dt = DType::kBF16;
+  RankDevice d;
+  if (o.dtype == "fp16")
+    d.dt = DType::kF16;
+  else if (o.dtype == "bf16")
+    d.dt = DType::kBF16;
   else if (o.dtype != "fp32") user_error("--dtype {}: expected fp32, fp16 or bf16", o.dtype);
   if (dev == "cpu") {
-    if (dt != DType::kF32 && list.size() == 1)
+    if (d.dt != DType::kF32 && list.size() == 1)
       user_error("--dtype {} needs --device cuda: the CPU backend computes in fp32", o.dtype);
-    device_used = "cpu";
-    return make_cpu_backend(cfg, w, spec);
+    return d;
   }
   if (dev == "cuda" || dev.rfind("cuda:", 0) == 0) {
-    int gpu = 0;
-    if (dev == "cuda") {
-      const int n = cuda_device_count();
-      gpu = n > 0 ? local.rank % n : 0;
-    } else {
+    d.cuda = true;
+    if (dev != "cuda") {
       const std::string k = dev.substr(5);
       if (k.empty() || k.find_first_not_of("0123456789") != std::string::npos || k.size() > 4)
         user_error("--device {}: expected cuda:K with a GPU number K", dev);
-      gpu = std::stoi(k);
+      d.gpu = std::stoi(k);
     }
-    device_used = fmt::format("cuda:{} {}", gpu, dtype_name(dt));
-    return make_cuda_backend(cfg, w, spec, gpu, dt);
+    return d;
   }
   user_error("--device {}: expected cpu, cuda or cuda:K (or a comma-separated list, one per rank)", dev);
+}
+
+// "cuda" picks GPU node-local rank mod GPUs of the host, so ranks of a host spread over its GPUs.
+int gpu_of(const RankDevice& d, const LocalRank& local) {
+  if (d.gpu >= 0) return d.gpu;
+  const int n = cuda_device_count();
+  return n > 0 ? local.rank % n : 0;
+}
+
+std::unique_ptr<Backend> make_backend(const RankDevice& d, const Config& cfg, const Weights& w,
+                                      const BackendSpec& spec, const LocalRank& local,
+                                      CudaStart* start, std::string& device_used) {
+  if (!d.cuda) {
+    device_used = "cpu";
+    return make_cpu_backend(cfg, w, spec);
+  }
+  const int gpu = gpu_of(d, local);
+  device_used = fmt::format("cuda:{} {}", gpu, dtype_name(d.dt));
+  return make_cuda_backend(cfg, w, spec, gpu, d.dt, start);
 }
 
 double peak_rss_bytes() {
@@ -987,20 +1006,31 @@ int run(const Options& o, MPI_Comm world) {
   st.threads = o.threads > 0 ? o.threads : default_threads(local);
   if (!agree(ring.comm(), attempt([&] {
         const double t0 = now();
+        // Rank 0's backend also takes lm_head passes of head_rows rows, and selects what the
+        // sampler needs of them.
+        BackendSpec spec{starter ? std::max<int>(plan.max_rows, head_rows(plan)) : plan.max_rows,
+                         plan.samples, st.threads,
+                         starter && !eval ? sampling_candidates(o.sampling, tok->vocab_size()) : 0,
+                         plan.positions};
+        const RankDevice dev = rank_device_of(o, rank, N);
+        // A CUDA rank starts its GPU (context, cuBLAS) while it reads the file, and keeps 16-bit
+        // matrices as the file's halves (no fp32 copy on the host).
+        std::unique_ptr<CudaStart> start;
+        if (dev.cuda)
+          start = std::make_unique<CudaStart>([dev, local] { return gpu_of(dev, local); }, dev.dt,
+                                              cfg.n_embd, spec.max_rows);
         {
           ReadGuard guard(o.model, rank, 0);  // big reads may take long: crashes only
           const int V = cfg.vocab_size;  // rank 0: lm_head rows [0, V - tail), the last rank the rest
           const bool last = rank == N - 1 && N > 1;
           w = load_weights(o.model, cfg, st.layer_begin, st.layer_end, starter, last ? V - tail : 0,
-                           starter ? V - tail : last ? V : 0);
+                           starter ? V - tail
+                           : last  ? V
+                                   : 0,
+                           dev.cuda && dev.dt != DType::kF32);
         }
-        // Rank 0's backend also takes lm_head passes of head_rows rows, and selects what the
-        // sampler needs of them.
-        BackendSpec spec{starter ? std::max<int>(plan.max_rows, head_rows(plan)) : plan.max_rows, plan.samples,
-                         st.threads, starter && !eval ? sampling_candidates(o.sampling, tok->vocab_size()) : 0,
-                         plan.positions};
         std::string device;
-        be = make_backend(o, cfg, w, spec, rank, N, local, device);
+        be = make_backend(dev, cfg, w, spec, local, start.get(), device);
         st.load_s = now() - t0;
         std::snprintf(st.device, sizeof st.device, "%s", device.c_str());
         const std::string gpu = be->gpu_id();

@@ -56,7 +56,7 @@ Config read_config(const std::string& path) {
 }
 
 Weights load_weights(const std::string& path, const Config& cfg, int layer_begin, int layer_end,
-                     bool with_head, int lm_begin, int lm_end) {
+                     bool with_head, int lm_begin, int lm_end, bool keep_halves) {
   if (layer_begin < 0 || layer_end > cfg.n_layer || layer_begin > layer_end)
     user_error("layer range [{}, {}) is outside the model's {}", layer_begin, layer_end,
                count_of(cfg.n_layer, "layer"));
@@ -128,23 +128,39 @@ Weights load_weights(const std::string& path, const Config& cfg, int layer_begin
       user_error("{}: dataset {}: expected shape {}, got {}", path, it.name, h5::shape_str(it.shape),
                  h5::shape_str(dims));
   }
-  auto numel = [](const Item& it) {  // rounded up to 16 floats (64 bytes)
+  // The matrices stay binary16 where the caller asks and the file stores every one of them so.
+  auto matrix = [](const Item& it) { return it.shape.size() == 2; };
+  w.matrices_f16 = keep_halves;
+  for (const Item& it : items)
+    if (w.matrices_f16 && matrix(it)) w.matrices_f16 = h5::is_half_dataset(f.get(), it.name, path);
+  auto halves = [&](const Item& it) { return w.matrices_f16 && matrix(it); };
+  auto room = [&](const Item& it) {  // in floats, rounded up to 16 (64 bytes)
     size_t n = it.rows > 0 ? it.rows : 1;
     for (size_t i = it.rows > 0 ? 1 : 0; i < it.shape.size(); ++i) n *= it.shape[i];
+    if (halves(it)) n = (n + 1) / 2;
     return (n + 15) / 16 * 16;
   };
   size_t total = 0;
-  for (const Item& it : items) total += numel(it);
+  for (const Item& it : items) total += room(it);
   w.storage.resize(total);
   size_t off = 0;
   for (const Item& it : items) {
     float* dst = w.storage.data() + off;
-    if (it.rows > 0) h5::read_float_rows(f.get(), it.name, it.shape, it.row0, it.rows, dst, path);
-    else h5::read_floats(f.get(), it.name, it.shape, dst, path);
+    const hsize_t row0 = it.rows > 0 ? it.row0 : 0, rows = it.rows > 0        ? it.rows
+                                                           : it.shape.empty() ? 1
+                                                                              : it.shape[0];
+    if (halves(it))
+      h5::read_half_rows(f.get(), it.name, it.shape, row0, rows, reinterpret_cast<uint16_t*>(dst),
+                         path);
+    else
+      h5::read_float_rows(f.get(), it.name, it.shape, row0, rows, dst, path);
     *it.dst = dst;
-    off += numel(it);
+    off += room(it);
   }
-  if (with_head && cfg.tied_lm_head) w.head.lm_head = w.head.wte + size_t(lm_begin) * C;
+  if (with_head && cfg.tied_lm_head)
+    w.head.lm_head = w.matrices_f16
+                         ? reinterpret_cast<const float*>(w.f16(w.head.wte) + size_t(lm_begin) * C)
+                         : w.head.wte + size_t(lm_begin) * C;
   return w;
 }
 

@@ -563,6 +563,51 @@ TEST_P(CudaModel, RowsDoNotDependOnTheBatch) {
                                   << max_abs(outs[0], outs[1]);
 }
 
+// A CUDA rank's start-up (pipeline.cpp): a float16 file's matrices kept as halves on the host
+// (load_weights' keep_halves) and a CudaStart's context and cuBLAS handle, whose GEMMs ran at the
+// model's shapes, taken over. The logits are those of fp32 host weights and a backend that
+// started alone, bit for bit, in every dtype; and for layers split over two stages.
+class CudaStartup : public ::testing::TestWithParam<DType> {};
+
+TEST_P(CudaStartup, HalvesAndAStartGiveTheSameBits) {
+  MDI_REQUIRE_GPU();
+  const DType dt = GetParam();
+  MDI_REQUIRE_DTYPE(dt);
+  const std::string path = kFixtures + "/tiny_gpt2_fp16.h5";
+  const mdi::Config cfg = mdi::read_config(path);
+  const int L = cfg.n_layer, mid = L / 2;
+  const mdi::BackendSpec spec{cfg.block_size, 1, 1};
+  const std::vector<int> tokens = fixture_tokens(cfg);
+  const mdi::Weights w0 = mdi::load_weights(path, cfg, 0, mid, true);
+  const mdi::Weights w1 = mdi::load_weights(path, cfg, mid, L, false);
+  const mdi::Weights h0 = mdi::load_weights(path, cfg, 0, mid, true, 0, -1, true);
+  const mdi::Weights h1 = mdi::load_weights(path, cfg, mid, L, false, 0, -1, true);
+  ASSERT_TRUE(h0.matrices_f16 && h1.matrices_f16);
+  auto r0 = mdi::make_cuda_backend(cfg, w0, spec, 0, dt);
+  auto r1 = mdi::make_cuda_backend(cfg, w1, spec, 0, dt);
+  const std::vector<float> want = prefill_logits({r0.get(), r1.get()}, cfg, tokens);
+  mdi::CudaStart s0([] { return 0; }, dt, cfg.n_embd, spec.max_rows);
+  mdi::CudaStart s1([] { return 0; }, dt, cfg.n_embd, spec.max_rows);
+  auto g0 = mdi::make_cuda_backend(cfg, h0, spec, 0, dt, &s0);
+  auto g1 = mdi::make_cuda_backend(cfg, h1, spec, 0, dt, &s1);
+  const std::vector<float> got = prefill_logits({g0.get(), g1.get()}, cfg, tokens);
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0);
+  // A start on a device that does not exist leaves nothing to take over: the backend starts alone.
+  mdi::CudaStart other([] { return 1 << 20; }, dt, cfg.n_embd, spec.max_rows);
+  auto g2 = mdi::make_cuda_backend(cfg, h0, spec, 0, dt, &other);
+  auto g3 = mdi::make_cuda_backend(cfg, h1, spec, 0, dt);
+  EXPECT_EQ(std::memcmp(prefill_logits({g2.get(), g3.get()}, cfg, tokens).data(), want.data(),
+                        want.size() * sizeof(float)),
+            0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaStartup,
+                         ::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
+                         [](const ::testing::TestParamInfo<DType>& i) {
+                           return std::string(mdi::dtype_name(i.param));
+                         });
+
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaModel,
                          ::testing::Combine(::testing::Values("tiny_gpt2", "tiny_nanogpt"),
                                             ::testing::Values(DType::kF32, DType::kF16, DType::kBF16)),

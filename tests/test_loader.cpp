@@ -1,5 +1,6 @@
-// Loader tests: per-rank loading reads only the rank's own groups, fp16 files convert, and every
-// kind of bad file is refused with a message that names the file, the object, expected and got.
+// Loader tests: per-rank loading reads only the rank's own groups, fp16 files convert (or keep
+// their halves for a CUDA rank), and every kind of bad file is refused with a message that names
+// the file, the object, expected and got.
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
@@ -22,11 +23,12 @@ namespace {
 const std::string kModel = std::string(MDI_FIXTURES) + "/tiny_gpt2.h5";
 
 // A copy of the fixture, changed by `edit` through the HDF5 API, in a temporary directory.
-std::string edited_copy(const std::string& tag, const std::function<void(hid_t)>& edit) {
+std::string edited_copy(const std::string& tag, const std::function<void(hid_t)>& edit,
+                        const std::string& from = kModel) {
   fs::path dir = fs::temp_directory_path() / "mdi-loader-test";
   fs::create_directories(dir);
   fs::path p = dir / (tag + ".h5");
-  fs::copy_file(kModel, p, fs::copy_options::overwrite_existing);
+  fs::copy_file(from, p, fs::copy_options::overwrite_existing);
   hid_t f = H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
   EXPECT_GE(f, 0);
   edit(f);
@@ -100,6 +102,86 @@ TEST(Loader, Fp16FileConvertsToTheSameWeights) {
   for (size_t i = 0; i < a.storage.size(); ++i)
     max_rel = std::max(max_rel, std::fabs(double(a.storage[i]) - b.storage[i]) / (std::fabs(a.storage[i]) + 1e-3));
   EXPECT_LT(max_rel, 1e-3);  // half precision keeps 11 significant bits
+}
+
+// Every tensor of `h` (loaded with keep_halves) against the same tensor of `f` (fp32): the 2-D
+// ones' halves widen to exactly f's floats, the 1-D ones are f's floats.
+void expect_same_values(const mdi::Weights& f, const mdi::Weights& h, const mdi::Config& cfg) {
+  const size_t C = cfg.n_embd;
+  auto same = [&](const float* a, const float* b, size_t n, bool matrix, const char* what) {
+    ASSERT_EQ(a == nullptr, b == nullptr) << what;
+    size_t differ = 0;
+    for (size_t i = 0; a != nullptr && i < n; ++i) {
+      const float x = matrix ? mdi::h5::half_to_float(mdi::Weights::f16(b)[i]) : b[i];
+      differ += std::memcmp(&x, a + i, sizeof x) != 0;
+    }
+    EXPECT_EQ(differ, 0u) << what;
+  };
+  ASSERT_EQ(f.layers.size(), h.layers.size());
+  for (size_t l = 0; l < f.layers.size(); ++l) {
+    const mdi::LayerWeights &a = f.layers[l], &b = h.layers[l];
+    same(a.ln1_w, b.ln1_w, C, false, "ln1_w");
+    same(a.ln1_b, b.ln1_b, C, false, "ln1_b");
+    same(a.attn_w, b.attn_w, 3 * C * C, true, "attn_w");
+    same(a.attn_b, b.attn_b, 3 * C, false, "attn_b");
+    same(a.aproj_w, b.aproj_w, C * C, true, "aproj_w");
+    same(a.aproj_b, b.aproj_b, C, false, "aproj_b");
+    same(a.ln2_w, b.ln2_w, C, false, "ln2_w");
+    same(a.ln2_b, b.ln2_b, C, false, "ln2_b");
+    same(a.fc_w, b.fc_w, 4 * C * C, true, "fc_w");
+    same(a.fc_b, b.fc_b, 4 * C, false, "fc_b");
+    same(a.mproj_w, b.mproj_w, 4 * C * C, true, "mproj_w");
+    same(a.mproj_b, b.mproj_b, C, false, "mproj_b");
+  }
+  ASSERT_EQ(f.has_head, h.has_head);
+  ASSERT_EQ(f.head.lm_begin, h.head.lm_begin);
+  ASSERT_EQ(f.head.lm_end, h.head.lm_end);
+  if (f.has_head) {
+    same(f.head.wte, h.head.wte, size_t(cfg.vocab_size) * C, true, "wte");
+    same(f.head.wpe, h.head.wpe, size_t(cfg.block_size) * C, true, "wpe");
+  }
+  same(f.head.lnf_w, h.head.lnf_w, C, false, "lnf_w");
+  same(f.head.lnf_b, h.head.lnf_b, C, false, "lnf_b");
+  same(f.head.lm_head, h.head.lm_head, size_t(f.head.lm_end - f.head.lm_begin) * C, true,
+       "lm_head");
+}
+
+TEST(Loader, KeepsAFloat16FilesMatricesAsHalves) {
+  const std::string p16 = std::string(MDI_FIXTURES) + "/tiny_gpt2_fp16.h5";
+  const mdi::Config cfg = mdi::read_config(p16);
+  const int L = cfg.n_layer, V = cfg.vocab_size;
+  struct Share {
+    int l0, l1;
+    bool head;
+    int lm_begin, lm_end;
+  };
+  // Rank 0 of one (tied lm_head: rows of its wte), a middle rank, the last rank of a head split.
+  for (const Share& r :
+       {Share{0, L, true, 0, -1}, Share{1, 3, false, 0, 0}, Share{3, L, false, V - 7, V}}) {
+    SCOPED_TRACE(testing::Message() << "layers [" << r.l0 << ", " << r.l1 << ") head " << r.head);
+    const mdi::Weights f = mdi::load_weights(p16, cfg, r.l0, r.l1, r.head, r.lm_begin, r.lm_end);
+    const mdi::Weights h =
+        mdi::load_weights(p16, cfg, r.l0, r.l1, r.head, r.lm_begin, r.lm_end, true);
+    EXPECT_FALSE(f.matrices_f16);
+    EXPECT_TRUE(h.matrices_f16);
+    EXPECT_LT(double(h.bytes()), 0.55 * double(f.bytes()));
+    expect_same_values(f, h, cfg);
+  }
+  // An fp32 file, and a float16 file with one fp32 matrix, stay fp32 throughout.
+  const std::string mixed = edited_copy(
+      "fp16_with_one_fp32_matrix",
+      [](hid_t f) {
+        replace_dataset(f, "/h/2/attn/c_proj/weight", {64, 64}, H5T_IEEE_F32LE);
+      },
+      p16);
+  for (const std::string& p : {kModel, mixed}) {
+    const mdi::Config c = mdi::read_config(p);
+    const mdi::Weights f = mdi::load_weights(p, c, 0, c.n_layer, true);
+    const mdi::Weights h = mdi::load_weights(p, c, 0, c.n_layer, true, 0, -1, true);
+    EXPECT_FALSE(h.matrices_f16) << p;
+    ASSERT_EQ(f.storage.size(), h.storage.size()) << p;
+    EXPECT_EQ(std::memcmp(f.storage.data(), h.storage.data(), f.bytes()), 0) << p;
+  }
 }
 
 TEST(BigArray, ZeroedAlignedMovableAndRefusesTheImpossible) {

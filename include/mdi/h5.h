@@ -50,6 +50,13 @@ void read_floats(hid_t file, const std::string& name, const std::vector<hsize_t>
 void read_float_rows(hid_t file, const std::string& name, const std::vector<hsize_t>& shape, hsize_t row0,
                      hsize_t rows, float* out, const std::string& file_name);
 
+// True when dataset `name` holds little-endian IEEE binary16 values (what h5py and torch write).
+bool is_half_dataset(hid_t file, const std::string& name, const std::string& file_name);
+// read_float_rows for a float16 dataset, whose values are copied as they are (binary16 bits);
+// UserError if the dataset holds another type.
+void read_half_rows(hid_t file, const std::string& name, const std::vector<hsize_t>& shape,
+                    hsize_t row0, hsize_t rows, uint16_t* out, const std::string& file_name);
+
 // Reads an integer or byte dataset of rank 1 whole.
 std::vector<int64_t> read_int64s(hid_t file, const std::string& name, const std::string& file_name);
 std::vector<uint8_t> read_bytes(hid_t file, const std::string& name, const std::string& file_name);

@@ -3,6 +3,7 @@
 // allocation, converted to fp32. Every shape is checked against the root attributes.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,8 +43,13 @@ struct Weights {
   bool has_head = false;               // embeddings, ln_f, lm_head rows (rank 0)
   std::vector<LayerWeights> layers;    // layer_end - layer_begin entries
   HeadWeights head{};
+  // When true, the 2-D tensors (the four matrices of each layer, wte, wpe, the lm_head's rows) hold
+  // IEEE binary16 values, read through f16(); the 1-D ones are fp32 always. Only load_weights'
+  // keep_halves sets it, for a CUDA rank: the CPU backend computes on fp32 weights.
+  bool matrices_f16 = false;
   BigArray<float> storage;  // the one allocation; every tensor starts 64-byte aligned
   size_t bytes() const { return storage.size() * sizeof(float); }
+  static const uint16_t* f16(const float* p) { return reinterpret_cast<const uint16_t*>(p); }
 };
 
 // Reads the root attributes and checks them (positive sizes, n_embd % n_head == 0, format).
@@ -53,8 +59,10 @@ Config read_config(const std::string& path);
 // Loads layers [layer_begin, layer_end), if with_head the embeddings, and ln_f with the lm_head's
 // rows [lm_begin, lm_end) (lm_end < 0: rows [0, vocab_size) with the head, none without; the last
 // rank of a head split loads its rows without the embeddings).
+// keep_halves: a file whose 2-D datasets are all float16 keeps them so (Weights::matrices_f16),
+// half the memory of fp32 and no conversion; otherwise, and by default, everything is fp32.
 // Throws UserError on a missing dataset or a wrong shape ("expected (a, b), got (c, d)").
 Weights load_weights(const std::string& path, const Config& cfg, int layer_begin, int layer_end,
-                     bool with_head, int lm_begin = 0, int lm_end = -1);
+                     bool with_head, int lm_begin = 0, int lm_end = -1, bool keep_halves = false);
 
 }  // namespace mdi

@@ -174,6 +174,8 @@ HostBuffer heap_buffer(size_t bytes) {
 
 std::unique_ptr<Backend> make_cpu_backend(const Config& cfg, const Weights& w,
                                           const BackendSpec& spec) {
+  if (w.matrices_f16)
+    abort_job("internal error: the CPU backend needs fp32 weights (load_weights' keep_halves)");
   return std::make_unique<CpuBackend>(cfg, w, spec);
 }
 

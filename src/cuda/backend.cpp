@@ -15,7 +15,9 @@
 #include <array>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "check.h"
@@ -61,6 +63,68 @@ int device_count() {
   return n;
 }
 
+// CudaStart's work (include/mdi/cuda_backend.h), on its thread: warm_up() makes the context, a
+// cuBLAS handle bound as the backend binds its own, and one GEMM of each of a layer's four
+// shapes at the largest and the smallest row count that takes cuBLAS (the first GEMM in a
+// process loads cuBLAS's kernels: 74 ms on an H100, and 21 ms for another kernel family). The
+// backend adopts the handle. No step is checked beyond its return code: the constructor repeats
+// each one with its checks and reports what fails.
+struct Warm {
+  int device = -1;
+  cublasHandle_t handle = nullptr;
+  ~Warm() {
+    if (handle != nullptr) cublasDestroy(handle);
+  }
+};
+
+void* warm_up(int device, DType dt, int C, int rows) {
+  try {
+    auto w = std::make_unique<Warm>();
+    w->device = device;
+    cudaDeviceProp prop{};
+    if (cudaSetDevice(device) != cudaSuccess || cudaFree(nullptr) != cudaSuccess ||
+        cudaGetDeviceProperties(&prop, device) != cudaSuccess ||
+        cublasCreate(&w->handle) != CUBLAS_STATUS_SUCCESS) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    const int r0 = cuda::gemm_min_rows(), r1 = std::min(rows, kChunkRows);
+    if (r1 < r0 || (dt == DType::kBF16 && prop.major < 8)) return w.release();
+    const size_t e = dtype_size(dt), Cs = size_t(C);
+    const size_t bytes =
+        kCublasWorkspace + 4 * Cs * Cs * e + size_t(r1) * 4 * Cs * (e + sizeof(float)) + 3 * kAlign;
+    char* buf = nullptr;
+    cudaStream_t st = nullptr;
+    if (cudaMalloc(reinterpret_cast<void**>(&buf), bytes) == cudaSuccess &&
+        cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) == cudaSuccess &&
+        cudaMemsetAsync(buf, 0, bytes, st) == cudaSuccess &&
+        cublasSetStream(w->handle, st) == CUBLAS_STATUS_SUCCESS &&
+        cublasSetWorkspace(w->handle, buf, kCublasWorkspace) == CUBLAS_STATUS_SUCCESS) {
+      Arena a{kCublasWorkspace, buf};
+      char* weight = buf + a.take(4 * Cs * Cs * e);
+      char* inp = buf + a.take(size_t(r1) * 4 * Cs * e);
+      float* out = reinterpret_cast<float*>(buf + a.take(size_t(r1) * 4 * Cs * sizeof(float)));
+      bool ok = true;
+      for (int r : {r1, r0})
+        for (auto [oc, ic] : {std::pair{3 * C, C}, {C, C}, {4 * C, C}, {C, 4 * C}})
+          ok = ok && cuda::gemm_status(out, inp, weight, r, ic, oc, dt, w->handle) ==
+                         CUBLAS_STATUS_SUCCESS;
+      cudaStreamSynchronize(st);
+    }
+    cublasSetStream(w->handle, nullptr);  // and the default workspace: buf and st go
+    if (st != nullptr) cudaStreamDestroy(st);
+    if (buf != nullptr) cudaFree(buf);
+    cudaGetLastError();
+    return w.release();
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+void release(void* warm) {
+  delete static_cast<Warm*>(warm);
+}
+
 // Device pointers of one layer: matrices in the chosen dtype, vectors in fp32.
 struct DevLayer {
   const float *ln1_w, *ln1_b, *attn_b, *aproj_b, *ln2_w, *ln2_b, *fc_b, *mproj_b;
@@ -74,10 +138,18 @@ struct DevHead {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(const Config& cfg, const Weights& w, const BackendSpec& spec, int device, DType dt)
-      : cfg_(cfg), w_(w), has_head_(w.has_head), spec_(spec), device_(device), dt_(dt),
+  CudaBackend(const Config& cfg, const Weights& w, const BackendSpec& spec, int device, DType dt,
+              std::unique_ptr<Warm> warm)
+      : warm_(std::move(warm)),
+        cfg_(cfg),
+        w_(w),
+        has_head_(w.has_head),
+        spec_(spec),
+        device_(device),
+        dt_(dt),
         chunk_(std::min(kChunkRows, std::max(1, spec.max_rows))),
-        lchunk_(std::min(kLogitRows, std::max(1, spec.max_rows))), T_(kv_positions(spec, cfg)) {
+        lchunk_(std::min(kLogitRows, std::max(1, spec.max_rows))),
+        T_(kv_positions(spec, cfg)) {
     const int n = device_count();
     if (n == 0) throw UserError("--device cuda: no CUDA device is visible");
     if (device < 0 || device >= n)
@@ -130,7 +202,11 @@ class CudaBackend final : public Backend {
     }
 
     MDI_CUDA_CHECK(cudaStreamCreateWithFlags(&st_, cudaStreamNonBlocking));
-    MDI_CUBLAS_CHECK(cublasCreate(&cublas_));
+    if (warm_ && warm_->device == device_ && warm_->handle)
+      cublas_ = std::exchange(warm_->handle, nullptr);
+    else
+      MDI_CUBLAS_CHECK(cublasCreate(&cublas_));
+    warm_.reset();
     MDI_CUBLAS_CHECK(cublasSetStream(cublas_, st_));
     MDI_CUBLAS_CHECK(cublasSetWorkspace(cublas_, work_.at<void>(off_cublas_), kCublasWorkspace));
     cuda::configure_kernels();
@@ -485,19 +561,23 @@ class CudaBackend final : public Backend {
 
   // --- start-up: sizes, allocation, upload ---------------------------------------------------
 
-  // A host tensor and where its device copy goes (offset into wts_), as dtype or as fp32.
+  // A host tensor and where its device copy goes (offset into wts_), as dtype or as fp32; the
+  // host's matrices may be binary16 (Weights::matrices_f16).
   struct Upload {
     const float* src;
     size_t n;
     size_t off;
     bool as_dtype;
+    bool half_src;
   };
 
   // Reserves a device tensor for host tensor src (n elements); nullptr stays nullptr (no bias).
+  // The tensors stored as dtype are the 2-D ones, which the host holds as halves where
+  // w_.matrices_f16.
   size_t plan(const float* src, size_t n, bool as_dtype) {
     if (!src) return kNone;
     const size_t off = wts_.take(n * (as_dtype ? esize() : sizeof(float)));
-    uploads_.push_back({src, n, off, as_dtype});
+    uploads_.push_back({src, n, off, as_dtype, as_dtype && w_.matrices_f16});
     return off;
   }
 
@@ -547,24 +627,34 @@ class CudaBackend final : public Backend {
     }
   }
 
-  // Copies every planned tensor to the GPU; 16-bit ones go through an fp32 device buffer (freed
-  // at the end of start-up) and a conversion kernel. Copies and conversions are ordered on st_:
-  // a plain cudaMemcpy from pageable memory may return before its DMA lands, and st_ does not
-  // wait for the legacy stream, so a conversion on st_ could read the buffer half-written.
+  // Copies every planned tensor to the GPU. Halves into fp16 and floats into fp32 go straight
+  // there; the others through a device buffer (freed at the end of start-up) and a conversion
+  // kernel. Copies and conversions are ordered on st_: a plain cudaMemcpy from pageable memory
+  // may return before its DMA lands, and st_ does not wait for the legacy stream, so a conversion
+  // on st_ could read the buffer half-written.
   void upload_weights() {
-    const size_t kStage = size_t(4) << 20;  // floats per conversion pass
-    float* stage = nullptr;
-    if (dt_ != DType::kF32) MDI_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&stage), kStage * sizeof(float)));
+    const size_t kStage = size_t(16) << 20;  // bytes per conversion pass
+    void* stage = nullptr;
     for (const Upload& u : uploads_) {
       char* dst = wts_.base + u.off;
-      if (!u.as_dtype || dt_ == DType::kF32) {
-        MDI_CUDA_CHECK(cudaMemcpyAsync(dst, u.src, u.n * sizeof(float), cudaMemcpyHostToDevice, st_));
+      const DType to = u.as_dtype ? dt_ : DType::kF32;
+      const size_t src_size = u.half_src ? sizeof(uint16_t) : sizeof(float);
+      const char* src = reinterpret_cast<const char*>(u.src);
+      if (to == (u.half_src ? DType::kF16 : DType::kF32)) {
+        MDI_CUDA_CHECK(cudaMemcpyAsync(dst, src, u.n * src_size, cudaMemcpyHostToDevice, st_));
         continue;
       }
-      for (size_t i = 0; i < u.n; i += kStage) {
-        const size_t m = std::min(kStage, u.n - i);
-        MDI_CUDA_CHECK(cudaMemcpyAsync(stage, u.src + i, m * sizeof(float), cudaMemcpyHostToDevice, st_));
-        cuda::convert_forward(dst + i * esize(), stage, long(m), dt_, st_);
+      if (!stage) MDI_CUDA_CHECK(cudaMalloc(&stage, kStage));
+      const size_t per = kStage / src_size;
+      for (size_t i = 0; i < u.n; i += per) {
+        const size_t m = std::min(per, u.n - i);
+        MDI_CUDA_CHECK(
+            cudaMemcpyAsync(stage, src + i * src_size, m * src_size, cudaMemcpyHostToDevice, st_));
+        if (u.half_src)
+          cuda::convert_half_forward(dst + i * esize(), stage, long(m), to, st_);
+        else
+          cuda::convert_forward(dst + i * esize(), static_cast<const float*>(stage), long(m), to,
+                                st_);
       }
     }
     MDI_CUDA_CHECK(cudaStreamSynchronize(st_));
@@ -606,6 +696,7 @@ class CudaBackend final : public Backend {
     bool decode;
   };
 
+  std::unique_ptr<Warm> warm_;  // CudaStart's handle until the constructor adopts it
   Config cfg_;
   const Weights& w_;  // read during construction only: the caller may free the host weights after
   bool has_head_;
@@ -644,11 +735,12 @@ class CudaBackend final : public Backend {
 };
 
 std::unique_ptr<Backend> make_backend(const Config& cfg, const Weights& w, const BackendSpec& spec,
-                                      int device, DType dtype) {
-  return std::make_unique<CudaBackend>(cfg, w, spec, device, dtype);
+                                      int device, DType dtype, void* warm) {
+  std::unique_ptr<Warm> owned(static_cast<Warm*>(warm));
+  return std::make_unique<CudaBackend>(cfg, w, spec, device, dtype, std::move(owned));
 }
 
-constexpr CudaPlugin kPlugin{&device_count, &make_backend};
+constexpr CudaPlugin kPlugin{&device_count, &warm_up, &release, &make_backend};
 
 }  // namespace
 

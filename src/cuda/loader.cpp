@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 
 #include <string>
+#include <utility>
 
 #include "mdi/cuda_backend.h"
 #include "mdi/error.h"
@@ -61,11 +62,32 @@ int cuda_device_count() {
 
 bool cuda_available() { return cuda_device_count() > 0; }
 
+CudaStart::CudaStart(std::function<int()> device, DType dtype, int n_embd, int rows)
+    : thread_([this, device = std::move(device), dtype, n_embd, rows] {
+        try {
+          const Loaded& l = plugin();
+          if (l.api != nullptr) state_ = l.api->warm_up(device(), dtype, n_embd, rows);
+        } catch (...) {  // the backend meets the same failure and reports it
+        }
+      }) {}
+
+CudaStart::~CudaStart() {
+  if (thread_.joinable()) thread_.join();
+  if (state_ != nullptr) plugin().api->release(state_);
+}
+
+void* CudaStart::take() {
+  if (thread_.joinable()) thread_.join();
+  return std::exchange(state_, nullptr);
+}
+
 std::unique_ptr<Backend> make_cuda_backend(const Config& cfg, const Weights& w,
-                                           const BackendSpec& spec, int device, DType dtype) {
+                                           const BackendSpec& spec, int device, DType dtype,
+                                           CudaStart* start) {
+  void* warm = start != nullptr ? start->take() : nullptr;
   const Loaded& l = plugin();
   if (l.api == nullptr) throw UserError("--device cuda: " + l.error);
-  return l.api->make_backend(cfg, w, spec, device, dtype);
+  return l.api->make_backend(cfg, w, spec, device, dtype, warm);
 }
 
 }  // namespace mdi

@@ -113,6 +113,13 @@ __global__ void convert_kernel(T* out, const float* in, long N) {
 }
 
 template <typename T>
+__global__ void convert_half_kernel(T* out, const __half* in, long N) {
+  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < N;
+       i += long(gridDim.x) * blockDim.x)
+    out[i] = from_f<T>(__half2float(in[i]));
+}
+
+template <typename T>
 __global__ void to_float_kernel(float* out, const T* in, long N) {
   for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < N; i += long(gridDim.x) * blockDim.x)
     out[i] = to_f(in[i]);
@@ -1027,6 +1034,15 @@ void convert_forward(void* out, const float* in, long N, DType dt, cudaStream_t 
   });
 }
 
+void convert_half_forward(void* out, const void* in, long N, DType dt, cudaStream_t st) {
+  dispatch(dt, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    convert_half_kernel<T><<<grid_for(N, kThreads), kThreads, 0, st>>>(
+        static_cast<T*>(out), static_cast<const __half*>(in), N);
+    MDI_LAUNCH_CHECK();
+  });
+}
+
 void to_float_forward(float* out, const void* in, long N, DType dt, cudaStream_t st) {
   dispatch(dt, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
@@ -1054,17 +1070,21 @@ void layernorm_forward(void* out, const float* inp, const float* weight, const f
   });
 }
 
-namespace {
-
-void gemm(float* out, const void* inp, const void* weight, int B, int IC, int OC, DType dt,
-          cublasHandle_t h) {
+cublasStatus_t gemm_status(float* out, const void* inp, const void* weight, int B, int IC, int OC,
+                           DType dt, cublasHandle_t h) {
   // Row-major out (B, OC) is column-major (OC, B) = W^T . inp in column-major terms, where the
   // row-major weight (OC, IC) is column-major (IC, OC) and inp (B, IC) is column-major (IC, B).
   const float alpha = 1.0f, beta = 0.0f;
   const cudaDataType_t t = cuda_type(dt);
-  MDI_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, OC, B, IC, &alpha, weight, t, IC, inp,
-                                t, IC, &beta, out, CUDA_R_32F, OC, CUBLAS_COMPUTE_32F,
-                                CUBLAS_GEMM_DEFAULT));
+  return cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, OC, B, IC, &alpha, weight, t, IC, inp, t, IC,
+                      &beta, out, CUDA_R_32F, OC, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+}
+
+namespace {
+
+void gemm(float* out, const void* inp, const void* weight, int B, int IC, int OC, DType dt,
+          cublasHandle_t h) {
+  MDI_CUBLAS_CHECK(gemm_status(out, inp, weight, B, IC, OC, dt, h));
 }
 
 // What the kernels need to know of the current device, read once per device.
@@ -1377,6 +1397,10 @@ void decode_layers_forward(const DecodeLayersArgs& a, int B, DType dt, cudaStrea
       default: return launch_layers<T, 4>(a, dt, st);
     }
   });
+}
+
+int gemm_min_rows() {
+  return kMatvecRows + 1;
 }
 
 void matmul_forward(void* out, const void* inp, const void* weight, const float* bias, int B,

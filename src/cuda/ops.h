@@ -14,6 +14,8 @@ namespace mdi::cuda {
 
 // out (N) = in (N) converted to dt (round to nearest even).
 void convert_forward(void* out, const float* in, long N, DType dt, cudaStream_t st);
+// out (N) = in (N, binary16) converted to dt (exact for fp32, a copy for fp16, rounded for bf16).
+void convert_half_forward(void* out, const void* in, long N, DType dt, cudaStream_t st);
 // out (N) = in (N, dt) converted to fp32.
 void to_float_forward(float* out, const void* in, long N, DType dt, cudaStream_t st);
 
@@ -121,6 +123,14 @@ bool decode_layers_ok(int C, int n_head, int T, int B, DType dt);
 // as the backend's decode block does, and faster: no launch gaps, and each pass's first weights
 // are loaded while the grid waits at a barrier.
 void decode_layers_forward(const DecodeLayersArgs& a, int B, DType dt, cudaStream_t st);
+
+// out (B, OC) fp32 = inp (B, IC, dt) . weight (OC, IC, dt)^T through cuBLAS on h's stream: the
+// GEMM that matmul_forward runs for B >= gemm_min_rows() (and on inputs its matrix-vector
+// kernels cannot take). Unchecked, unlike everything else here: it returns cuBLAS's status (for
+// the start-up's warm-up, whose failures the backend meets and reports later).
+cublasStatus_t gemm_status(float* out, const void* inp, const void* weight, int B, int IC, int OC,
+                           DType dt, cublasHandle_t h);
+int gemm_min_rows();
 
 // out = epi(inp (B, IC) . weight (OC, IC)^T + bias (OC)); inp and weight in dt, fp32 accumulation;
 // bias may be nullptr. B <= kMatvecRows (IC % 8 == 0, 16-byte aligned rows): matvec_forward.

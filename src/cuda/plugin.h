@@ -14,8 +14,14 @@ namespace mdi {
 // What the plugin offers; its one exported entry point (kCudaPluginEntry) returns it.
 struct CudaPlugin {
   int (*device_count)();  // devices visible (0 when the driver reports none or an error)
+  // CudaStart's work on its thread: the context, a cuBLAS handle and its first GEMMs on `device`.
+  // Never throws; returns the state make_backend takes over, or nullptr where a step failed.
+  void* (*warm_up)(int device, DType dtype, int n_embd, int rows);
+  void (*release)(void* warm);  // frees warm_up's state where no backend took it
+  // Takes warm (warm_up's state, or nullptr) over, whatever happens.
   std::unique_ptr<Backend> (*make_backend)(const Config& cfg, const Weights& w,
-                                           const BackendSpec& spec, int device, DType dtype);
+                                           const BackendSpec& spec, int device, DType dtype,
+                                           void* warm);
 };
 
 constexpr const char* kCudaPluginFile = "libmdi_cuda.so";

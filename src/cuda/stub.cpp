@@ -8,8 +8,14 @@ namespace mdi {
 bool cuda_available() { return false; }
 int cuda_device_count() { return 0; }
 
+CudaStart::CudaStart(std::function<int()>, DType, int, int) {}
+CudaStart::~CudaStart() = default;
+void* CudaStart::take() {
+  return nullptr;
+}
+
 std::unique_ptr<Backend> make_cuda_backend(const Config&, const Weights&, const BackendSpec&, int,
-                                           DType) {
+                                           DType, CudaStart*) {
   throw UserError("--device cuda: this build has no CUDA support (rebuild with a CUDA compiler "
                   "found by CMake)");
 }
