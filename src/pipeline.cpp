@@ -1013,10 +1013,12 @@ int run(const Options& o, MPI_Comm world) {
                          starter && !eval ? sampling_candidates(o.sampling, tok->vocab_size()) : 0,
                          plan.positions};
         const RankDevice dev = rank_device_of(o, rank, N);
-        // A CUDA rank starts its GPU (context, cuBLAS) while it reads the file, and keeps 16-bit
+        // A CUDA rank starts its GPU (context, cuBLAS) while it reads the file (MDI_CUDA_START=0:
+        // in the backend's constructor, after the read; for measurement), and keeps 16-bit
         // matrices as the file's halves (no fp32 copy on the host).
         std::unique_ptr<CudaStart> start;
-        if (dev.cuda)
+        const char* start_env = std::getenv("MDI_CUDA_START");
+        if (dev.cuda && !(start_env && std::string(start_env) == "0"))
           start = std::make_unique<CudaStart>([dev, local] { return gpu_of(dev, local); }, dev.dt,
                                               cfg.n_embd, spec.max_rows);
         {
