@@ -82,6 +82,7 @@ void* warm_up(int device, DType dt, int C, int rows) {
     auto w = std::make_unique<Warm>();
     w->device = device;
     cudaDeviceProp prop{};
+    if (device < 0 || device >= device_count()) return nullptr;
     if (cudaSetDevice(device) != cudaSuccess || cudaFree(nullptr) != cudaSuccess ||
         cudaGetDeviceProperties(&prop, device) != cudaSuccess ||
         cublasCreate(&w->handle) != CUBLAS_STATUS_SUCCESS) {
