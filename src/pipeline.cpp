@@ -1015,7 +1015,8 @@ int run(const Options& o, MPI_Comm world) {
         const RankDevice dev = rank_device_of(o, rank, N);
         // A CUDA rank starts its GPU (context, cuBLAS) while it reads the file (MDI_CUDA_START=0:
         // in the backend's constructor, after the read; for measurement), and keeps 16-bit
-        // matrices as the file's halves (no fp32 copy on the host).
+        // matrices as the file's halves (no fp32 copy on the host). The ReadGuard's crash message
+        // would also speak for a crash of that thread during the read (none has been seen).
         std::unique_ptr<CudaStart> start;
         const char* start_env = std::getenv("MDI_CUDA_START");
         if (dev.cuda && !(start_env && std::string(start_env) == "0"))
