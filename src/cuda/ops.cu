@@ -106,17 +106,11 @@ inline int grid_for(long N, int threads) {
 
 constexpr int kThreads = 256;
 
-template <typename T>
-__global__ void convert_kernel(T* out, const float* in, long N) {
+// out = in converted (S: float, or __half for a file's halves).
+template <typename T, typename S = float>
+__global__ void convert_kernel(T* out, const S* in, long N) {
   for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < N; i += long(gridDim.x) * blockDim.x)
-    out[i] = from_f<T>(in[i]);
-}
-
-template <typename T>
-__global__ void convert_half_kernel(T* out, const __half* in, long N) {
-  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < N;
-       i += long(gridDim.x) * blockDim.x)
-    out[i] = from_f<T>(__half2float(in[i]));
+    out[i] = from_f<T>(to_f(in[i]));
 }
 
 template <typename T>
@@ -1037,7 +1031,7 @@ void convert_forward(void* out, const float* in, long N, DType dt, cudaStream_t 
 void convert_half_forward(void* out, const void* in, long N, DType dt, cudaStream_t st) {
   dispatch(dt, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    convert_half_kernel<T><<<grid_for(N, kThreads), kThreads, 0, st>>>(
+    convert_kernel<T, __half><<<grid_for(N, kThreads), kThreads, 0, st>>>(
         static_cast<T*>(out), static_cast<const __half*>(in), N);
     MDI_LAUNCH_CHECK();
   });
