@@ -146,14 +146,13 @@ Weights load_weights(const std::string& path, const Config& cfg, int layer_begin
   size_t off = 0;
   for (const Item& it : items) {
     float* dst = w.storage.data() + off;
-    const hsize_t row0 = it.rows > 0 ? it.row0 : 0, rows = it.rows > 0        ? it.rows
-                                                           : it.shape.empty() ? 1
-                                                                              : it.shape[0];
+    hsize_t rows = it.rows;  // rows [it.row0, it.row0 + rows); 0: the whole dataset
+    if (rows == 0) rows = it.shape.empty() ? 1 : it.shape[0];
     if (halves(it))
-      h5::read_half_rows(f.get(), it.name, it.shape, row0, rows, reinterpret_cast<uint16_t*>(dst),
+      h5::read_half_rows(f.get(), it.name, it.shape, it.row0, rows, reinterpret_cast<uint16_t*>(dst),
                          path);
     else
-      h5::read_float_rows(f.get(), it.name, it.shape, row0, rows, dst, path);
+      h5::read_float_rows(f.get(), it.name, it.shape, it.row0, rows, dst, path);
     *it.dst = dst;
     off += room(it);
   }
