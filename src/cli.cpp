@@ -100,6 +100,10 @@ ParseResult parse_cli(int argc, const char* const* argv) {
                                  "Write time vs generated tokens per sample to FILE.csv");
   auto* report_json = app.add_option("--report-json", o.report_json,
                                      "Write the end-of-run report as JSON to FILE.json");
+  auto* stream = app.add_flag(
+      "--stream", o.stream,
+      "Write each sample's text as it is generated (sample 0 live, a later one as soon as those "
+      "before it are done) instead of all at the end; the same output");
   auto* eval = app.add_option(
       "--eval", o.eval_file,
       "Instead of generating: mean cross-entropy of the model on the text in FILE, through "
@@ -112,11 +116,12 @@ ParseResult parse_cli(int argc, const char* const* argv) {
   // Flags that a mode would ignore are contradictions: --eval reads no prompts, samples nothing
   // and writes no output files; --tokenize / --detokenize run no model at all.
   for (CLI::Option* gen : {prompt, prompts_file, tokens, temperature, top_k, top_p, seed, crop,
-                           output, timings, report_json})
+                           output, timings, report_json, stream})
     eval->excludes(gen);
   for (CLI::Option* mode : {tk, dtk})
-    for (CLI::Option* run : {prompt, prompts_file, samples, tokens, temperature, top_k, top_p, seed,
-                             layers, head_split_opt, micro_batches, crop, output, timings, report_json, eval})
+    for (CLI::Option* run :
+         {prompt, prompts_file, samples, tokens, temperature, top_k, top_p, seed, layers,
+          head_split_opt, micro_batches, crop, output, timings, report_json, stream, eval})
       mode->excludes(run);
   tk->excludes(dtk);
   app.add_flag("-v,--verbose", o.verbose, "More detail in the report (repeatable)");

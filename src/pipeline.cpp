@@ -336,6 +336,61 @@ class Driver {
   }
 };
 
+// Writes the samples to stdout in order, each as "--- sample i (prompt p) ---" (where there are
+// several), its prompt and its text, ending in a newline. With --stream a sample goes out as its
+// tokens come: sample 0 live, each later one once those before it are done (at once up to where
+// it is, then live). Without, everything goes out at the end. The bytes are the same.
+class SamplePrinter {
+ public:
+  SamplePrinter(std::vector<SampleResult>& results, const Tokenizer& tok, bool stream)
+      : results_(results), tok_(tok), stream_(stream) {}
+
+  // After tokens were taken: with --stream, writes what can go out.
+  void update() {
+    if (stream_) write();
+  }
+
+  // At the end (every sample done): writes the rest, and sets each sample's text.
+  void finish() {
+    for (SampleResult& r : results_) r.text = tok_.decode(r.tokens);
+    write();
+  }
+
+ private:
+  void write() {
+    buf_.clear();
+    for (; next_ < results_.size(); ++next_, opened_ = false, written_ = 0) {
+      const SampleResult& r = results_[next_];
+      if (!opened_) {
+        if (results_.size() > 1)
+          buf_ += fmt::format("--- sample {} (prompt {}) ---\n", r.id, r.prompt_index);
+        buf_ += r.prompt;
+        last_ = r.prompt.empty() ? 0 : r.prompt.back();
+        opened_ = true;
+      }
+      for (; written_ < r.tokens.size(); ++written_) {
+        const size_t before = buf_.size();
+        tok_.decode_token(r.tokens[written_], buf_);
+        if (buf_.size() > before) last_ = buf_.back();
+      }
+      if (r.stop.empty()) break;  // still generating
+      if (last_ != '\n') buf_ += '\n';
+    }
+    if (buf_.empty()) return;
+    std::fwrite(buf_.data(), 1, buf_.size(), stdout);
+    std::fflush(stdout);
+  }
+
+  std::vector<SampleResult>& results_;
+  const Tokenizer& tok_;
+  bool stream_;
+  size_t next_ = 0;      // the sample being written
+  bool opened_ = false;  // its header and prompt are out
+  size_t written_ = 0;   // its tokens that are out
+  char last_ = 0;        // the last byte of its prompt and text
+  std::string buf_;
+};
+
 // Generation: sample states, the sampler and the head of the model.
 class Head final : public Driver {
  public:
@@ -444,6 +499,7 @@ class Head final : public Driver {
       }
     }
     generated_ += n;
+    printer_.update();
     const double when = now() - t0_;
     if (progress_ && when - last_progress_ > 0.25) show_progress(when, false);
   }
@@ -465,7 +521,8 @@ class Head final : public Driver {
     }
   }
 
-  // A one-line progress meter on stderr, only when stderr is a terminal (quiet in pipes and jobs).
+  // A one-line progress meter on stderr, only when stderr is a terminal (quiet in pipes and jobs)
+  // and the text is not streamed.
   void show_progress(double when, bool last) {
     last_progress_ = when;
     const long total = long(plan_.samples) * o_.tokens;
@@ -476,6 +533,9 @@ class Head final : public Driver {
   void end_progress() {
     if (progress_ && generated_ > 0) show_progress(now() - t0_, true);
   }
+
+  // The samples on stdout (what --stream has not written yet), and each sample's text.
+  void print_samples() { printer_.finish(); }
 
  private:
   const Options& o_;
@@ -498,9 +558,10 @@ class Head final : public Driver {
   int top_k_;                           // candidates the sampler needs of a row (0: all)
   std::vector<int> top_ids_;            // (head_rows_, top_k_): what Backend::top returns
   std::vector<float> top_vals_;
+  SamplePrinter printer_{results_, tok_, o_.stream};
   double t0_ = 0;
   long generated_ = 0;
-  const bool progress_ = isatty(STDERR_FILENO) != 0;
+  const bool progress_ = isatty(STDERR_FILENO) != 0 && !o_.stream;  // not across streamed text
   double last_progress_ = 0;
 };
 
@@ -920,17 +981,6 @@ void tokenize_stdio(const Options& o) {
   std::fflush(stdout);
 }
 
-void print_samples(std::vector<SampleResult>& results, const Tokenizer& tok) {
-  for (SampleResult& r : results) {
-    r.text = tok.decode(r.tokens);
-    std::string out = r.prompt + r.text;
-    if (results.size() > 1) std::printf("--- sample %d (prompt %d) ---\n", r.id, r.prompt_index);
-    std::fwrite(out.data(), 1, out.size(), stdout);
-    if (out.empty() || out.back() != '\n') std::fputc('\n', stdout);
-  }
-  std::fflush(stdout);
-}
-
 }  // namespace
 
 int run(const Options& o, MPI_Comm world) {
@@ -1072,7 +1122,7 @@ int run(const Options& o, MPI_Comm world) {
     if (o.verbose) print_report(stderr, summary, all, {});
     return 0;
   }
-  print_samples(results, *tok);
+  head->print_samples();
   print_report(stderr, summary, all, results);
   std::string err = attempt([&] {
     if (!o.output.empty()) write_jsonl(o.output, results);

@@ -25,6 +25,7 @@ TEST(Cli, Defaults) {
   EXPECT_TRUE(r.options.layers.empty());
   EXPECT_EQ(r.options.head_split, -1);  // auto
   EXPECT_FALSE(r.options.crop_prompts);
+  EXPECT_FALSE(r.options.stream);
 }
 
 // Without --model, the bundled model of this source tree (which the tests' build has).
@@ -66,6 +67,7 @@ TEST(Cli, ParsesEverything) {
   EXPECT_EQ(o.output, "o.jsonl");
   EXPECT_EQ(o.timings, "t.csv");
   EXPECT_TRUE(o.crop_prompts);
+  EXPECT_TRUE(parse({"--model", "m", "--stream"}).options.stream);
   EXPECT_EQ(o.verbose, 2);
 }
 
@@ -113,17 +115,19 @@ TEST(Cli, IntegersAreDecimal) {
 // A mode that would ignore a flag refuses it: --eval generates nothing, --tokenize and
 // --detokenize run no model.
 TEST(Cli, RefusesContradictoryFlags) {
-  for (auto args : std::vector<std::vector<const char*>>{
-           {"--tokenize", "--detokenize"},
-           {"--tokenize", "--eval", "t.txt"},
-           {"--tokenize", "--prompt", "x"},
-           {"--detokenize", "--samples", "3"},
-           {"--detokenize", "--output", "o.jsonl"},
-           {"--eval", "t.txt", "--prompt", "x"},
-           {"--eval", "t.txt", "--tokens", "5"},
-           {"--eval", "t.txt", "--temperature", "0.5"},
-           {"--eval", "t.txt", "--output", "o.jsonl"},
-           {"--eval", "t.txt", "--report-json", "r.json"}}) {
+  for (auto args :
+       std::vector<std::vector<const char*>>{{"--tokenize", "--detokenize"},
+                                             {"--tokenize", "--eval", "t.txt"},
+                                             {"--tokenize", "--prompt", "x"},
+                                             {"--detokenize", "--samples", "3"},
+                                             {"--detokenize", "--output", "o.jsonl"},
+                                             {"--eval", "t.txt", "--prompt", "x"},
+                                             {"--eval", "t.txt", "--tokens", "5"},
+                                             {"--eval", "t.txt", "--temperature", "0.5"},
+                                             {"--eval", "t.txt", "--output", "o.jsonl"},
+                                             {"--eval", "t.txt", "--report-json", "r.json"},
+                                             {"--eval", "t.txt", "--stream"},
+                                             {"--tokenize", "--stream"}}) {
     std::vector<const char*> argv{"--model", "m"};
     argv.insert(argv.end(), args.begin(), args.end());
     mdi::ParseResult r = parse(argv);
@@ -140,9 +144,10 @@ TEST(Cli, HelpNamesEveryFlag) {
   mdi::ParseResult r = parse({"--help"});
   ASSERT_TRUE(r.exit);
   EXPECT_EQ(r.exit_code, 0);
-  for (const char* flag : {"--model", "--prompt", "--prompts-file", "--samples", "--tokens", "--temperature",
-                           "--top-k", "--top-p", "--seed", "--layers", "--head-split", "--threads", "--micro-batches",
-                           "--crop-prompts", "--output", "--timings", "--verbose"})
+  for (const char* flag :
+       {"--model", "--prompt", "--prompts-file", "--samples", "--tokens", "--temperature",
+        "--top-k", "--top-p", "--seed", "--layers", "--head-split", "--threads", "--micro-batches",
+        "--crop-prompts", "--output", "--timings", "--stream", "--verbose"})
     EXPECT_NE(r.message.find(flag), std::string::npos) << flag;
   EXPECT_NE(r.message.find("btl_vader_eager_limit"), std::string::npos);  // the transport default
 }

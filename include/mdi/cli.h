@@ -29,6 +29,7 @@ struct Options {
   std::string output;                // --output FILE.jsonl
   std::string timings;               // --timings FILE.csv
   std::string report_json;           // --report-json FILE.json: the report, machine-readable
+  bool stream = false;               // --stream: each sample's text as it is generated
   bool tokenize = false;             // --tokenize: stdin text -> token ids on stdout
   bool detokenize = false;           // --detokenize: stdin token ids -> text on stdout
   std::string eval_file;             // --eval FILE: mean cross-entropy on a text, no generation

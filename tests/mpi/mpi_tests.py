@@ -187,6 +187,13 @@ def same_tokens(r, N):
         check(got[0] is not None and got[0] == got[1] == got[2] and abs(float(got[0]) - want) < 1e-5,
               f"np {N}, --eval {model}: loss {got[1]} (micro-batches finished together: {got[2]}) equals "
               f"1 rank's {got[0]} and PyTorch's {want:.6f}")
+    # --stream writes each sample as it is generated: stdout holds the bytes of 1 rank that wrote
+    # everything at the end (several samples, past block_size, one sample).
+    for S in (2 * N + 1, 1):
+        flags = tiny + prompts + sampled + past_block + ["--samples", str(S)]
+        (ref, _), (got, _) = run(r.cmd(0, flags)), run(r.cmd(N, flags + ["--stream"]))
+        check(ref.returncode == 0 and got.returncode == 0 and len(ref.stdout) > 100 and got.stdout == ref.stdout,
+              f"np {N}, --stream, {S} samples: stdout equal to 1 rank's without it ({len(got.stdout)} characters)")
     # The invariant is worth something only if sampling really depends on the seed.
     a = r.tokens(0, tiny + prompts + sampled + ["--samples", "2", "--tokens", "40"])
     b = r.tokens(0, tiny + prompts + sampled[:-1] + ["7", "--samples", "2", "--tokens", "40"])
@@ -279,11 +286,14 @@ def bad_input(r, N):
 
 def kill_rank(r, N):
     """A rank killed during generation ends the whole job within 10 s, and the message names the
-    rank and the host (Open MPI's mpirun reports it; no rank is left waiting in a receive)."""
+    rank and the host (Open MPI's mpirun reports it; no rank is left waiting in a receive). With
+    --stream, the text generated until then is on stdout."""
     marker = "918273645"  # a seed no other test uses, to find this job's processes
     cmd = r.cmd(N, ["--model", r.model("tiny_gpt2.h5"), "--prompt", "First", "--samples", str(N),
-                    "--tokens", "100000000", "--seed", marker])
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                    "--tokens", "100000000", "--seed", marker, "--stream"])
+    streamed = os.path.join(r.tmp, "streamed.txt")
+    with open(streamed, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, text=True)
     pids = []
     deadline = time.monotonic() + 30
     while len(pids) < N and time.monotonic() < deadline:
@@ -313,6 +323,11 @@ def kill_rank(r, N):
           "the message names the rank and the host" + ("" if host in err else f"\n{err[-800:]}"))
     left = subprocess.run(["pgrep", "-f", f"--seed {marker}"], capture_output=True, text=True).stdout.split()
     check(not left, f"no process of the job is left ({left})")
+    with open(streamed, "rb") as f:
+        text = f.read()
+    head = b"--- sample 0 (prompt 0) ---\nFirst"
+    check(text.startswith(head) and len(text) > len(head),
+          f"--stream: sample 0's text until the kill is on stdout ({len(text) - len(head)} bytes after its prompt)")
 
 
 def report(r, N):
