@@ -209,20 +209,10 @@ inline float widen(uint16_t h) {
   // Branch-free, so that loops over it vectorize (after Marat Dukhan's FP16 library): a normal
   // half's exponent and mantissa shifted into place and scaled by 2^-112 (which also carries
   // exponent 31, inf and nan, to 255); a subnormal's mantissa through the magic number 0.5.
-  auto as_float = [](uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-  };
-  auto as_bits = [](float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    return u;
-  };
   const uint32_t w = uint32_t(h) << 16, sign = w & 0x80000000u, two_w = w + w;
-  const float normal = as_float((two_w >> 4) + (0xe0u << 23)) * 0x1.0p-112f;
-  const float subnormal = as_float((two_w >> 17) | (126u << 23)) - 0.5f;
-  return as_float(sign | as_bits(two_w < (1u << 27) ? subnormal : normal));
+  const float normal = bits_float((two_w >> 4) + (0xe0u << 23)) * 0x1.0p-112f;
+  const float subnormal = bits_float((two_w >> 17) | (126u << 23)) - 0.5f;
+  return bits_float(sign | float_bits(two_w < (1u << 27) ? subnormal : normal));
 }
 }  // namespace
 
@@ -297,17 +287,10 @@ void read_float_rows(hid_t file, const std::string& name, const std::vector<hsiz
   herr_t rc;
   if (is_ieee_half(r.type.get())) {
     // HDF5's generic float conversion is ~15x slower than this: read the raw halves into the back
-    // half of `out`, then widen in place front to back, a block at a time through a copy of the
-    // block's halves (floats [i, i + m) overwrite halves below i + m only, since i + m <= n).
-    uint16_t* raw = reinterpret_cast<uint16_t*>(out) + n;
-    rc = H5Dread(r.dset.get(), r.type.get(), r.ms, r.fs, H5P_DEFAULT, raw);
-    constexpr size_t kBlock = 1024;
-    uint16_t block[kBlock];
-    for (size_t i = 0; rc >= 0 && i < n; i += kBlock) {
-      const size_t m = std::min(kBlock, n - i);
-      std::memcpy(block, raw + i, m * sizeof(uint16_t));
-      halves_to_floats(block, out + i, m);
-    }
+    // half of `out`, then widen them in place.
+    rc = H5Dread(r.dset.get(), r.type.get(), r.ms, r.fs, H5P_DEFAULT,
+                 reinterpret_cast<uint16_t*>(out) + n);
+    if (rc >= 0) widen_in_place(out, n, halves_to_floats);
   } else {
     rc = H5Dread(r.dset.get(), H5T_NATIVE_FLOAT, r.ms, r.fs, H5P_DEFAULT, out);
   }

@@ -246,7 +246,15 @@ struct HfDir {
       std::string bytes;
       if (dtype == "F32") bytes = f32_bytes(src);
       else if (dtype == "F16") bytes = f16_bytes(src);
-      else for (float x : src) { uint32_t b; std::memcpy(&b, &x, 4); bytes += char((b >> 16) & 0xff); bytes += char(b >> 24); }
+      else if (dtype == "BF16")
+        for (float x : src) {
+          uint32_t b;
+          std::memcpy(&b, &x, 4);
+          bytes += char((b >> 16) & 0xff);
+          bytes += char(b >> 24);
+        }
+      else
+        for (double x : src) bytes.append(reinterpret_cast<const char*>(&x), 8);  // F64
       entries.push_back({(prefix ? "transformer." : "") + key, dtype, src_shape, bytes});
       if (!file_name.empty()) want[file_name] = v;
     };
@@ -317,10 +325,15 @@ TEST_P(HfInCpp, EveryTensorLandsTransposedAndExact) {
   for (float x : lg) ASSERT_TRUE(std::isfinite(x));
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, HfInCpp,
-                         ::testing::Values(std::make_tuple(true, "F32", false), std::make_tuple(false, "F32", false),
-                                           std::make_tuple(true, "F16", false), std::make_tuple(true, "BF16", false),
-                                           std::make_tuple(true, "F32", true)));
+INSTANTIATE_TEST_SUITE_P(
+    Variants, HfInCpp,
+    ::testing::Values(std::make_tuple(true, "F32", false), std::make_tuple(false, "F32", false),
+                      std::make_tuple(true, "F16", false), std::make_tuple(true, "BF16", false),
+                      std::make_tuple(true, "F64", false), std::make_tuple(true, "F32", true)),
+    [](const ::testing::TestParamInfo<HfInCpp::ParamType>& p) {
+      return std::string(std::get<0>(p.param) ? "Prefixed" : "Bare") + std::get<1>(p.param) +
+             (std::get<2>(p.param) ? "Untied" : "");
+    });
 
 TEST(HfInCpp, TokenizerJsonWorksLikeVocabAndMerges) {
   TmpDir d;
@@ -383,6 +396,36 @@ TEST(Half, RoundTripsEveryHalfAndRoundsToNearestEven) {
   EXPECT_EQ(cv::float_to_half(65520.f), 0x7c00);                // overflows
   EXPECT_EQ(cv::float_to_half(0x1.0p-25f), 0x0000);             // tie at the bottom -> 0
   EXPECT_EQ(cv::float_to_half(0x1.1p-25f), 0x0001);
+}
+
+// Every one of the 2^32 floats narrows as the compiler's own float16 conversion does (round to
+// nearest even, overflow to inf); a nan stays a nan of its sign, quiet.
+TEST(Half, EveryFloatNarrowsAsTheCompilersFloat16) {
+#ifdef __FLT16_MAX__
+  constexpr size_t kChunk = size_t(1) << 20;
+  std::vector<float> in(kChunk);
+  std::vector<uint16_t> got(kChunk);
+  size_t mismatches = 0;
+  for (uint64_t base = 0; base < (uint64_t(1) << 32); base += kChunk) {
+    for (size_t i = 0; i < kChunk; ++i) {
+      const uint32_t bits = uint32_t(base + i);
+      std::memcpy(&in[i], &bits, sizeof bits);
+    }
+    cv::floats_to_halves(in.data(), got.data(), kChunk);
+    for (size_t i = 0; i < kChunk; ++i) {
+      const _Float16 h = static_cast<_Float16>(in[i]);
+      uint16_t want;
+      std::memcpy(&want, &h, sizeof want);
+      if (std::isnan(in[i])) want = uint16_t((std::signbit(in[i]) ? 0x8000u : 0u) | 0x7e00u);
+      if (got[i] != want && ++mismatches <= 5)
+        ADD_FAILURE() << std::hexfloat << in[i] << ": got 0x" << std::hex << got[i] << ", want 0x"
+                      << want;
+    }
+  }
+  EXPECT_EQ(mismatches, 0u);
+#else
+  GTEST_SKIP() << "this compiler has no _Float16 to compare with";
+#endif
 }
 
 // ---- bad inputs: exit 1, one clear message, no output file

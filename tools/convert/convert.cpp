@@ -208,6 +208,16 @@ void report(const Log& log, const std::string& out, const Summary& s, Dtype dtyp
                   s.params, param_str(s.params), s.bytes, s.bytes / 1048576.0, s.tokenizer));
 }
 
+// out (cols, rows) = in (rows, cols) transposed, in tiles that stay in the L1 cache.
+void transpose(const float* in, size_t rows, size_t cols, float* out) {
+  constexpr size_t kTile = 32;
+  for (size_t r0 = 0; r0 < rows; r0 += kTile)
+    for (size_t c0 = 0; c0 < cols; c0 += kTile)
+      for (size_t c = c0; c < std::min(c0 + kTile, cols); ++c)
+        for (size_t r = r0; r < std::min(r0 + kTile, rows); ++r)
+          out[c * rows + r] = in[r * cols + c];
+}
+
 // Writes every tensor of cfg from st. The lm_head is tied when the source has none or one equal
 // to wte; otherwise it is written as /lm_head/weight.
 Summary convert_state_dict(const SafeTensors& st, Config cfg, Layout layout, const TokenizerData& tok,
@@ -274,15 +284,16 @@ Summary convert_state_dict(const SafeTensors& st, Config cfg, Layout layout, con
                  s.transpose ? " (Conv1D, (in, out))" : "", shape_str(t.shape));
   }
   ModelWriter w(out, cfg, tok, dtype);
-  std::vector<float> buf;
+  std::vector<float> x, buf;  // reused: the pages of one tensor serve the next
   for (const auto& [n, sh] : shapes) {
     const Source& s = src[n];
-    std::vector<float> x = (n == "wte" && !wte.empty()) ? std::move(wte) : st.read_f32(s.key);
+    if (n == "wte" && !wte.empty())
+      x.swap(wte);
+    else
+      st.read_f32(s.key, x);
     if (s.transpose) {  // (in, out) -> (out, in)
-      const size_t I = size_t(sh[1]), O = size_t(sh[0]);
       buf.resize(x.size());
-      for (size_t i = 0; i < I; ++i)
-        for (size_t o = 0; o < O; ++o) buf[o * I + i] = x[i * O + o];
+      transpose(x.data(), size_t(sh[1]), size_t(sh[0]), buf.data());
       x.swap(buf);
     }
     w.put(n, x.data(), x.size());

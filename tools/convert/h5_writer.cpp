@@ -288,18 +288,23 @@ void ModelWriter::put(const std::string& name, const float* data, size_t n) {
   size_t want = 1;
   for (int64_t x : it->second) want *= size_t(x);
   if (n != want) user_error("tensor {}: expected shape {} ({} values), got {} values", name, shape_str(it->second), want, n);
-  for (size_t i = 0; i < n; ++i)
+  // Counted first (a loop that vectorizes), then found.
+  size_t bad = 0;
+  for (size_t i = 0; i < n; ++i) bad += !std::isfinite(data[i]);
+  for (size_t i = 0; bad && i < n; ++i)
     if (!std::isfinite(data[i])) user_error("tensor {}: value {} is not finite ({})", name, i, data[i]);
   if (dtype_ == Dtype::F32) {
     write_dataset(file_, name, it->second, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data);
   } else {
-    std::vector<uint16_t> h(n);
-    for (size_t i = 0; i < n; ++i) {
-      h[i] = float_to_half(data[i]);
-      if ((h[i] & 0x7c00u) == 0x7c00u) user_error("tensor {}: value {} ({}) overflows float16", name, i, data[i]);
-    }
+    halves_.resize(n);
+    uint16_t* h = halves_.data();
+    floats_to_halves(data, h, n);
+    for (size_t i = 0; i < n; ++i) bad += (h[i] & 0x7c00u) == 0x7c00u;
+    for (size_t i = 0; bad && i < n; ++i)
+      if ((h[i] & 0x7c00u) == 0x7c00u)
+        user_error("tensor {}: value {} ({}) overflows float16", name, i, data[i]);
     h5::Handle half(make_half_type());
-    write_dataset(file_, name, it->second, half.get(), half.get(), h.data());
+    write_dataset(file_, name, it->second, half.get(), half.get(), h);
   }
   written_[name] = true;
   params_ += int64_t(n);

@@ -67,6 +67,7 @@ class ModelWriter {
   std::vector<std::string> order_;
   std::map<std::string, bool> written_;
   int64_t params_ = 0;
+  std::vector<uint16_t> halves_;  // put's fp16 values, reused
 };
 
 }  // namespace mdi::convert

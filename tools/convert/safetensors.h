@@ -35,6 +35,8 @@ class SafeTensors {
   // Reads tensor `name` converted to fp32 (F32, F16, BF16, F64). UserError on another dtype or a
   // failed read.
   std::vector<float> read_f32(const std::string& name) const;
+  // The same into out, whose storage is reused (one buffer for a whole model).
+  void read_f32(const std::string& name, std::vector<float>& out) const;
 
  private:
   std::string path_;
@@ -49,6 +51,8 @@ int st_dtype_size(const std::string& dtype);
 
 // IEEE binary32 -> binary16, round to nearest even; overflow gives +-inf (the caller checks).
 uint16_t float_to_half(float f);
+void floats_to_halves(const float* in, uint16_t* out, size_t n);  // n of them (no overlap)
 float bf16_to_float(uint16_t b);
+void bf16s_to_floats(const uint16_t* in, float* out, size_t n);
 
 }  // namespace mdi::convert
