@@ -31,9 +31,9 @@ ParseResult parse_cli(int argc, const char* const* argv) {
                     ->capture_default_str();
   auto* prompt = app.add_option("--prompt", o.prompts,
                                 "Prompt text; repeat for several prompts (default: \"\\n\")");
-  auto* prompts_file =
-      app.add_option("--prompts-file", o.prompts_file,
-                     "File of prompts: one per line, or JSONL lines {\"prompt\": \"...\"}");
+  auto* prompts_file = app.add_option(
+      "--prompts-file", o.prompts_file,
+      "File of prompts (- = standard input): one per line, or JSONL lines {\"prompt\": \"...\"}");
   auto* samples =
       app.add_option(
              "--samples", o.samples,
@@ -106,8 +106,8 @@ ParseResult parse_cli(int argc, const char* const* argv) {
       "before it are done) instead of all at the end; the same output");
   auto* eval = app.add_option(
       "--eval", o.eval_file,
-      "Instead of generating: mean cross-entropy of the model on the text in FILE, through "
-      "the ring (windows of block_size tokens)");
+      "Instead of generating: mean cross-entropy of the model on the text in FILE (- = standard "
+      "input), through the ring (windows of block_size tokens)");
   auto* tk = app.add_flag(
       "--tokenize", o.tokenize,
       "Instead of generating: read UTF-8 text on stdin, print its token ids on one line");
@@ -157,7 +157,7 @@ ParseResult parse_cli(int argc, const char* const* argv) {
 std::vector<std::string> collect_prompts(const Options& o) {
   std::vector<std::string> prompts = o.prompts;
   if (!o.prompts_file.empty()) {
-    std::istringstream in(read_file(o.prompts_file, "--prompts-file"));
+    std::istringstream in(read_input(o.prompts_file, "--prompts-file"));
     std::string line;
     for (int n = 1; std::getline(in, line); ++n) {
       if (!line.empty() && line.back() == '\r') line.pop_back();

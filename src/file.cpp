@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 #include "mdi/error.h"
@@ -20,6 +21,14 @@ std::string read_file(const std::string& path, const std::string& what) {
   std::ostringstream text;
   text << in.rdbuf();
   if (in.bad() || text.bad()) user_error("{}: reading the file failed", name);
+  return std::move(text).str();
+}
+
+std::string read_input(const std::string& path, const std::string& what) {
+  if (path != "-") return read_file(path, what);
+  std::ostringstream text;
+  text << std::cin.rdbuf();
+  if (std::cin.bad() || text.bad()) user_error("{} -: reading standard input failed", what);
   return std::move(text).str();
 }
 

@@ -935,7 +935,7 @@ Plan plan_generation(const Options& o, const Config& cfg, const Tokenizer& tok, 
 // Evaluation set-up on rank 0: the text's token ids; slots = --samples (default: ranks).
 Plan plan_eval(const Options& o, const Config& cfg, const Tokenizer& tok, int N, std::vector<int>& ids,
                std::vector<std::string>& notes) {
-  const std::string text = read_file(o.eval_file, "--eval");
+  const std::string text = read_input(o.eval_file, "--eval");
   try {
     ids = tok.encode(text);
   } catch (const UserError& e) {

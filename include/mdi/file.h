@@ -9,4 +9,8 @@ namespace mdi {
 // naming WHAT (e.g. "--eval"; may be empty) and the path.
 std::string read_file(const std::string& path, const std::string& what = "");
 
+// The same, where PATH "-" is standard input (the flags that name an input file: --prompts-file,
+// --eval).
+std::string read_input(const std::string& path, const std::string& what);
+
 }  // namespace mdi

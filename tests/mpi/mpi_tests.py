@@ -101,11 +101,12 @@ class Runner:
         base = [self.exe] if ranks == 0 else self.mpiexec + [self.np_flag, str(ranks), self.exe]
         return base + flags
 
-    def tokens(self, ranks, flags, env=None):
-        """Runs mdi-llm and returns the token ids of each sample (from --output)."""
+    def tokens(self, ranks, flags, env=None, stdin=None):
+        """Runs mdi-llm (with the text stdin on its standard input) and returns the token ids of
+        each sample (from --output)."""
         self.count += 1
         out = os.path.join(self.tmp, f"run{self.count}.jsonl")
-        p, _ = run(self.cmd(ranks, flags + ["--output", out]), env=env)
+        p, _ = run(self.cmd(ranks, flags + ["--output", out]), env=env, input=stdin)
         if p.returncode != 0:
             print(p.stdout[-2000:], p.stderr[-4000:], sep="\n")
             return None
@@ -180,13 +181,14 @@ def same_tokens(r, N):
         f.write(ref["text"])
     for model, want in ref["loss"].items():
         got = []
-        for ranks, env in ((0, None), (N, None), (N, gather)):
-            p, _ = run(r.cmd(ranks, ["--model", r.model(model), "--eval", text, "--samples", "3"]), env=env)
+        for ranks, env, path in ((0, None, text), (N, None, text), (N, gather, text), (N, None, "-")):
+            p, _ = run(r.cmd(ranks, ["--model", r.model(model), "--eval", path, "--samples", "3"]), env=env,
+                       input=ref["text"] if path == "-" else None)
             m = re.search(r"eval loss ([\d.]+)", p.stdout)
             got.append(m.group(1) if p.returncode == 0 and m else None)
-        check(got[0] is not None and got[0] == got[1] == got[2] and abs(float(got[0]) - want) < 1e-5,
-              f"np {N}, --eval {model}: loss {got[1]} (micro-batches finished together: {got[2]}) equals "
-              f"1 rank's {got[0]} and PyTorch's {want:.6f}")
+        check(got[0] is not None and got[0] == got[1] == got[2] == got[3] and abs(float(got[0]) - want) < 1e-5,
+              f"np {N}, --eval {model}: loss {got[1]} (micro-batches finished together: {got[2]}; the text "
+              f"on standard input: {got[3]}) equals 1 rank's {got[0]} and PyTorch's {want:.6f}")
     # --stream writes each sample as it is generated: stdout holds the bytes of 1 rank that wrote
     # everything at the end (several samples, past block_size, one sample).
     for S in (2 * N + 1, 1):
@@ -194,6 +196,12 @@ def same_tokens(r, N):
         (ref, _), (got, _) = run(r.cmd(0, flags)), run(r.cmd(N, flags + ["--stream"]))
         check(ref.returncode == 0 and got.returncode == 0 and len(ref.stdout) > 100 and got.stdout == ref.stdout,
               f"np {N}, --stream, {S} samples: stdout equal to 1 rank's without it ({len(got.stdout)} characters)")
+    # --prompts-file - reads the prompts on rank 0's standard input (mpirun forwards it there).
+    flags = tiny + sampled + ["--tokens", "40", "--samples", str(N + 1)]
+    ref = r.tokens(0, flags + prompts)
+    got = r.tokens(N, flags + ["--prompts-file", "-"], stdin='First Citizen:\n{"prompt": "ok!\\n"}\n')
+    check(ref is not None and got is not None and got == ref,
+          f"np {N}, --prompts-file - (standard input): token ids equal to --prompt's on 1 rank")
     # The invariant is worth something only if sampling really depends on the seed.
     a = r.tokens(0, tiny + prompts + sampled + ["--samples", "2", "--tokens", "40"])
     b = r.tokens(0, tiny + prompts + sampled[:-1] + ["7", "--samples", "2", "--tokens", "40"])
