@@ -522,7 +522,7 @@ class Head final : public Driver {
   }
 
   // A one-line progress meter on stderr, only when stderr is a terminal (quiet in pipes and jobs)
-  // and the text is not streamed.
+  // and the text is not streamed to a terminal too.
   void show_progress(double when, bool last) {
     last_progress_ = when;
     const long total = long(plan_.samples) * o_.tokens;
@@ -561,7 +561,7 @@ class Head final : public Driver {
   SamplePrinter printer_{results_, tok_, o_.stream};
   double t0_ = 0;
   long generated_ = 0;
-  const bool progress_ = isatty(STDERR_FILENO) != 0 && !o_.stream;  // not across streamed text
+  const bool progress_ = isatty(STDERR_FILENO) != 0 && !(o_.stream && isatty(STDOUT_FILENO) != 0);
   double last_progress_ = 0;
 };
 

@@ -383,6 +383,39 @@ TEST(Random, Fp16HalvesTheWeights) {
   EXPECT_LT(double(b.st_size), 0.6 * double(a.st_size));
 }
 
+// ---- tools/random_hf_gpt2.py: the converter's benchmark input
+
+// The script's directory is what mdi-convert --hf reads: the shape its config says, each Conv1D
+// weight transposed into the file.
+TEST(RandomHf, ScriptWritesWhatTheConverterReads) {
+  std::string py;
+  for (const char* p : {"/usr/bin/python3", "python3"})
+    if (py.empty() &&
+        std::system((std::string(p) + " -c 'import numpy' >/dev/null 2>&1").c_str()) == 0)
+      py = p;
+  if (py.empty()) GTEST_SKIP() << "no python3 with numpy";
+  TmpDir d;
+  const std::string hf = d.path + "/hf", model = d.path + "/m.h5";
+  ASSERT_EQ(std::system((py + " " + MDI_RANDOM_HF_SCRIPT + " 3,4,32,16,281 " + hf + " --vocab " +
+                         kFixtures + "/hf_tiny >/dev/null")
+                            .c_str()),
+            0);
+  ASSERT_EQ(run("--hf " + hf + " -q --out " + model).rc, 0);
+  const mdi::Config cfg = mdi::read_config(model);
+  EXPECT_EQ(cfg.n_layer, 3);
+  EXPECT_EQ(cfg.n_head, 4);
+  EXPECT_EQ(cfg.n_embd, 32);
+  EXPECT_EQ(cfg.block_size, 16);
+  EXPECT_EQ(cfg.vocab_size, 281);
+  const cv::SafeTensors st(hf + "/model.safetensors");
+  const std::vector<float> src = st.read_f32("h.2.mlp.c_fc.weight");  // (in 32, out 128)
+  std::vector<float> got(src.size());
+  mdi::h5::Handle f = mdi::h5::open_file(model);
+  mdi::h5::read_floats(f.get(), "/h/2/mlp/c_fc/weight", {128, 32}, got.data(), model);
+  for (size_t o = 0; o < 128; ++o)
+    for (size_t i = 0; i < 32; ++i) ASSERT_EQ(got[o * 32 + i], src[i * 128 + o]) << o << "," << i;
+}
+
 // ---- float16 conversion
 
 TEST(Half, RoundTripsEveryHalfAndRoundsToNearestEven) {
