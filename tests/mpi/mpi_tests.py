@@ -313,7 +313,13 @@ def kill_rank(r, N):
     if len(pids) < N:
         proc.kill()
         return
-    time.sleep(1.0)  # well into generation
+    # Well into generation: --stream has written sample 0's first tokens (a sanitized build's ranks
+    # take seconds to start).
+    head = b"--- sample 0 (prompt 0) ---\nFirst"
+    deadline = time.monotonic() + 30
+    while os.path.getsize(streamed) <= len(head) + 16 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    before = os.path.getsize(streamed)
     victim = pids[-1]
     t0 = time.monotonic()
     os.kill(victim, 9)
@@ -333,9 +339,9 @@ def kill_rank(r, N):
     check(not left, f"no process of the job is left ({left})")
     with open(streamed, "rb") as f:
         text = f.read()
-    head = b"--- sample 0 (prompt 0) ---\nFirst"
-    check(text.startswith(head) and len(text) > len(head),
-          f"--stream: sample 0's text until the kill is on stdout ({len(text) - len(head)} bytes after its prompt)")
+    check(text.startswith(head) and before > len(head) + 16 and len(text) >= before,
+          f"--stream: sample 0's text came out while it was generated ({before - len(head)} bytes after its "
+          f"prompt before the kill), and stays ({len(text) - len(head)} bytes)")
 
 
 def report(r, N):
