@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "mdi/error.h"
+#include "mdi/half.h"
 
 namespace mdi::h5 {
 
@@ -202,26 +203,6 @@ std::vector<hsize_t> dataset_shape(hid_t file, const std::string& name, const st
   std::vector<hsize_t> dims = shape_of(d.get());
   check_stored(d.get(), dims, name, file_name);  // a shape that sizes an allocation must be real
   return dims;
-}
-
-namespace {
-inline float widen(uint16_t h) {
-  // Branch-free, so that loops over it vectorize (after Marat Dukhan's FP16 library): a normal
-  // half's exponent and mantissa shifted into place and scaled by 2^-112 (which also carries
-  // exponent 31, inf and nan, to 255); a subnormal's mantissa through the magic number 0.5.
-  const uint32_t w = uint32_t(h) << 16, sign = w & 0x80000000u, two_w = w + w;
-  const float normal = bits_float((two_w >> 4) + (0xe0u << 23)) * 0x1.0p-112f;
-  const float subnormal = bits_float((two_w >> 17) | (126u << 23)) - 0.5f;
-  return bits_float(sign | float_bits(two_w < (1u << 27) ? subnormal : normal));
-}
-}  // namespace
-
-float half_to_float(uint16_t h) {
-  return widen(h);
-}
-
-void halves_to_floats(const uint16_t* in, float* out, size_t n) {
-  for (size_t i = 0; i < n; ++i) out[i] = widen(in[i]);
 }
 
 namespace {

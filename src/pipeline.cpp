@@ -1064,9 +1064,11 @@ int run(const Options& o, MPI_Comm world) {
                          plan.positions};
         const RankDevice dev = rank_device_of(o, rank, N);
         // A CUDA rank starts its GPU (context, cuBLAS) while it reads the file (MDI_CUDA_START=0:
-        // in the backend's constructor, after the read; for measurement), and keeps 16-bit
-        // matrices as the file's halves (no fp32 copy on the host). The ReadGuard's crash message
-        // would also speak for a crash of that thread during the read (none has been seen).
+        // in the backend's constructor, after the read; for measurement). A float16 file's
+        // matrices stay halves on CPU ranks (widened in the kernels, the same bits, half the bytes
+        // read per token) and on CUDA ranks with 16-bit weights (no fp32 copy on the host). The
+        // ReadGuard's crash message would also speak for a crash of that thread during the read
+        // (none has been seen).
         std::unique_ptr<CudaStart> start;
         const char* start_env = std::getenv("MDI_CUDA_START");
         if (dev.cuda && !(start_env && std::string(start_env) == "0"))
@@ -1080,7 +1082,7 @@ int run(const Options& o, MPI_Comm world) {
                            starter ? V - tail
                            : last  ? V
                                    : 0,
-                           dev.cuda && dev.dt != DType::kF32);
+                           !dev.cuda || dev.dt != DType::kF32);
         }
         std::string device;
         be = make_backend(dev, cfg, w, spec, local, start.get(), device);

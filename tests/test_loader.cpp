@@ -14,6 +14,7 @@
 #include "mdi/big_array.h"
 #include "mdi/error.h"
 #include "mdi/h5.h"
+#include "mdi/half.h"
 #include "mdi/weights.h"
 
 namespace fs = std::filesystem;
@@ -112,7 +113,7 @@ void expect_same_values(const mdi::Weights& f, const mdi::Weights& h, const mdi:
     ASSERT_EQ(a == nullptr, b == nullptr) << what;
     size_t differ = 0;
     for (size_t i = 0; a != nullptr && i < n; ++i) {
-      const float x = matrix ? mdi::h5::half_to_float(mdi::Weights::f16(b)[i]) : b[i];
+      const float x = matrix ? mdi::half_to_float(mdi::Weights::f16(b)[i]) : b[i];
       differ += std::memcmp(&x, a + i, sizeof x) != 0;
     }
     EXPECT_EQ(differ, 0u) << what;
@@ -227,9 +228,9 @@ TEST(Loader, HalfConversionIsExactAndMatchesHdf5) {
   ASSERT_GE(H5Tconvert(half, H5T_NATIVE_FLOAT, 65536, theirs.data(), nullptr, H5P_DEFAULT), 0);
   H5Tclose(half);
   std::vector<float> batch(65536);
-  mdi::h5::halves_to_floats(all.data(), batch.data(), all.size());
+  mdi::halves_to_floats(all.data(), batch.data(), all.size());
   for (int i = 0; i < 65536; ++i) {
-    float mine = mdi::h5::half_to_float(uint16_t(i));
+    float mine = mdi::half_to_float(uint16_t(i));
     if (std::isnan(mine)) EXPECT_TRUE(std::isnan(theirs[i])) << i;
     else EXPECT_EQ(mine, theirs[i]) << "half 0x" << std::hex << i;
     EXPECT_EQ(std::memcmp(&batch[i], &mine, sizeof mine), 0) << "batch, half 0x" << std::hex << i;

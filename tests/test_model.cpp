@@ -38,9 +38,10 @@ struct Stage {
   mdi::Weights w;
   std::unique_ptr<mdi::Backend> be;
   Stage(const std::string& path, const mdi::Config& cfg, int l0, int l1, bool head, int samples,
-        int threads = 1)
-      : w(mdi::load_weights(path, cfg, l0, l1, head)),
-        be(mdi::make_cpu_backend(cfg, w, mdi::BackendSpec{cfg.block_size * samples, samples, threads})) {}
+        int threads = 1, bool keep_halves = false)
+      : w(mdi::load_weights(path, cfg, l0, l1, head, 0, -1, keep_halves)),
+        be(mdi::make_cpu_backend(cfg, w,
+                                 mdi::BackendSpec{cfg.block_size * samples, samples, threads})) {}
 };
 
 // Logits at every position of a prefill of `tokens` through the given stages (first has the head).
@@ -254,6 +255,61 @@ TEST(HeadSplit, RowsOfTheLmHeadGiveThoseColumnsBitwise) {
       }
     }
   }
+}
+
+// A float16 file's matrices kept as halves (what the pipeline gives a CPU rank) give the logits of
+// the file loaded as fp32, bit for bit: a prefill through two stages, then decode steps of two
+// samples together, with 1 and 2 threads; and the rows of a head split's last rank.
+TEST(Halves, CpuStagesOnAFloat16FilesHalvesGiveTheBitsOfItsFp32Load) {
+  const std::string path = kFixtures + "/tiny_gpt2_fp16.h5";
+  const mdi::Config cfg = mdi::read_config(path);
+  const int V = cfg.vocab_size, C = cfg.n_embd, L = cfg.n_layer, T = 9;
+  std::vector<int> tokens(T);
+  for (int i = 0; i < T; ++i) tokens[i] = (5 * i + 2) % V;
+  auto run = [&](bool halves, int threads) {
+    Stage a(path, cfg, 0, 1, true, 2, threads, halves),
+        b(path, cfg, 1, L, false, 2, threads, halves);
+    EXPECT_EQ(a.w.matrices_f16, halves);
+    EXPECT_EQ(b.w.matrices_f16, halves);
+    std::vector<float> out = prefill_logits({&a, &b}, cfg, tokens, 1);
+    // Two decode steps of samples 0 (after a 3-token prefill) and 1, in one batch.
+    std::vector<float> x(size_t(T) * C), lg(2 * size_t(V));
+    mdi::BatchItem first{0, 0, 3};
+    a.be->embed(x.data(), tokens.data(), &first, 1);
+    a.be->forward(x.data(), &first, 1);
+    b.be->forward(x.data(), &first, 1);
+    for (int step = 0; step < 2; ++step) {
+      const int ids[2] = {tokens[3 + step], tokens[step]};
+      const mdi::BatchItem items[2] = {{0, 3 + step, 1}, {1, T + step, 1}};
+      a.be->embed(x.data(), ids, items, 2);
+      a.be->forward(x.data(), items, 2);
+      b.be->forward(x.data(), items, 2);
+      a.be->logits(lg.data(), x.data(), items, 2);
+      out.insert(out.end(), lg.begin(), lg.end());
+    }
+    return out;
+  };
+  for (int threads : {1, 2}) {
+    const std::vector<float> want = run(false, threads), got = run(true, threads);
+    ASSERT_EQ(want.size(), got.size());
+    EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)))
+        << threads << " threads";
+  }
+  // The last rank of a head split: its rows of the lm_head, as halves.
+  const int t = V / 3;
+  const mdi::Weights w32 = mdi::load_weights(path, cfg, L, L, false, V - t, V),
+                     w16 = mdi::load_weights(path, cfg, L, L, false, V - t, V, true);
+  EXPECT_TRUE(w16.matrices_f16);
+  const mdi::BackendSpec spec{T, 1, 1};
+  auto b32 = mdi::make_cpu_backend(cfg, w32, spec), b16 = mdi::make_cpu_backend(cfg, w16, spec);
+  std::vector<float> x(size_t(T) * C);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i % 17) - 8) / 8.0f;
+  std::vector<mdi::BatchItem> rows;
+  for (int p = 0; p < T; ++p) rows.push_back({0, p, 1});
+  std::vector<float> want(size_t(T) * t), got(want.size());
+  b32->logits(want.data(), x.data(), rows.data(), T);
+  b16->logits(got.data(), x.data(), rows.data(), T);
+  EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)));
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "mdi/cpu_ops.h"
+#include "mdi/half.h"
 
 namespace mdi::cpu {
 namespace {
@@ -186,6 +187,40 @@ TEST(Ops, MatmulIsBitIdenticalAcrossThreadCounts) {
     }
     EXPECT_TRUE(same_bits(one.data(), two.data(), one.size()))
         << "B=" << s.B << " IC=" << s.IC << " OC=" << s.OC;
+  }
+}
+
+// binary16 weights (a float16 file's matrices) give the bits of the fp32 product on their exact
+// widening: every shape of kernel block, tile edges, a strided output, 1 and 2 threads, and
+// halves of every kind (subnormals, large values, -0).
+TEST(Ops, MatmulOnHalvesIsThatOnTheirWidening) {
+  struct Shape {
+    int B, IC, OC, ldo;
+  };
+  std::mt19937 rng(12);
+  for (Shape s : {Shape{1, 768, 600, 0}, Shape{3, 67, 37, 0}, Shape{9, 100, 130, 0},
+                  Shape{130, 64, 70, 0}, Shape{2, 3072, 41, 0}, Shape{5, 48, 20, 33}}) {
+    std::vector<uint16_t> h((size_t)s.OC * s.IC);
+    for (auto& x : h) {
+      x = uint16_t(rng());
+      if ((x & 0x7c00) == 0x7c00) x &= 0xbfff;  // no inf or nan: a finite weight file
+    }
+    std::vector<float> w(h.size());
+    halves_to_floats(h.data(), w.data(), h.size());
+    const auto inp = random_vec((size_t)s.B * s.IC, 13), bias = random_vec(s.OC, 14);
+    const int ld = s.ldo ? s.ldo : s.OC;
+    for (int nt : {1, 2}) {
+      ThreadsGuard g(nt);
+      std::vector<float> want((size_t)s.B * ld, 7.0f), got(want);
+      matmul_forward(want.data(), inp.data(), w.data(), bias.data(), s.B, s.IC, s.OC, s.ldo);
+      matmul_forward(got.data(), inp.data(), h.data(), bias.data(), s.B, s.IC, s.OC, s.ldo);
+      EXPECT_TRUE(same_bits(want.data(), got.data(), want.size()))
+          << "B=" << s.B << " IC=" << s.IC << " OC=" << s.OC << " ldo=" << s.ldo << " threads "
+          << nt;
+      matmul_forward(got.data(), inp.data(), h.data(), nullptr, s.B, s.IC, s.OC, s.ldo);
+      matmul_forward(want.data(), inp.data(), w.data(), nullptr, s.B, s.IC, s.OC, s.ldo);
+      EXPECT_TRUE(same_bits(want.data(), got.data(), want.size())) << "no bias, B=" << s.B;
+    }
   }
 }
 

@@ -6,6 +6,8 @@
 // tests/test_ops.cpp shows it.) Threads: OpenMP, split over output columns or rows only.
 #pragma once
 
+#include <cstdint>
+
 namespace mdi::cpu {
 
 // Fixed-order dot product: one 8-lane fma accumulator over chunks of 8, a fixed tree over the
@@ -16,6 +18,12 @@ float dot(const float* a, const float* b, int n);
 // ldo floats apart (0: OC), so that columns of a wider output can be computed in parts; each
 // output is its own fixed-order dot product, the same bits in any part.
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int B,
+                    int IC, int OC, int ldo = 0);
+
+// The same with the weight in IEEE binary16 (a float16 file's matrices, kept as they are): the
+// kernels widen each weight as they load it (exactly), so out is that of matmul_forward on the
+// widened matrix, bit for bit, for half the bytes of weights read.
+void matmul_forward(float* out, const float* inp, const uint16_t* weight, const float* bias, int B,
                     int IC, int OC, int ldo = 0);
 
 // out (B, C) = (inp - mean) / sqrt(var + eps) * weight + bias, per row; bias may be nullptr.

@@ -4,9 +4,7 @@
 
 #include <hdf5.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -64,36 +62,5 @@ std::vector<int64_t> read_int64s(hid_t file, const std::string& name, const std:
 std::vector<uint8_t> read_bytes(hid_t file, const std::string& name, const std::string& file_name);
 
 std::string shape_str(const std::vector<hsize_t>& s);
-
-// A float's bits and back (std::bit_cast before C++20).
-inline uint32_t float_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-}
-inline float bits_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-// IEEE binary16 -> binary32, exact (every half is a float); one value, and n of them (no overlap).
-float half_to_float(uint16_t h);
-void halves_to_floats(const uint16_t* in, float* out, size_t n);
-
-// Widens, in place, n 16-bit values stored in the back half of the n floats at out:
-// widen(in, out, m) turns m of them into floats. Front to back, a block at a time through a copy
-// of the block's values: floats [i, i + m) overwrite values below i + m only, since i + m <= n.
-template <class Widen>
-void widen_in_place(float* out, size_t n, Widen widen) {
-  const uint16_t* raw = reinterpret_cast<const uint16_t*>(out) + n;
-  constexpr size_t kBlock = 1024;
-  uint16_t block[kBlock];
-  for (size_t i = 0; i < n; i += kBlock) {
-    const size_t m = std::min(kBlock, n - i);
-    std::memcpy(block, raw + i, m * sizeof(uint16_t));
-    widen(block, out + i, m);
-  }
-}
 
 }  // namespace mdi::h5

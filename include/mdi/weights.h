@@ -1,6 +1,7 @@
 // Loading one rank's share of the model from the HDF5 weight file (schema in DESIGN.md).
 // A rank reads only the groups of its own layers (and rank 0 the embeddings and ln_f), into one
-// allocation, converted to fp32. Every shape is checked against the root attributes.
+// allocation, converted to fp32 (a float16 file's matrices may stay halves: keep_halves). Every
+// shape is checked against the root attributes.
 #pragma once
 
 #include <cstdint>
@@ -44,8 +45,9 @@ struct Weights {
   std::vector<LayerWeights> layers;    // layer_end - layer_begin entries
   HeadWeights head{};
   // When true, the 2-D tensors (the four matrices of each layer, wte, wpe, the lm_head's rows) hold
-  // IEEE binary16 values, read through f16(); the 1-D ones are fp32 always. Only load_weights'
-  // keep_halves sets it, for a CUDA rank: the CPU backend computes on fp32 weights.
+  // IEEE binary16 values, read through f16() (offsets in halves); the 1-D ones are fp32 always.
+  // Only load_weights' keep_halves sets it. Both backends take such weights: the CPU's widens them
+  // exactly before any product, a CUDA rank copies them to the GPU.
   bool matrices_f16 = false;
   BigArray<float> storage;  // the one allocation; every tensor starts 64-byte aligned
   size_t bytes() const { return storage.size() * sizeof(float); }

@@ -1,13 +1,15 @@
 // CPU backend: the GPT-2 block as a sequence of op calls (include/mdi/cpu_ops.h), over a batch
 // of rows from several samples, with a per-sample KV cache. Rows are processed in chunks so the
 // scratch buffers stay small however long a prefill is; everything is allocated in the constructor.
+#include "mdi/backend.h"
+
 #include <algorithm>
 #include <cstring>
 
 #include "mdi/aligned.h"
-#include "mdi/backend.h"
 #include "mdi/cpu_ops.h"
 #include "mdi/error.h"
+#include "mdi/half.h"
 #include "mdi/kv_cache.h"
 
 namespace mdi {
@@ -61,10 +63,15 @@ class CpuBackend final : public Backend {
       const int tok = tokens[r];
       if (tok < 0 || tok >= cfg_.vocab_size)
         abort_job(fmt::format("token id {} out of range [0, {})", tok, cfg_.vocab_size));
-      const float* te = w_.head.wte + size_t(tok) * C;
-      const float* pe = w_.head.wpe + size_t(row_pos_[r]) * C;
+      const size_t te = size_t(tok) * C, pe = size_t(row_pos_[r]) * C;
       float* o = x + size_t(r) * C;
-      for (int i = 0; i < C; ++i) o[i] = te[i] + pe[i];
+      if (w_.matrices_f16) {
+        const uint16_t *te16 = Weights::f16(w_.head.wte) + te,
+                       *pe16 = Weights::f16(w_.head.wpe) + pe;
+        for (int i = 0; i < C; ++i) o[i] = half_to_float(te16[i]) + half_to_float(pe16[i]);
+      } else {
+        for (int i = 0; i < C; ++i) o[i] = w_.head.wte[te + i] + w_.head.wpe[pe + i];
+      }
     }
   }
 
@@ -83,8 +90,8 @@ class CpuBackend final : public Backend {
     // ring's progress hook after each: the head is rank 0's longest computation.
     const int V = w_.head.lm_end - w_.head.lm_begin, slice = head_slice_rows(C);
     for (int o0 = 0; o0 < V; o0 += slice) {
-      cpu::matmul_forward(out + o0, lnf_.data(), w_.head.lm_head + size_t(o0) * C, nullptr, n_items, C,
-                          std::min(slice, V - o0), V);
+      matmul(out + o0, lnf_.data(), w_.head.lm_head, size_t(o0), nullptr, n_items, C,
+             std::min(slice, V - o0), V);
       progress();
     }
   }
@@ -92,6 +99,16 @@ class CpuBackend final : public Backend {
  private:
   // Vocabulary rows per slice of logits(): about 4 MiB of the lm_head, a multiple of 64 rows.
   static int head_slice_rows(int C) { return std::max(64, (4 << 20) / (4 * std::max(C, 1)) / 64 * 64); }
+
+  // out (B, OC) = inp (B, IC) . rows [row0, row0 + OC) of matrix m ^T + bias: m is one of
+  // Weights' matrices, fp32 or the file's halves (Weights::matrices_f16; the same bits).
+  void matmul(float* out, const float* inp, const float* m, size_t row0, const float* bias, int B,
+              int IC, int OC, int ldo = 0) const {
+    if (w_.matrices_f16)
+      cpu::matmul_forward(out, inp, Weights::f16(m) + row0 * IC, bias, B, IC, OC, ldo);
+    else
+      cpu::matmul_forward(out, inp, m + row0 * IC, bias, B, IC, OC, ldo);
+  }
 
   void require_head(const char* what) const {
     if (!w_.has_head) abort_job(fmt::format("internal error: {} called on a rank without the head", what));
@@ -110,7 +127,7 @@ class CpuBackend final : public Backend {
     const int C = cfg_.n_embd;
     const float eps = cfg_.layer_norm_eps;
     cpu::layernorm_forward(ln_.data(), x, w.ln1_w, w.ln1_b, B, C, eps);
-    cpu::matmul_forward(qkv_.data(), ln_.data(), w.attn_w, w.attn_b, B, C, 3 * C);
+    matmul(qkv_.data(), ln_.data(), w.attn_w, 0, w.attn_b, B, C, 3 * C);
     progress();
     for (int b = 0; b < B; ++b) {  // scatter k, v into the cache; gather q
       const int s = row_sample_[r0 + b], p = row_pos_[r0 + b];
@@ -125,14 +142,14 @@ class CpuBackend final : public Backend {
     }
     cpu::attention_forward(att_.data(), q_.data(), kptr_.data(), vptr_.data(), row_pos_.data() + r0,
                            B, C, cfg_.n_head, T_, scratch_.data());
-    cpu::matmul_forward(ln_.data(), att_.data(), w.aproj_w, w.aproj_b, B, C, C);
+    matmul(ln_.data(), att_.data(), w.aproj_w, 0, w.aproj_b, B, C, C);
     progress();
     cpu::residual_forward(x, ln_.data(), long(B) * C);
     cpu::layernorm_forward(ln_.data(), x, w.ln2_w, w.ln2_b, B, C, eps);
-    cpu::matmul_forward(fc_.data(), ln_.data(), w.fc_w, w.fc_b, B, C, 4 * C);
+    matmul(fc_.data(), ln_.data(), w.fc_w, 0, w.fc_b, B, C, 4 * C);
     progress();
     cpu::gelu_forward(fc_.data(), long(B) * 4 * C);
-    cpu::matmul_forward(ln_.data(), fc_.data(), w.mproj_w, w.mproj_b, B, 4 * C, C);
+    matmul(ln_.data(), fc_.data(), w.mproj_w, 0, w.mproj_b, B, 4 * C, C);
     cpu::residual_forward(x, ln_.data(), long(B) * C);
     progress();
   }
@@ -174,8 +191,6 @@ HostBuffer heap_buffer(size_t bytes) {
 
 std::unique_ptr<Backend> make_cpu_backend(const Config& cfg, const Weights& w,
                                           const BackendSpec& spec) {
-  if (w.matrices_f16)
-    abort_job("internal error: the CPU backend needs fp32 weights (load_weights' keep_halves)");
   return std::make_unique<CpuBackend>(cfg, w, spec);
 }
 

@@ -11,18 +11,18 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "convert.h"
 #include "mdi/backend.h"
 #include "mdi/bpe.h"
 #include "mdi/error.h"
 #include "mdi/h5.h"
+#include "mdi/half.h"
 #include "mdi/tokenizer.h"
 #include "mdi/weights.h"
 #include "safetensors.h"
@@ -233,7 +233,8 @@ struct HfDir {
       for (int64_t s : shape) numel *= size_t(s);
       std::vector<float> v(numel);
       for (float& x : v) x = n(g);
-      if (dtype == "F16") for (float& x : v) x = mdi::h5::half_to_float(cv::float_to_half(x));
+      if (dtype == "F16")
+        for (float& x : v) x = mdi::half_to_float(cv::float_to_half(x));
       if (dtype == "BF16") for (float& x : v) { uint32_t b; std::memcpy(&b, &x, 4); x = cv::bf16_to_float(uint16_t(b >> 16)); }
       std::vector<int64_t> src_shape = shape;
       std::vector<float> src = v;
@@ -421,7 +422,7 @@ TEST(RandomHf, ScriptWritesWhatTheConverterReads) {
 TEST(Half, RoundTripsEveryHalfAndRoundsToNearestEven) {
   for (uint32_t h = 0; h < 0x10000; ++h) {
     if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue;  // NaN
-    ASSERT_EQ(cv::float_to_half(mdi::h5::half_to_float(uint16_t(h))), h) << h;
+    ASSERT_EQ(cv::float_to_half(mdi::half_to_float(uint16_t(h))), h) << h;
   }
   EXPECT_EQ(cv::float_to_half(1.0f + 0x1.0p-11f), 0x3c00);      // tie -> even
   EXPECT_EQ(cv::float_to_half(1.0f + 0x1.8p-11f), 0x3c01);      // above the tie -> up

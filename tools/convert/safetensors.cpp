@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mdi/error.h"
-#include "mdi/h5.h"
+#include "mdi/half.h"
 
 namespace mdi::convert {
 
@@ -155,7 +155,7 @@ const StTensor& SafeTensors::at(const std::string& name) const {
 }
 
 float bf16_to_float(uint16_t b) {
-  return h5::bits_float(uint32_t(b) << 16);
+  return bits_float(uint32_t(b) << 16);
 }
 
 void bf16s_to_floats(const uint16_t* in, float* out, size_t n) {
@@ -166,10 +166,10 @@ uint16_t float_to_half(float f) {
   // Branch-free, so that loops over it vectorize (Marat Dukhan's FP16 library): the float
   // addition rounds to the nearest even half; a value that scales to inf is one that rounds to it.
   float base = (std::fabs(f) * 0x1.0p+112f) * 0x1.0p-110f;
-  const uint32_t w = h5::float_bits(f), two_w = w + w, sign = w & 0x80000000u;
+  const uint32_t w = float_bits(f), two_w = w + w, sign = w & 0x80000000u;
   const uint32_t bias = std::max(two_w & 0xff000000u, 0x71000000u);
-  base = h5::bits_float((bias >> 1) + 0x07800000u) + base;
-  const uint32_t bits = h5::float_bits(base);
+  base = bits_float((bias >> 1) + 0x07800000u) + base;
+  const uint32_t bits = float_bits(base);
   const uint32_t nonsign = ((bits >> 13) & 0x7c00u) + (bits & 0x0fffu);
   return uint16_t((sign >> 16) | (two_w > 0xff000000u ? 0x7e00u : nonsign));  // nan: quiet
 }
@@ -197,8 +197,8 @@ void SafeTensors::read_f32(const std::string& name, std::vector<float>& out) con
   if (esize <= 4) {  // F32 as it is; F16 and BF16 into the back half of out, then widened
     unsigned char* dst = reinterpret_cast<unsigned char*>(out.data()) + (esize == 2 ? 2 * n : 0);
     read_at(f.get(), data_start_ + t.begin, dst, bytes, path_, what);
-    if (t.dtype == "F16") h5::widen_in_place(out.data(), n, h5::halves_to_floats);
-    if (t.dtype == "BF16") h5::widen_in_place(out.data(), n, bf16s_to_floats);
+    if (t.dtype == "F16") widen_in_place(out.data(), n, halves_to_floats);
+    if (t.dtype == "BF16") widen_in_place(out.data(), n, bf16s_to_floats);
   } else {
     std::vector<double> raw(n);
     read_at(f.get(), data_start_ + t.begin, raw.data(), bytes, path_, what);
