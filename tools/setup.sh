@@ -22,6 +22,9 @@ packages=(build-essential cmake ninja-build pkg-config libopenmpi-dev openmpi-bi
 # Debian's Python with torch, h5py and numpy: the .pt / .bin conversions (tools/convert_pickle.py)
 # and their tests, the fixture and training scripts; matplotlib: tools/plot_bench.py and its test.
 [ "$what" = run ] || packages+=(python3-torch python3-h5py python3-numpy python3-matplotlib)
+# The aarch64 cross compiler and qemu-user: the CPU kernels' tests on the Jetsons' architecture
+# (tests/arm_ops.sh).
+[ "$what" = run ] || packages+=(g++-aarch64-linux-gnu qemu-user)
 # clang with its sanitizer and libFuzzer runtimes: the fuzz harnesses (tools/fuzz.sh).
 [ "$what" = fuzz ] && packages+=(clang libclang-rt-14-dev)
 # node + npm run the GPT-2 BPE reference test (gpt-3-encoder); many machines have them already.
@@ -54,9 +57,10 @@ sanitized_build() {  # [targets...]
   cmake --build build-asan -j "$jobs" ${1:+--target "$@"}
 }
 # The suite there, less bpe_vs_js (its C++ side is the BPE encoder: unit tests and fuzz_bpe cover
-# it), mpi_emulated_cluster (the mpi_* tests run the same mdi-llm code) and the tests in $skip.
+# it), mpi_emulated_cluster (the mpi_* tests run the same mdi-llm code), arm_ops_qemu (an aarch64
+# build of its own) and the tests in $skip.
 sanitized_suite() {
-  ctest --test-dir build-asan --output-on-failure -j "$jobs" -E "^(bpe_vs_js|mpi_emulated_cluster${skip:-})\$" "$@"
+  ctest --test-dir build-asan --output-on-failure -j "$jobs" -E "^(bpe_vs_js|mpi_emulated_cluster|arm_ops_qemu${skip:-})\$" "$@"
 }
 fuzz() { tools/fuzz.sh build && tools/fuzz.sh run "${1:-5}"; }
 
