@@ -32,7 +32,7 @@
 #include "mdi/cpu_ops.h"
 #include "mdi/half.h"
 
-#if defined(__FMA__) && (defined(__x86_64__) || defined(__i386__))
+#if (defined(__FMA__) || defined(__F16C__)) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
 #elif defined(__aarch64__)
 #include <arm_neon.h>
@@ -264,37 +264,30 @@ float dot(const float* a, const float* b, int n) {
 
 namespace {
 
-// Runs the kernels over one tile: weight rows [o0, o1) of w (their row o at w + (o - o0) * IC)
-// against every input row, MR rows at a time. binary16 weights are widened as they are loaded,
-// once per block of input rows: measured faster than widening the tile once into a buffer, at 8
-// rows and in prefill alike (an 8-row step of GPT-2 medium: 158-166 against 79-92 tokens/s).
-template <typename W>
-void tile_forward(float* out, const float* inp, const W* w, const float* bias, int B, int IC,
-                  int ld, int o0, int o1) {
-  for (int b = 0; b < B; b += MR) {
-    const int rb = std::min(MR, B - b);
-    for (int o = o0; o < o1; o += NR) {
-      const int nb = std::min(NR, o1 - o);
-      kKernels<W>[rb - 1][nb - 1](out + (size_t)b * ld + o, inp + (size_t)b * IC,
-                                  w + (size_t)(o - o0) * IC, bias ? bias + o : nullptr, IC, ld);
-    }
-  }
-}
-
+// W: float, or binary16 weights, which the kernels widen as they load them, once per block of
+// input rows: measured faster than widening a tile once into a buffer, at 8 rows and in prefill
+// alike (an 8-row step of GPT-2 medium: 158-166 against 79-92 tokens/s).
 template <typename W>
 void matmul_tiles(float* out, const float* inp, const W* weight, const float* bias, int B, int IC,
                   int OC, int ldo) {
   const int ld = ldo > 0 ? ldo : OC;
-  // Tiles of OT weight rows (about 128 KiB, a multiple of NR) are a thread's unit of work and stay
-  // in L2 while every input row streams past them, MR rows at a time; each weight row is read from
-  // memory once per call.
+  // Tiles of OT weight rows (about 128 KiB of floats, a multiple of NR) are a thread's unit of
+  // work and stay in L2 while every input row streams past them, MR rows at a time; each weight
+  // row is read from memory once per call.
   const int OT =
       std::max(NR, std::min(256, (int)((128 * 1024) / (4L * std::max(IC, 1))) / NR * NR));
   const int ntiles = (OC + OT - 1) / OT;
   const int nt = threads();
   parallel_for(ntiles, nt, ntiles > 1 && (long)B * IC * OC >= kParallelMin, [&](int t) {
     const int o0 = t * OT, o1 = std::min(OC, o0 + OT);
-    tile_forward(out, inp, weight + (size_t)o0 * IC, bias, B, IC, ld, o0, o1);
+    for (int b = 0; b < B; b += MR) {
+      const int rb = std::min(MR, B - b);
+      for (int o = o0; o < o1; o += NR) {
+        const int nb = std::min(NR, o1 - o);
+        kKernels<W>[rb - 1][nb - 1](out + (size_t)b * ld + o, inp + (size_t)b * IC,
+                                    weight + (size_t)o * IC, bias ? bias + o : nullptr, IC, ld);
+      }
+    }
   });
 }
 
