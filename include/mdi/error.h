@@ -17,8 +17,18 @@ struct UserError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// fmt 8 and newer check a format string against its arguments at compile time; older fmt
+// (Ubuntu 20.04, JetPack 5: 6.1) checks it when it formats.
+#if FMT_VERSION >= 80000
 template <typename... Args>
-[[noreturn]] void user_error(fmt::format_string<Args...> f, Args&&... args) {
+using FormatString = fmt::format_string<Args...>;
+#else
+template <typename... Args>
+using FormatString = fmt::string_view;
+#endif
+
+template <typename... Args>
+[[noreturn]] void user_error(FormatString<Args...> f, Args&&... args) {
   throw UserError(fmt::format(f, std::forward<Args>(args)...));
 }
 

@@ -279,7 +279,7 @@ class CudaBackend final : public Backend {
         MDI_CUDA_CHECK(cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal));
         enqueue_forward(R, h_x_);
         MDI_CUDA_CHECK(cudaStreamEndCapture(st_, &graph));
-        MDI_CUDA_CHECK(cudaGraphInstantiate(&g, graph, 0));
+        MDI_CUDA_CHECK(cudaGraphInstantiateWithFlags(&g, graph, 0));
         MDI_CUDA_CHECK(cudaGraphDestroy(graph));
       }
       MDI_CUDA_CHECK(cudaGraphLaunch(g, st_));

@@ -3,7 +3,7 @@
 // out. MDI_LAUNCH_CHECK() follows every kernel launch.
 #pragma once
 
-#include <cublas_api.h>
+#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 namespace mdi {

@@ -11,11 +11,13 @@
 #include <cub/block/block_scan.cuh>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -1135,7 +1137,7 @@ void allow_smem(void (*kernel)(KArgs...)) {
 
 // Kernels go out with the programmatic-serialization attribute (see pdl_wait) where they run as
 // compute capability 9.0+ code (pdl_wait compiled in), on a stream of their own (not the legacy
-// stream), unless MDI_CUDA_PDL=0 or set_pdl() turned it off.
+// stream), unless MDI_CUDA_PDL=0 or set_pdl() turned it off; never from a toolkit before 11.8.
 std::atomic<int> pdl_mode{-1};  // -1: not yet decided, 0 off, 1 on (for GPUs that support it)
 
 bool pdl_device() {
@@ -1145,34 +1147,46 @@ bool pdl_device() {
     mode = env && std::string(env) == "0" ? 0 : 1;
     pdl_mode.store(mode, std::memory_order_relaxed);
   }
-  return mode == 1 && device_info().arch >= 900;
+  return CUDART_VERSION >= 11080 && mode == 1 && device_info().arch >= 900;
 }
 
 bool pdl_enabled(cudaStream_t st) { return st != nullptr && pdl_device(); }
 
-// kernel<<<grid, block, smem, st>>>(args...) through cudaLaunchKernelEx, with the launch
-// attribute `attr` unless `with_attr` is false.
-template <typename... KArgs, typename... Args>
-void launch_with(cudaLaunchAttribute attr, bool with_attr, void (*kernel)(KArgs...), dim3 grid,
-                 dim3 block, size_t smem, cudaStream_t st, Args&&... args) {
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = st;
-  cfg.attrs = &attr;
-  cfg.numAttrs = with_attr ? 1 : 0;
-  MDI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
-}
-
-// A launch with programmatic dependent launch where pdl_enabled(st).
+// kernel<<<grid, block, smem, st>>>(args...), with programmatic dependent launch where
+// pdl_enabled(st). The launch attribute needs CUDA 11.8 (cudaLaunchKernelEx); an older toolkit
+// (JetPack 5's CUDA 11.4) builds no Hopper code, so it launches plainly.
 template <typename... KArgs, typename... Args>
 void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
             Args&&... args) {
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  launch_with(attr, pdl_enabled(st), kernel, grid, block, smem, st, std::forward<Args>(args)...);
+#if CUDART_VERSION >= 11080
+  if (pdl_enabled(st)) {
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    MDI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+    return;
+  }
+#endif
+  kernel<<<grid, block, smem, st>>>(std::forward<Args>(args)...);
+  MDI_LAUNCH_CHECK();
+}
+
+// A cooperative launch of kernel(args...): every block resident at once, or an error.
+template <typename... KArgs, typename... Args>
+void launch_cooperative(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                        cudaStream_t st, Args&&... args) {
+  std::tuple<std::decay_t<KArgs>...> params(std::forward<Args>(args)...);
+  auto ptrs =
+      std::apply([](auto&... p) { return std::array<void*, sizeof...(KArgs)>{&p...}; }, params);
+  MDI_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), grid, block,
+                                             ptrs.data(), smem, st));
 }
 
 // Blocks of kMatvecWarps warps of `kernel` with `smem` bytes of dynamic shared memory that fit on
@@ -1362,11 +1376,8 @@ void launch_layers(const DecodeLayersArgs& a, DType dt, cudaStream_t st) {
   // One wave, launched cooperatively: the grid barriers need every block resident at once, which
   // a plain launch does not promise where other work shares the GPU (e.g. another rank's
   // persistent kernel under MPS); a cooperative one starts all blocks together or fails.
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeCooperative;
-  attr.val.cooperative = 1;
-  launch_with(attr, true, kernel, dim3(wave_blocks(kernel, smem)), dim3(kMatvecWarps * 32), smem, st, a,
-              matvec_slices(a.C, dt), matvec_slices(4 * a.C, dt), 1.0f / std::sqrt(64.0f));
+  launch_cooperative(kernel, dim3(wave_blocks(kernel, smem)), dim3(kMatvecWarps * 32), smem, st, a,
+                     matvec_slices(a.C, dt), matvec_slices(4 * a.C, dt), 1.0f / std::sqrt(64.0f));
 }
 
 }  // namespace

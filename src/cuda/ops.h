@@ -5,7 +5,7 @@
 // Every launch is on `st` and checked; nothing here synchronises or allocates.
 #pragma once
 
-#include <cublas_api.h>
+#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include "mdi/cuda_backend.h"
