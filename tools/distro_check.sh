@@ -16,7 +16,8 @@
 # a minimal root lacks skip with their message (node, qemu, network namespaces, PyTorch).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-rel=${1:?"usage: $0 jammy|focal|noble [--cuda] | down [RELEASE]"}
+rel=${1:?"usage: $0 jammy|focal [--cuda] | down [RELEASE]"}
+case $rel in jammy | focal | down) ;; *) echo "distro_check: $rel: expected jammy, focal or down" >&2; exit 2 ;; esac
 cuda=0; [ "${2:-}" = --cuda ] && cuda=1
 base=${MDI_DISTRO_DIR:-/var/tmp}
 
