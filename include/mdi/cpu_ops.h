@@ -31,7 +31,8 @@ void matmul_forward(float* out, const float* inp, const uint16_t* weight, const 
 void layernorm_forward(float* out, const float* inp, const float* weight, const float* bias, int B,
                        int C, float eps);
 
-// x (N) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in place.
+// x (N) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in place; tanh is the kernels' own
+// (within 2 ulp; no libm), so the bits are the same on every target with FMA.
 void gelu_forward(float* x, long N);
 
 // x (N) += y (N).
@@ -40,7 +41,8 @@ void residual_forward(float* x, const float* y, long N);
 // Causal self-attention of B query rows against a KV cache.
 // q: (B, C) queries. Row b attends to positions 0 .. pos[b] of its sample, whose keys and values
 // are rows of k[b] and v[b] (each (T, C), row stride C, already holding position pos[b]).
-// out (B, C): per head softmax(q.k / sqrt(HS)) . v.  scratch: T floats per OpenMP thread.
+// out (B, C): per head softmax(q.k / sqrt(HS)) . v, exp the kernels' own (no libm).  scratch: T
+// floats per OpenMP thread.
 void attention_forward(float* out, const float* q, const float* const* k, const float* const* v,
                        const int* pos, int B, int C, int NH, int T, float* scratch);
 

@@ -14,8 +14,10 @@
 // an output element does not depend on B, on its row's place in the batch, on alignment (all loads
 // are unaligned loads) or on the thread count. Every multiply-add, in reductions and element-wise
 // ops alike, goes through fma8() / fma1() (explicit fma), so the compiler's FMA contraction cannot
-// make two paths, or GCC and Clang, differ: the bits are the same for any compiler, -O level and
-// x86 ISA with FMA (checked: GCC 12 and Clang 14, AVX2 and AVX-512), tanh/exp from libm aside.
+// make two paths, or GCC and Clang, differ. GELU's tanh and the attention's exp are this file's own
+// (exp8, tanh8), not libm's: the bits are the same for any compiler, -O level, C library and target
+// with FMA (tests/test_ops.cpp, Ops.SameBitsOnEveryTarget: GCC 9-12 and Clang 14, AVX2 and AVX-512,
+// glibc 2.31-2.36, and aarch64 under qemu).
 // One accumulator per output (not four) keeps a block of 2x8 or 3x8 outputs in (or near)
 // registers, and the independent chains of a block give the instruction-level parallelism.
 
@@ -26,6 +28,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <utility>
 
@@ -116,6 +119,67 @@ inline v8f fma8(v8f a, v8f b, v8f c) {
 inline float hsum8(v8f v) {
   const float s0 = v[0] + v[4], s1 = v[1] + v[5], s2 = v[2] + v[6], s3 = v[3] + v[7];
   return (s0 + s2) + (s1 + s3);
+}
+
+inline v8f splat(float a) {
+  return v8f{a, a, a, a, a, a, a, a};
+}
+
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+// exp(x), lane by lane (Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2, a degree-7 polynomial in r,
+// times 2^n), as a fixed sequence of IEEE operations with explicit fmas: the same bits on every
+// target with FMA, where libm's expf may differ between libraries. For x up to 88 (+inf above);
+// below -104, 0 (exp(x) rounds to 0 there); NaN stays NaN. 2^n is applied in two halves so that
+// results below 2^-126 round once, as subnormals.
+inline v8f exp8(v8f x) {
+  const v8f magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const v8f t = fma8(x, splat(1.44269504088896341f), magic);
+  const v8f n = t - magic;
+  v8f r = fma8(n, splat(-0.693359375f), x);  // ln 2 in two parts (Cody and Waite)
+  r = fma8(n, splat(2.12194440e-4f), r);
+  v8f p = splat(1.9875691500e-4f);
+  p = fma8(p, r, splat(1.3981999507e-3f));
+  p = fma8(p, r, splat(8.3334519073e-3f));
+  p = fma8(p, r, splat(4.1665795894e-2f));
+  p = fma8(p, r, splat(1.6666665459e-1f));
+  p = fma8(p, r, splat(5.0000001201e-1f));
+  const v8f y = fma8(p, r * r, r) + splat(1.0f);
+  const v8i ni = (v8i)t - (v8i)magic, n1 = ni >> 1, n2 = ni - n1;
+  const v8f e = y * (v8f)((n1 + 127) << 23) * (v8f)((n2 + 127) << 23);
+  return x < splat(-104.0f) ? splat(0.0f) : e;
+}
+
+// tanh(u), lane by lane (Cephes' tanhf): an odd polynomial below |u| = 0.625, else
+// 1 - 2 / (exp(2|u|) + 1) with u's sign; |u| >= 10 gives +-1. Within 2 ulp of tanh (tested
+// against double over every float in [-10.5, 10.5] once, and in tests/test_ops.cpp on a sample).
+inline v8f tanh8(v8f u) {
+  const v8i sign = (v8i)u & INT32_MIN;
+  const v8f a = (v8f)((v8i)u & INT32_MAX);  // |u|
+  const v8f z = u * u;
+  v8f p = splat(-5.70498872745e-3f);
+  p = fma8(p, z, splat(2.06390887954e-2f));
+  p = fma8(p, z, splat(-5.37397155531e-2f));
+  p = fma8(p, z, splat(1.33314422036e-1f));
+  p = fma8(p, z, splat(-3.33332819422e-1f));
+  const v8f small = fma8(p * z, u, u);
+  const v8f e = exp8(splat(2.0f) * (a < splat(10.0f) ? a : splat(10.0f)));
+  const v8f big = (v8f)((v8i)(splat(1.0f) - splat(2.0f) / (e + splat(1.0f))) | sign);
+  return a < splat(0.625f) ? small : big;
+}
+
+// x (n) = f(x), eight elements at a time; a last partial chunk goes through f padded with zeros, so
+// every element gets the same operations wherever it sits.
+template <typename F>
+inline void map8(float* x, long n, F&& f) {
+  long i = 0;
+  for (; i + 8 <= n; i += 8) store8(x + i, f(load8(x + i)));
+  if (i < n) {
+    float tail[8] = {};
+    std::memcpy(tail, x + i, (n - i) * sizeof(float));
+    store8(tail, f(load8(tail)));
+    std::memcpy(x + i, tail, (n - i) * sizeof(float));
+  }
 }
 
 // A weight as fp32: a float as it is, a binary16 widened (exactly: every half is a float), so that
@@ -322,20 +386,65 @@ void layernorm_forward(float* out, const float* inp, const float* weight, const 
 }
 
 void gelu_forward(float* x, long N) {
-  const float s = 0.7978845608028654f;  // sqrt(2 / pi)
+  const v8f s = splat(0.7978845608028654f);  // sqrt(2 / pi)
+  const v8f c = splat(0.044715f), half = splat(0.5f), one = splat(1.0f);
+  // v + 0.044715 v^3 as one explicit fma; each element gets the same operations for any N or
+  // thread count (map8).
+  auto gelu8 = [&](v8f v) { return half * v * (one + tanh8(s * fma8(c * v * v, v, v))); };
+  constexpr long kPiece = 1024;  // elements per parallel item (a multiple of 8)
+  const long pieces = (N + kPiece - 1) / kPiece;
   const int nt = threads();
-  parallel_for(N, nt, N >= kParallelMin / 8, [&](long i) {
-    // v + 0.044715 v^3 as one explicit fma1, so GCC (contracts) and Clang (does not) agree.
-    const float v = x[i];
-    const float u = fma1(0.044715f * v * v, v, v);
-    x[i] = 0.5f * v * (1.0f + std::tanh(s * u));
-  });
+  parallel_for(pieces, nt, N >= kParallelMin / 8,
+               [&](long i) { map8(x + i * kPiece, std::min(kPiece, N - i * kPiece), gelu8); });
 }
 
 void residual_forward(float* x, const float* y, long N) {
   const int nt = threads();
   parallel_for(N, nt, N >= kParallelMin * 8, [&](long i) { x[i] += y[i]; });
 }
+
+namespace {
+
+// Scores of keys t0 .. t0 + N - 1 against qh, side by side: each is the chain dot() computes (the
+// one order), so att[t] does not depend on how the keys are grouped. N independent chains keep the
+// FMA units busy where one short dot product a call waits on its own latency.
+template <int N>
+inline void scores(float* att, const float* qh, const float* kh, int t0, int C, int HS,
+                   float scale) {
+  v8f acc[N] = {};
+  int k = 0;
+  for (; k + 8 <= HS; k += 8) {
+    const v8f a = load8(qh + k);
+#pragma GCC unroll 8
+    for (int j = 0; j < N; j++) acc[j] = fma8(a, load8(kh + (size_t)(t0 + j) * C + k), acc[j]);
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < N; j++)
+    att[t0 + j] = finish(acc[j], qh, kh + (size_t)(t0 + j) * C, k, HS) * scale;
+}
+
+// oh[8j .. 8j + 7] for j < G = sum over t = 0 .. P in order of att[t] * vh[t][8j .. 8j + 7]: each
+// element is its own chain in t, as in a loop over the elements, with the G chunks' rows of v read
+// together (one pass over the cached rows instead of one per chunk).
+template <int G>
+void weighted_sum(float* oh, const float* att, const float* vh, int P, int C) {
+  v8f acc[G] = {};
+  for (int t = 0; t <= P; t++) {
+    const v8f av = splat(att[t]);
+    const float* vt = vh + (size_t)t * C;
+#pragma GCC unroll 8
+    for (int j = 0; j < G; j++) acc[j] = fma8(av, load8(vt + 8 * j), acc[j]);
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < G; j++) store8(oh + 8 * j, acc[j]);
+}
+
+using WeightedSum = void (*)(float*, const float*, const float*, int, int);
+constexpr WeightedSum kWeightedSums[8] = {weighted_sum<1>, weighted_sum<2>, weighted_sum<3>,
+                                          weighted_sum<4>, weighted_sum<5>, weighted_sum<6>,
+                                          weighted_sum<7>, weighted_sum<8>};
+
+}  // namespace
 
 void attention_forward(float* out, const float* q, const float* const* k, const float* const* v,
                        const int* pos, int B, int C, int NH, int T, float* scratch) {
@@ -344,42 +453,38 @@ void attention_forward(float* out, const float* q, const float* const* k, const 
   long work = 0;  // multiply-adds: two passes over pos + 1 cached rows of HS
   for (int b = 0; b < B; b++) work += 2L * (pos[b] + 1) * C;
   const int nt = threads();
-  parallel_for(B * NH, nt, B * NH > 1 && work >= kParallelMin, [&](int bh) {
-    const int b = bh / NH, h = bh % NH, P = pos[b];
+  // Head-major: the rows of one head follow each other, so a prefill's keys and values of that
+  // head (P x HS of each) stay in cache from one row to the next.
+  parallel_for(B * NH, nt, B * NH > 1 && work >= kParallelMin, [&](int hb) {
+    const int h = hb / B, b = hb % B, P = pos[b];
     const float* qh = q + (size_t)b * C + h * HS;
     const float* kh = k[b] + h * HS;
     const float* vh = v[b] + h * HS;
     float* oh = out + (size_t)b * C + h * HS;
     float* att = scratch + (size_t)omp_get_thread_num() * T;
 
-    // Scores and max, then exp(score - max) and their sum, t = 0 .. P in order.
+    // Scores, eight keys at a time, then the max, exp(score - max) and their sum (the one order).
+    int t = 0;
+    for (; t + 8 <= P + 1; t += 8) scores<8>(att, qh, kh, t, C, HS, scale);
+    for (; t <= P; t++) scores<1>(att, qh, kh, t, C, HS, scale);
     float maxv = -INFINITY;
-    for (int t = 0; t <= P; t++) {
-      att[t] = dot(qh, kh + (size_t)t * C, HS) * scale;
-      maxv = std::max(maxv, att[t]);
-    }
-    float sum = 0.0f;
-    for (int t = 0; t <= P; t++) {
-      att[t] = std::exp(att[t] - maxv);
-      sum += att[t];
-    }
-    const float inv = 1.0f / sum;
-    for (int t = 0; t <= P; t++) att[t] *= inv;
+    for (t = 0; t <= P; t++) maxv = std::max(maxv, att[t]);
+    const v8f mv = splat(maxv);
+    map8(att, P + 1, [&](v8f a) { return exp8(a - mv); });
+    const float inv = 1.0f / sum_fixed(att, P + 1);
+    for (t = 0; t <= P; t++) att[t] *= inv;
 
-    // out = sum over t = 0 .. P in order of att[t] * v[t], lane by lane (each element is its own
-    // chain, so the vector part and the tail compute the same thing).
+    // out = sum over t = 0 .. P in order of att[t] * v[t], element by element: up to 64 elements
+    // per pass over the rows, then the tail (each element its own chain either way).
     int i = 0;
-    for (; i + 8 <= HS; i += 8) {
-      v8f acc = {};
-      for (int t = 0; t <= P; t++) {
-        const float a = att[t];
-        acc = fma8(v8f{a, a, a, a, a, a, a, a}, load8(vh + (size_t)t * C + i), acc);
-      }
-      store8(oh + i, acc);
+    while (i + 8 <= HS) {
+      const int g = std::min(8, (HS - i) / 8);
+      kWeightedSums[g - 1](oh + i, att, vh + i, P, C);
+      i += 8 * g;
     }
     for (; i < HS; i++) {
       float acc = 0.0f;
-      for (int t = 0; t <= P; t++) acc = fma1(att[t], vh[(size_t)t * C + i], acc);
+      for (t = 0; t <= P; t++) acc = fma1(att[t], vh[(size_t)t * C + i], acc);
       oh[i] = acc;
     }
   });
