@@ -222,7 +222,7 @@ inline float finish(v8f acc, const float* a, const W* b, int k, int n) {
 
 // Fixed-order sum of x (n): the dot order with b = 1 (fma(x, 1, s) == s + x exactly).
 float sum_fixed(const float* x, int n) {
-  const v8f one = {1, 1, 1, 1, 1, 1, 1, 1};
+  const v8f one = splat(1.0f);
   v8f acc = {};
   int k = 0;
   for (; k + 8 <= n; k += 8) acc = fma8(load8(x + k), one, acc);
@@ -233,7 +233,7 @@ float sum_fixed(const float* x, int n) {
 
 // Fixed-order sum of (x - m)^2 (n).
 float sumsq_fixed(const float* x, float m, int n) {
-  const v8f mv = {m, m, m, m, m, m, m, m};
+  const v8f mv = splat(m);
   v8f acc = {};
   int k = 0;
   for (; k + 8 <= n; k += 8) {
