@@ -126,6 +126,7 @@ inline v8f splat(float a) {
 }
 
 typedef int32_t v8i __attribute__((vector_size(32)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
 
 // exp(x), lane by lane (Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2, a degree-7 polynomial in r,
 // times 2^n), as a fixed sequence of IEEE operations with explicit fmas: the same bits on every
@@ -145,7 +146,9 @@ inline v8f exp8(v8f x) {
   p = fma8(p, r, splat(1.6666665459e-1f));
   p = fma8(p, r, splat(5.0000001201e-1f));
   const v8f y = fma8(p, r * r, r) + splat(1.0f);
-  const v8i ni = (v8i)t - (v8i)magic, n1 = ni >> 1, n2 = ni - n1;
+  // n as an integer, and 2^n as two factors' exponent fields, in unsigned arithmetic: it wraps
+  // (no undefined behaviour) in lanes where x < -104, which are replaced by 0 below.
+  const v8u ni = (v8u)t - (v8u)magic, n1 = (v8u)((v8i)ni >> 1), n2 = ni - n1;
   const v8f e = y * (v8f)((n1 + 127) << 23) * (v8f)((n2 + 127) << 23);
   return x < splat(-104.0f) ? splat(0.0f) : e;
 }
