@@ -18,8 +18,9 @@
 // (exp8, tanh8), not libm's: the bits are the same for any compiler, -O level, C library and target
 // with FMA (tests/test_ops.cpp, Ops.SameBitsOnEveryTarget: GCC 9-12 and Clang 14, AVX2 and AVX-512,
 // glibc 2.31-2.36, and aarch64 under qemu).
-// One accumulator per output (not four) keeps a block of 2x8 or 3x8 outputs in (or near)
-// registers, and the independent chains of a block give the instruction-level parallelism.
+// One accumulator per output (not four) keeps a block of 2x8 or 6x8 outputs in (or near)
+// registers, and the independent chains of a block give the instruction-level parallelism. With
+// AVX-512, one register holds two rows' chains side by side (the same operations, lane for lane).
 
 #include <omp.h>
 
@@ -280,16 +281,84 @@ void mm_block(float* out, const float* inp, const W* w, const float* bias, int I
     }
 }
 
+#ifndef MDI_ROW_PAIRS  // -DMDI_ROW_PAIRS=0 builds the 256-bit kernels alone, for comparison
+#if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__F16C__) && defined(__FMA__)
+#define MDI_ROW_PAIRS 1
+#else
+#define MDI_ROW_PAIRS 0
+#endif
+#endif
+#if MDI_ROW_PAIRS
+// Two input rows side by side in one 512-bit register: lanes 0-7 hold row r's eight elements,
+// lanes 8-15 row r + 1's, multiplied by the same eight weights in both halves. Each half is the
+// 8-lane chain of mm_block, fma for fma, so the outputs have the same bits, for half the fma
+// instructions: a core with 512-bit fma units does twice the multiply-adds per cycle.
+// (The maskz forms with a full mask compile to the plain instructions; the plain intrinsics make
+// GCC 12 warn about its own headers' undefined registers, GCC bug 105593.)
+inline __m512 load_pair(const float* a, const float* b) {
+  return _mm512_insertf32x8(_mm512_maskz_broadcast_f32x8(0xffff, _mm256_loadu_ps(a)),
+                            _mm256_loadu_ps(b), 1);
+}
+inline __m512 loadw_both(const float* p) {
+  return _mm512_maskz_broadcast_f32x8(0xffff, _mm256_loadu_ps(p));
+}
+inline __m512 loadw_both(const uint16_t* p) {
+  return _mm512_maskz_cvtph_ps(
+      0xffff, _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
+// mm_block for R input rows (2 <= R) x N weight rows, in (R + 1) / 2 pairs; an odd R's last row
+// fills both halves of its pair and the copy is not stored.
+template <typename W, int R, int N>
+void mm_pairs(float* out, const float* inp, const W* w, const float* bias, int IC, int OC) {
+  constexpr int P = (R + 1) / 2;
+  __m512 acc[P][N];
+#pragma GCC unroll 8
+  for (int p = 0; p < P; p++)
+#pragma GCC unroll 8
+    for (int n = 0; n < N; n++) acc[p][n] = _mm512_setzero_ps();
+  int k = 0;
+  for (; k + 8 <= IC; k += 8) {
+    __m512 x[P];
+#pragma GCC unroll 8
+    for (int p = 0; p < P; p++)
+      x[p] = load_pair(inp + (size_t)(2 * p) * IC + k,
+                       inp + (size_t)std::min(2 * p + 1, R - 1) * IC + k);
+#pragma GCC unroll 8
+    for (int n = 0; n < N; n++) {
+      const __m512 wv = loadw_both(w + (size_t)n * IC + k);
+#pragma GCC unroll 8
+      for (int p = 0; p < P; p++) acc[p][n] = _mm512_fmadd_ps(x[p], wv, acc[p][n]);
+    }
+  }
+  for (int p = 0; p < P; p++)
+    for (int n = 0; n < N; n++) {
+      const v8f half[2] = {(v8f)_mm512_extractf32x8_ps(acc[p][n], 0),
+                           (v8f)_mm512_extractf32x8_ps(acc[p][n], 1)};
+      for (int r = 2 * p; r < std::min(2 * p + 2, R); r++) {
+        float s = finish(half[r - 2 * p], inp + (size_t)r * IC, w + (size_t)n * IC, k, IC);
+        if (bias) s += bias[n];
+        out[(size_t)r * OC + n] = s;
+      }
+    }
+}
+#endif
+
 // Block shape: MR input rows x NR weight rows per kernel call; an input block stays in L1 while a
 // tile of weight rows streams past it (from memory for the first block, from L2 after that).
 // Eight weight rows side by side are what let B = 1 reach memory bandwidth on one core (Zen 5 dev
-// box: 4 rows ~27 GB/s, 8 rows ~37 GB/s). x86: MR = 3 puts 24 accumulators in AVX-512's 32 vector
-// registers; with AVX2's 16, 2x8 (a few spills) measured faster than 3x4 and 2x6 (-mno-avx512f).
+// box: 4 rows ~27 GB/s, 8 rows ~37 GB/s). x86 with AVX-512: 6 rows in three pairs (mm_pairs) x 8
+// puts 24 two-chain accumulators in the 32 vector registers; a 256-row prefill product on one core
+// of the Zen 5 dev box went from 82-85 GFLOP/s (3x8 in 256-bit registers) to 106-139, ahead of 4x8,
+// 8x6, 6x10 and 12x4 (tools/bench_bandwidth; B = 1 keeps mm_block, which is bound by memory).
+// AVX2 alone (16 registers): 2x8 (a few spills) measured faster than 3x4 and 2x6.
 // aarch64: a v8f is two q registers, so 2x4 (2x8 spills in Clang's code, 2x4 does not); NEON speed
 // is untested. (One block of all B <= 8 rows, streaming the weights in a single pass, measured no
 // faster here and was dropped.) Override with -DMDI_MATMUL_MR=.. -DMDI_MATMUL_NR=.. to tune.
 #if defined(MDI_MATMUL_MR) && defined(MDI_MATMUL_NR)
 constexpr int MR = MDI_MATMUL_MR, NR = MDI_MATMUL_NR;
+#elif MDI_ROW_PAIRS
+constexpr int MR = 6, NR = 8;  // three row pairs x 8: 24 of the 32 registers accumulate
 #elif defined(__AVX512F__)
 constexpr int MR = 3, NR = 8;
 #elif defined(__aarch64__)
@@ -301,9 +370,18 @@ constexpr int MR = 2, NR = 8;
 template <typename W>
 using Kernel = void (*)(float*, const float*, const W*, const float*, int, int);
 
+// The kernel for R x N blocks: in row pairs where the target has them, for R >= 2.
+template <typename W, int R, int N>
+constexpr Kernel<W> block_kernel() {
+#if MDI_ROW_PAIRS
+  if constexpr (R >= 2) return &mm_pairs<W, R, N>;
+#endif
+  return &mm_block<W, R, N>;
+}
+
 template <typename W, int R, int... Ns>
 constexpr auto kernel_row(std::integer_sequence<int, Ns...>) {
-  return std::array<Kernel<W>, sizeof...(Ns)>{&mm_block<W, R, Ns + 1>...};
+  return std::array<Kernel<W>, sizeof...(Ns)>{block_kernel<W, R, Ns + 1>()...};
 }
 
 template <typename W, int... Rs>
