@@ -288,7 +288,8 @@ TEST_P(CudaOps, Attention) {
     const int B = int(rs.size());
     const std::vector<float> q = randn(size_t(B) * C, g), k = randn(size_t(S) * T * C, g),
                              v = randn(size_t(S) * T * C, g);
-    std::vector<float> want(size_t(B) * C), scratch(T);
+    std::vector<float> want(size_t(B) * C),
+        scratch(mdi::cpu::attention_scratch_floats(T, mdi::cpu::threads()));
     std::vector<const float*> kp(B), vp(B);
     for (int b = 0; b < B; ++b) {
       kp[b] = k.data() + size_t(rs[b]) * T * C;

@@ -2,8 +2,10 @@
 // copy bandwidth? Prints a STREAM-like copy (GB/s of read + write bytes), then matmul_forward in
 // GB/s of weight bytes and GFLOP/s: B = 1 on a cache-resident weight ("hot") and on copies that
 // cycle through more memory than the caches hold ("cold"), B = 1, 2, 4, 8 on the lm_head ("big",
-// larger than the caches), and a prefill batch. Not a full STREAM suite; not Google Benchmark
-// either, because the point is one table of GB/s next to the copy figure.
+// larger than the caches), and a prefill batch; then one layer's attention_forward (GPT-2 124M
+// shape) for a 900-token prompt and for 8 samples decoding at position 899. Not a full STREAM
+// suite; not Google Benchmark either, because the point is one table of GB/s next to the copy
+// figure.
 //
 // Usage: bench_bandwidth [threads] [--mib 256] [--reps 10] [--prefill-b 256] [--offset 0]
 //   threads   OpenMP threads for the copy and mdi::cpu::set_threads (default: all cores)
@@ -25,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <vector>
 
 #include "mdi/cli_checks.h"
 #include "mdi/cpu_ops.h"
@@ -114,6 +117,35 @@ void bench_matmul(int B, int OC, int IC, long pool_bytes, int nt, int reps) {
               OC, IC, kind, wn * 4.0 / t / 1e9, 2.0 * B * wn / t / 1e9, t * 1e6);
 }
 
+// attention_forward of one GPT-2 124M layer (C 768, 12 heads): a prompt of rows rows of one sample
+// (the prefill: rows 0 .. rows - 1 at positions 0 .. rows - 1), or `rows` samples of one row each
+// at position pos (decode), every sample with its own cache.
+void bench_attention(bool prefill, int rows, int pos, int nt, int reps) {
+  const int C = 768, NH = 12, T = std::max(rows, pos + 1), caches = prefill ? 1 : rows;
+  Buf q((long)rows * C), k((long)caches * T * C), v((long)caches * T * C), out((long)rows * C),
+      scratch(mdi::cpu::attention_scratch_floats(T, nt));
+  fill(q.data(), q.size(), nt, 0.1f);
+  fill(k.data(), k.size(), nt, 0.2f);
+  fill(v.data(), v.size(), nt, 0.3f);
+  std::vector<const float*> kp(rows), vp(rows);
+  std::vector<int> at(rows);
+  for (int r = 0; r < rows; r++) {
+    kp[r] = k.data() + (prefill ? 0L : (long)r * T * C);
+    vp[r] = v.data() + (prefill ? 0L : (long)r * T * C);
+    at[r] = prefill ? r : pos;
+  }
+  const double t = best_of(reps, [&] {
+    mdi::cpu::attention_forward(out.data(), q.data(), kp.data(), vp.data(), at.data(), rows, C, NH,
+                                T, scratch.data());
+  });
+  if (prefill)
+    std::printf("attention   prefill of %4d rows, one sample          %9.3f ms/layer\n", rows,
+                t * 1e3);
+  else
+    std::printf("attention   decode, %2d samples at position %4d       %9.3f ms/layer\n", rows, pos,
+                t * 1e3);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -142,5 +174,7 @@ int main(int argc, char** argv) {
   for (int B : {1, 2, 4, 8}) bench_matmul(B, 50257, 768, 0, nt, reps);
   bench_matmul(prefill_b, 3072, 768, 0, nt, std::min(reps, 5));
   bench_matmul(prefill_b, 768, 3072, 0, nt, std::min(reps, 5));
+  bench_attention(true, 900, 0, nt, std::min(reps, 5));
+  bench_attention(false, 8, 899, nt, reps);
   return 0;
 }

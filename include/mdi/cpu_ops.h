@@ -41,10 +41,14 @@ void residual_forward(float* x, const float* y, long N);
 // Causal self-attention of B query rows against a KV cache.
 // q: (B, C) queries. Row b attends to positions 0 .. pos[b] of its sample, whose keys and values
 // are rows of k[b] and v[b] (each (T, C), row stride C, already holding position pos[b]).
-// out (B, C): per head softmax(q.k / sqrt(HS)) . v, exp the kernels' own (no libm).  scratch: T
-// floats per OpenMP thread.
+// out (B, C): per head softmax(q.k / sqrt(HS)) . v, exp the kernels' own (no libm). Consecutive
+// rows with the same k and v (a prefill's) may be computed together, with the same bits as alone.
+// scratch: attention_scratch_floats(T, threads) floats for up to `threads` OpenMP threads.
 void attention_forward(float* out, const float* q, const float* const* k, const float* const* v,
                        const int* pos, int B, int C, int NH, int T, float* scratch);
+inline long attention_scratch_floats(int T, int threads) {
+  return 2L * T * threads;  // two rows of scores per thread
+}
 
 // out (n) = softmax(in (n)) in double accumulation; returns nothing, used by the sampler tests.
 void softmax_forward(float* out, const float* in, int n);

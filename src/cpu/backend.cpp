@@ -35,7 +35,7 @@ class CpuBackend final : public Backend {
     row_sample_.resize(spec.max_rows);
     row_pos_.resize(spec.max_rows);
     cpu::set_threads(spec.threads);
-    scratch_.resize(size_t(std::max(1, spec.threads)) * T_);
+    scratch_.resize(cpu::attention_scratch_floats(T_, std::max(1, spec.threads)));
     if (w.head.lnf_w) lnf_.resize(size_t(std::max(1, spec.max_rows)) * C);
   }
 

@@ -20,7 +20,8 @@
 // glibc 2.31-2.36, and aarch64 under qemu).
 // One accumulator per output (not four) keeps a block of 2x8 or 6x8 outputs in (or near)
 // registers, and the independent chains of a block give the instruction-level parallelism. With
-// AVX-512, one register holds two rows' chains side by side (the same operations, lane for lane).
+// AVX-512, one register holds two rows' chains side by side (the same operations, lane for lane),
+// in the products and in a prompt's attention (MDI_ROW_PAIRS).
 
 #include <omp.h>
 
@@ -486,6 +487,30 @@ void residual_forward(float* x, const float* y, long N) {
 
 namespace {
 
+#if defined(__AVX2__)
+// hsum8 of a[0 .. 7], all eight at once: the same three rounds of additions, each on the same two
+// operands as hsum8's, done in vector lanes.
+inline v8f reduce_8(const v8f* a) {
+  // Round 1, l0 + l4 .. l3 + l7: u[j] holds key 2j's four sums, then key 2j + 1's.
+  __m256 u[4];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; j++) {
+    const __m256 x = (__m256)a[2 * j], y = (__m256)a[2 * j + 1];
+    u[j] = _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
+  }
+  // Round 2, (l0 + l4) + (l2 + l6) and (l1 + l5) + (l3 + l7), two keys per 128-bit half.
+  __m256 w[2];
+#pragma GCC unroll 2
+  for (int j = 0; j < 2; j++)
+    w[j] = _mm256_add_ps(_mm256_shuffle_ps(u[2 * j], u[2 * j + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm256_shuffle_ps(u[2 * j], u[2 * j + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  // Round 3, the two halves of the tree: keys 0, 2, 4, 6, 1, 3, 5, 7, put in order.
+  const __m256 r = _mm256_add_ps(_mm256_shuffle_ps(w[0], w[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm256_shuffle_ps(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return (v8f)_mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+#endif
+
 // Scores of keys t0 .. t0 + N - 1 against qh, side by side: each is the chain dot() computes (the
 // one order), so att[t] does not depend on how the keys are grouped. N independent chains keep the
 // FMA units busy where one short dot product a call waits on its own latency.
@@ -499,6 +524,14 @@ inline void scores(float* att, const float* qh, const float* kh, int t0, int C, 
 #pragma GCC unroll 8
     for (int j = 0; j < N; j++) acc[j] = fma8(a, load8(kh + (size_t)(t0 + j) * C + k), acc[j]);
   }
+#if defined(__AVX2__)
+  if constexpr (N == 8) {
+    if (k == HS) {  // no tail: reduce_8 ends all eight chains at once
+      store8(att + t0, reduce_8(acc) * splat(scale));
+      return;
+    }
+  }
+#endif
 #pragma GCC unroll 8
   for (int j = 0; j < N; j++)
     att[t0 + j] = finish(acc[j], qh, kh + (size_t)(t0 + j) * C, k, HS) * scale;
@@ -527,6 +560,179 @@ constexpr WeightedSum kWeightedSums[8] = {weighted_sum<1>, weighted_sum<2>, weig
 
 }  // namespace
 
+namespace {
+
+// att[0 .. P] = softmax(att[0 .. P]) in place: the max, exp(score - max) and their sum (the one
+// order), then the scaling.
+void softmax_scores(float* att, int P) {
+  float maxv = -INFINITY;
+  for (int t = 0; t <= P; t++) maxv = std::max(maxv, att[t]);
+  const v8f mv = splat(maxv);
+  map8(att, P + 1, [&](v8f a) { return exp8(a - mv); });
+  const float inv = 1.0f / sum_fixed(att, P + 1);
+  for (int t = 0; t <= P; t++) att[t] *= inv;
+}
+
+// One query row's head: oh (HS) = softmax(qh . kh[0 .. P] * scale) . vh[0 .. P].
+void attend_row(float* oh, float* att, const float* qh, const float* kh, const float* vh, int P,
+                int C, int HS, float scale) {
+  int t = 0;
+  for (; t + 8 <= P + 1; t += 8) scores<8>(att, qh, kh, t, C, HS, scale);
+  for (; t <= P; t++) scores<1>(att, qh, kh, t, C, HS, scale);
+  softmax_scores(att, P);
+  // out = sum over t = 0 .. P in order of att[t] * v[t], element by element: up to 64 elements
+  // per pass over the rows, then the tail (each element its own chain either way).
+  int i = 0;
+  while (i + 8 <= HS) {
+    const int g = std::min(8, (HS - i) / 8);
+    kWeightedSums[g - 1](oh + i, att, vh + i, P, C);
+    i += 8 * g;
+  }
+  for (; i < HS; i++) {
+    float acc = 0.0f;
+    for (t = 0; t <= P; t++) acc = fma1(att[t], vh[(size_t)t * C + i], acc);
+    oh[i] = acc;
+  }
+}
+
+#if MDI_ROW_PAIRS
+// Two query rows of one sample (one cache) in row pairs, as in mm_pairs: row 0's chains in lanes
+// 0-7, row 1's in lanes 8-15, each key and value loaded once for both. Every chain is attend_row's.
+
+// hsum8 of the 16 chains in a[0 .. 7] (row 0's of key j in lanes 0-7 of a[j], row 1's in 8-15),
+// all at once: the same three rounds of additions, each on the same two operands as hsum8's, done
+// in vector lanes. Returns row 0's eight sums in lanes 0-7, row 1's in 8-15.
+inline __m512 reduce_8x2(const __m512* a) {
+  // Round 1, l0 + l4 .. l3 + l7: a[j]'s 128-bit blocks are row 0's low and high half, row 1's low
+  // and high half; u[j] holds, per block, keys 2j (row 0, row 1) and 2j + 1 (row 0, row 1).
+  __m512 u[4];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; j++)
+    u[j] = _mm512_add_ps(
+        _mm512_maskz_shuffle_f32x4(0xffff, a[2 * j], a[2 * j + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+        _mm512_maskz_shuffle_f32x4(0xffff, a[2 * j], a[2 * j + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  // Round 2, (l0 + l4) + (l2 + l6) and (l1 + l5) + (l3 + l7), two chains per block and source.
+  __m512 w[2];
+#pragma GCC unroll 2
+  for (int j = 0; j < 2; j++)
+    w[j] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * j], u[2 * j + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(u[2 * j], u[2 * j + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  // Round 3, the two halves of the tree; lane i then holds chain (row, key) with i = 8 (key % 2)
+  // + 4 row + key / 2, put in order by the permutation.
+  const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_maskz_permutexvar_ps(
+      0xffff, _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), r);
+}
+
+// scores<N> of q0 and q1 against keys t0 .. t0 + N - 1.
+template <int N>
+inline void scores_pair(float* att0, float* att1, const float* q0, const float* q1, const float* kh,
+                        int t0, int C, int HS, float scale) {
+  __m512 acc[N];
+#pragma GCC unroll 8
+  for (int j = 0; j < N; j++) acc[j] = _mm512_setzero_ps();
+  int k = 0;
+  for (; k + 8 <= HS; k += 8) {
+    const __m512 a = load_pair(q0 + k, q1 + k);
+#pragma GCC unroll 8
+    for (int j = 0; j < N; j++)
+      acc[j] = _mm512_fmadd_ps(a, loadw_both(kh + (size_t)(t0 + j) * C + k), acc[j]);
+  }
+  if constexpr (N == 8) {
+    if (k == HS) {  // no tail: every chain ends in its lane tree, reduce_8x2 does all 16
+      const __m512 sc = _mm512_mul_ps(reduce_8x2(acc), _mm512_set1_ps(scale));
+      _mm256_storeu_ps(att0 + t0, _mm512_extractf32x8_ps(sc, 0));
+      _mm256_storeu_ps(att1 + t0, _mm512_extractf32x8_ps(sc, 1));
+      return;
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < N; j++) {
+    const float* kt = kh + (size_t)(t0 + j) * C;
+    att0[t0 + j] = finish((v8f)_mm512_extractf32x8_ps(acc[j], 0), q0, kt, k, HS) * scale;
+    att1[t0 + j] = finish((v8f)_mm512_extractf32x8_ps(acc[j], 1), q1, kt, k, HS) * scale;
+  }
+}
+
+// weighted_sum<G> of both rows: together over the cached rows both attend to (t <= min(P0, P1)),
+// then the longer row's chains go on alone.
+template <int G>
+void weighted_sum_pair(float* o0, float* o1, const float* att0, const float* att1, const float* vh,
+                       int P0, int P1, int C) {
+  __m512 acc[G];
+#pragma GCC unroll 8
+  for (int j = 0; j < G; j++) acc[j] = _mm512_setzero_ps();
+  const int P = std::min(P0, P1);
+  for (int t = 0; t <= P; t++) {
+    const __m512 av = _mm512_insertf32x8(_mm512_set1_ps(att0[t]), _mm256_set1_ps(att1[t]), 1);
+    const float* vt = vh + (size_t)t * C;
+#pragma GCC unroll 8
+    for (int j = 0; j < G; j++) acc[j] = _mm512_fmadd_ps(av, loadw_both(vt + 8 * j), acc[j]);
+  }
+  v8f a0[G], a1[G];
+#pragma GCC unroll 8
+  for (int j = 0; j < G; j++) {
+    a0[j] = (v8f)_mm512_extractf32x8_ps(acc[j], 0);
+    a1[j] = (v8f)_mm512_extractf32x8_ps(acc[j], 1);
+  }
+  for (int t = P + 1; t <= P0; t++) {
+    const v8f av = splat(att0[t]);
+#pragma GCC unroll 8
+    for (int j = 0; j < G; j++) a0[j] = fma8(av, load8(vh + (size_t)t * C + 8 * j), a0[j]);
+  }
+  for (int t = P + 1; t <= P1; t++) {
+    const v8f av = splat(att1[t]);
+#pragma GCC unroll 8
+    for (int j = 0; j < G; j++) a1[j] = fma8(av, load8(vh + (size_t)t * C + 8 * j), a1[j]);
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < G; j++) {
+    store8(o0 + 8 * j, a0[j]);
+    store8(o1 + 8 * j, a1[j]);
+  }
+}
+
+using WeightedSumPair = void (*)(float*, float*, const float*, const float*, const float*, int, int,
+                                 int);
+constexpr WeightedSumPair kWeightedSumPairs[8] = {
+    weighted_sum_pair<1>, weighted_sum_pair<2>, weighted_sum_pair<3>, weighted_sum_pair<4>,
+    weighted_sum_pair<5>, weighted_sum_pair<6>, weighted_sum_pair<7>, weighted_sum_pair<8>};
+
+// attend_row for two rows of one cache, at positions P0 and P1.
+void attend_pair(float* o0, float* o1, float* att0, float* att1, const float* q0, const float* q1,
+                 const float* kh, const float* vh, int P0, int P1, int C, int HS, float scale) {
+  const int P = std::min(P0, P1);
+  int t = 0;
+  for (; t + 8 <= P + 1; t += 8) scores_pair<8>(att0, att1, q0, q1, kh, t, C, HS, scale);
+  for (; t <= P; t++) scores_pair<1>(att0, att1, q0, q1, kh, t, C, HS, scale);
+  // The longer row's own keys, eight at a time where it has them (t may start unaligned: each
+  // score is its own chain).
+  float* att = P0 > P ? att0 : att1;
+  const float* qh = P0 > P ? q0 : q1;
+  const int Pm = std::max(P0, P1);
+  for (; t + 8 <= Pm + 1; t += 8) scores<8>(att, qh, kh, t, C, HS, scale);
+  for (; t <= Pm; t++) scores<1>(att, qh, kh, t, C, HS, scale);
+  softmax_scores(att0, P0);
+  softmax_scores(att1, P1);
+  int i = 0;
+  while (i + 8 <= HS) {
+    const int g = std::min(8, (HS - i) / 8);
+    kWeightedSumPairs[g - 1](o0 + i, o1 + i, att0, att1, vh + i, P0, P1, C);
+    i += 8 * g;
+  }
+  for (; i < HS; i++) {
+    float acc0 = 0.0f, acc1 = 0.0f;
+    for (t = 0; t <= P0; t++) acc0 = fma1(att0[t], vh[(size_t)t * C + i], acc0);
+    for (t = 0; t <= P1; t++) acc1 = fma1(att1[t], vh[(size_t)t * C + i], acc1);
+    o0[i] = acc0;
+    o1[i] = acc1;
+  }
+}
+#endif
+
+}  // namespace
+
 void attention_forward(float* out, const float* q, const float* const* k, const float* const* v,
                        const int* pos, int B, int C, int NH, int T, float* scratch) {
   const int HS = C / NH;
@@ -534,40 +740,28 @@ void attention_forward(float* out, const float* q, const float* const* k, const 
   long work = 0;  // multiply-adds: two passes over pos + 1 cached rows of HS
   for (int b = 0; b < B; b++) work += 2L * (pos[b] + 1) * C;
   const int nt = threads();
-  // Head-major: the rows of one head follow each other, so a prefill's keys and values of that
-  // head (P x HS of each) stay in cache from one row to the next.
-  parallel_for(B * NH, nt, B * NH > 1 && work >= kParallelMin, [&](int hb) {
-    const int h = hb / B, b = hb % B, P = pos[b];
-    const float* qh = q + (size_t)b * C + h * HS;
-    const float* kh = k[b] + h * HS;
-    const float* vh = v[b] + h * HS;
-    float* oh = out + (size_t)b * C + h * HS;
-    float* att = scratch + (size_t)omp_get_thread_num() * T;
-
-    // Scores, eight keys at a time, then the max, exp(score - max) and their sum (the one order).
-    int t = 0;
-    for (; t + 8 <= P + 1; t += 8) scores<8>(att, qh, kh, t, C, HS, scale);
-    for (; t <= P; t++) scores<1>(att, qh, kh, t, C, HS, scale);
-    float maxv = -INFINITY;
-    for (t = 0; t <= P; t++) maxv = std::max(maxv, att[t]);
-    const v8f mv = splat(maxv);
-    map8(att, P + 1, [&](v8f a) { return exp8(a - mv); });
-    const float inv = 1.0f / sum_fixed(att, P + 1);
-    for (t = 0; t <= P; t++) att[t] *= inv;
-
-    // out = sum over t = 0 .. P in order of att[t] * v[t], element by element: up to 64 elements
-    // per pass over the rows, then the tail (each element its own chain either way).
-    int i = 0;
-    while (i + 8 <= HS) {
-      const int g = std::min(8, (HS - i) / 8);
-      kWeightedSums[g - 1](oh + i, att, vh + i, P, C);
-      i += 8 * g;
+  // Work items: a head of R consecutive rows (R = 2 where the target has row pairs and the batch
+  // has rows of one sample, as in a prefill: they share each key and value they load). Head-major:
+  // the rows of one head follow each other, so a prefill's keys and values of that head (P x HS of
+  // each) stay in cache from one item to the next.
+  bool pairs = false;
+  for (int b = 0; MDI_ROW_PAIRS && b + 1 < B; b++) pairs |= k[b] == k[b + 1] && v[b] == v[b + 1];
+  const int R = pairs ? 2 : 1;
+  const int groups = (B + R - 1) / R;
+  parallel_for(groups * NH, nt, groups * NH > 1 && work >= kParallelMin, [&](int hg) {
+    const int h = hg / groups, b0 = hg % groups * R, b1 = std::min(B, b0 + R);
+    float* att = scratch + (size_t)omp_get_thread_num() * 2 * T;
+#if MDI_ROW_PAIRS
+    if (R == 2 && b1 - b0 == 2 && k[b0] == k[b0 + 1] && v[b0] == v[b0 + 1]) {
+      attend_pair(out + (size_t)b0 * C + h * HS, out + (size_t)(b0 + 1) * C + h * HS, att, att + T,
+                  q + (size_t)b0 * C + h * HS, q + (size_t)(b0 + 1) * C + h * HS, k[b0] + h * HS,
+                  v[b0] + h * HS, pos[b0], pos[b0 + 1], C, HS, scale);
+      return;
     }
-    for (; i < HS; i++) {
-      float acc = 0.0f;
-      for (t = 0; t <= P; t++) acc = fma1(att[t], vh[(size_t)t * C + i], acc);
-      oh[i] = acc;
-    }
+#endif
+    for (int b = b0; b < b1; b++)
+      attend_row(out + (size_t)b * C + h * HS, att, q + (size_t)b * C + h * HS, k[b] + h * HS,
+                 v[b] + h * HS, pos[b], C, HS, scale);
   });
 }
 
