@@ -573,6 +573,16 @@ void softmax_scores(float* att, int P) {
   for (int t = 0; t <= P; t++) att[t] *= inv;
 }
 
+// oh[i] for i = i0 .. HS - 1 (a head's last HS % 8 elements): weighted_sum's chain, one element
+// at a time.
+void weighted_tail(float* oh, const float* att, const float* vh, int P, int C, int i0, int HS) {
+  for (int i = i0; i < HS; i++) {
+    float acc = 0.0f;
+    for (int t = 0; t <= P; t++) acc = fma1(att[t], vh[(size_t)t * C + i], acc);
+    oh[i] = acc;
+  }
+}
+
 // One query row's head: oh (HS) = softmax(qh . kh[0 .. P] * scale) . vh[0 .. P].
 void attend_row(float* oh, float* att, const float* qh, const float* kh, const float* vh, int P,
                 int C, int HS, float scale) {
@@ -588,11 +598,7 @@ void attend_row(float* oh, float* att, const float* qh, const float* kh, const f
     kWeightedSums[g - 1](oh + i, att, vh + i, P, C);
     i += 8 * g;
   }
-  for (; i < HS; i++) {
-    float acc = 0.0f;
-    for (t = 0; t <= P; t++) acc = fma1(att[t], vh[(size_t)t * C + i], acc);
-    oh[i] = acc;
-  }
+  weighted_tail(oh, att, vh, P, C, i, HS);
 }
 
 #if MDI_ROW_PAIRS
@@ -721,13 +727,8 @@ void attend_pair(float* o0, float* o1, float* att0, float* att1, const float* q0
     kWeightedSumPairs[g - 1](o0 + i, o1 + i, att0, att1, vh + i, P0, P1, C);
     i += 8 * g;
   }
-  for (; i < HS; i++) {
-    float acc0 = 0.0f, acc1 = 0.0f;
-    for (t = 0; t <= P0; t++) acc0 = fma1(att0[t], vh[(size_t)t * C + i], acc0);
-    for (t = 0; t <= P1; t++) acc1 = fma1(att1[t], vh[(size_t)t * C + i], acc1);
-    o0[i] = acc0;
-    o1[i] = acc1;
-  }
+  weighted_tail(o0, att0, vh, P0, C, i, HS);
+  weighted_tail(o1, att1, vh, P1, C, i, HS);
 }
 #endif
 
