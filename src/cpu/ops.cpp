@@ -745,15 +745,16 @@ void attention_forward(float* out, const float* q, const float* const* k, const 
   // has rows of one sample, as in a prefill: they share each key and value they load). Head-major:
   // the rows of one head follow each other, so a prefill's keys and values of that head (P x HS of
   // each) stay in cache from one item to the next.
+  auto one_cache = [&](int b) { return k[b] == k[b + 1] && v[b] == v[b + 1]; };  // rows b, b + 1
   bool pairs = false;
-  for (int b = 0; MDI_ROW_PAIRS && b + 1 < B; b++) pairs |= k[b] == k[b + 1] && v[b] == v[b + 1];
+  for (int b = 0; MDI_ROW_PAIRS && b + 1 < B; b++) pairs |= one_cache(b);
   const int R = pairs ? 2 : 1;
   const int groups = (B + R - 1) / R;
   parallel_for(groups * NH, nt, groups * NH > 1 && work >= kParallelMin, [&](int hg) {
     const int h = hg / groups, b0 = hg % groups * R, b1 = std::min(B, b0 + R);
-    float* att = scratch + (size_t)omp_get_thread_num() * 2 * T;
+    float* att = scratch + omp_get_thread_num() * attention_scratch_floats(T, 1);
 #if MDI_ROW_PAIRS
-    if (R == 2 && b1 - b0 == 2 && k[b0] == k[b0 + 1] && v[b0] == v[b0 + 1]) {
+    if (R == 2 && b1 - b0 == 2 && one_cache(b0)) {
       attend_pair(out + (size_t)b0 * C + h * HS, out + (size_t)(b0 + 1) * C + h * HS, att, att + T,
                   q + (size_t)b0 * C + h * HS, q + (size_t)(b0 + 1) * C + h * HS, k[b0] + h * HS,
                   v[b0] + h * HS, pos[b0], pos[b0 + 1], C, HS, scale);
