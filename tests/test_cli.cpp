@@ -32,9 +32,15 @@ TEST(Cli, Defaults) {
 TEST(Cli, ModelDefaultsToTheBundledOne) {
   mdi::ParseResult r = parse({"--prompt", "x"});
   ASSERT_FALSE(r.exit) << r.message;
-  EXPECT_EQ(r.options.model, mdi::kBundledModel);
+  EXPECT_EQ(r.options.model, mdi::bundled_model());
   EXPECT_TRUE(std::filesystem::is_regular_file(r.options.model)) << r.options.model;
   EXPECT_EQ(std::filesystem::path(r.options.model).filename(), "shakespeare_char.h5");
+}
+
+// A build-tree executable has no installed data folder beside it: the source tree's path
+// (install_tree.sh covers an installed tree).
+TEST(Cli, ShippedFilesOutsideAnInstalledTreeAreTheSourceTrees) {
+  EXPECT_EQ(mdi::shipped_file("shakespeare_char.h5", "/src/data/x.h5"), "/src/data/x.h5");
 }
 
 TEST(Cli, VersionIsTheProjects) {

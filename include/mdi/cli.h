@@ -5,16 +5,13 @@
 #include <string>
 #include <vector>
 
+#include "mdi/paths.h"
 #include "mdi/sampler.h"
 
 namespace mdi {
 
-// The model --model defaults to: data/shakespeare_char.h5 of the source tree this binary was built
-// from (set by CMake).
-inline constexpr const char* kBundledModel = MDI_BUNDLED_MODEL;
-
 struct Options {
-  std::string model = kBundledModel;  // --model FILE.h5
+  std::string model = bundled_model();  // --model FILE.h5 (mdi/paths.h)
   std::vector<std::string> prompts;  // --prompt (repeatable)
   std::string prompts_file;          // --prompts-file: one prompt per line, or JSONL
   int samples = 0;                   // --samples; 0 = max(ranks, prompts)

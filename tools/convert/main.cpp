@@ -4,15 +4,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
-#include <CLI/CLI.hpp>
-
 #include "convert.h"
 #include "mdi/cli_checks.h"
 #include "mdi/error.h"
+#include "mdi/paths.h"
 
 #ifndef MDI_CONVERT_HELPER
 #define MDI_CONVERT_HELPER "tools/convert_pickle.py"
@@ -54,7 +54,9 @@ int main(int argc, char** argv) {
                "mdi-convert"};
   std::string hf, nanogpt, random, out, dtype_s = "fp32", gpt2_vocab, meta, st_in, info_in, tokenizer;
   std::string python = std::getenv("MDI_PYTHON") ? std::getenv("MDI_PYTHON") : "python3";
-  std::string helper = std::getenv("MDI_CONVERT_HELPER") ? std::getenv("MDI_CONVERT_HELPER") : MDI_CONVERT_HELPER;
+  std::string helper = std::getenv("MDI_CONVERT_HELPER")
+                           ? std::getenv("MDI_CONVERT_HELPER")
+                           : mdi::shipped_file("convert_pickle.py", MDI_CONVERT_HELPER);
   uint64_t seed = 1337;
   bool quiet = false, use_bin = false;
   auto* o_hf = app.add_option("--hf", hf, "Hugging Face GPT-2 directory: config.json, model.safetensors "
@@ -79,7 +81,8 @@ int main(int argc, char** argv) {
                  "from mdi-train-bpe) for --random and nanoGPT checkpoints");
   app.add_option("--seed", seed, "seed of --random")->transform(mdi::cli::kDecimal)->capture_default_str();
   app.add_option("--python", python, "Python 3 with torch, for .pt/.bin (env MDI_PYTHON)");
-  app.add_option("--helper", helper, "path of tools/convert_pickle.py (env MDI_CONVERT_HELPER)");
+  app.add_option("--helper", helper, "path of tools/convert_pickle.py (env MDI_CONVERT_HELPER)")
+      ->capture_default_str();
   app.add_flag("--bin", use_bin, "with --hf: read pytorch_model.bin even where model.safetensors exists");
   app.add_flag("--quiet,-q", quiet, "print nothing on success");
   try {
