@@ -16,9 +16,9 @@ loaded() {  # LOG LIB: where the process of an LD_DEBUG=files log loaded LIB fro
   f=$(sed -n "s/.*calling init: \(.*\/$2\)\$/\1/p" "$1" | head -n 1)
   [ -n "$f" ] && realpath "$f"
 }
-default_is() {  # EXE OPTION FILE: EXE's --help shows FILE as OPTION's default
-  "$p/bin/$1" --help >"$tmp/help.txt"
-  if grep -q -- "$2 TEXT=$3\$" "$tmp/help.txt"; then
+default_is() {  # EXE OPTION FILE: EXE's --help shows FILE as OPTION's default (CLI11 2.1:
+  "$p/bin/$1" --help >"$tmp/help.txt"  # `--model TEXT=FILE`; 2.4: `--model TEXT [FILE]`)
+  if grep -E -- "^ *$2 TEXT" "$tmp/help.txt" | grep -q -E -e "=$3\$" -e "\[$3\] *\$"; then
     ok "$1 $2 defaults to the installed $(basename "$3")"
   else
     bad "$1 --help: $(grep -- "$2 TEXT" "$tmp/help.txt")"
