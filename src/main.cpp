@@ -5,6 +5,7 @@
 
 #include "mdi/cli.h"
 #include "mdi/error.h"
+#include "mdi/file.h"
 #include "mdi/pipeline.h"
 #include "mdi/ring.h"
 
@@ -17,8 +18,16 @@ int main(int argc, char** argv) {
   mdi::set_where(rank);
   mdi::ParseResult p = mdi::parse_cli(argc, argv);
   int code = p.exit_code;
-  if (p.exit) {
-    if (rank == 0) std::fputs(p.message.c_str(), code ? stderr : stdout);
+  if (p.exit) {  // --help, --version, or a bad flag
+    if (rank == 0 && code != 0) std::fputs(p.message.c_str(), stderr);
+    if (rank == 0 && code == 0) {
+      try {
+        mdi::write_stdout(p.message, "");
+      } catch (const mdi::UserError& e) {
+        std::fprintf(stderr, "mdi-llm: error: %s\n", e.what());
+        code = 1;
+      }
+    }
   } else {
     try {
       code = mdi::run(p.options, MPI_COMM_WORLD);

@@ -350,10 +350,13 @@ class SamplePrinter {
     if (stream_) write();
   }
 
-  // At the end (every sample done): writes the rest, and sets each sample's text.
+  // At the end (every sample done): writes the rest, and sets each sample's text. Throws
+  // UserError where standard output could not take them (the texts are set first, so that
+  // --output still has them).
   void finish() {
     for (SampleResult& r : results_) r.text = tok_.decode(r.tokens);
     write();
+    if (!error_.empty()) throw UserError(error_);
   }
 
  private:
@@ -376,9 +379,9 @@ class SamplePrinter {
       if (r.stop.empty()) break;  // still generating
       if (last_ != '\n') buf_ += '\n';
     }
-    if (buf_.empty()) return;
-    std::fwrite(buf_.data(), 1, buf_.size(), stdout);
-    std::fflush(stdout);
+    if (buf_.empty() || !error_.empty()) return;
+    // A failed write ends the writing, not the run: the samples still go to --output.
+    error_ = attempt([&] { write_stdout(buf_, "the samples"); });
   }
 
   std::vector<SampleResult>& results_;
@@ -389,6 +392,7 @@ class SamplePrinter {
   size_t written_ = 0;   // its tokens that are out
   char last_ = 0;        // the last byte of its prompt and text
   std::string buf_;
+  std::string error_;  // the first failed write to standard output
 };
 
 // Generation: sample states, the sampler and the head of the model.
@@ -977,8 +981,7 @@ void tokenize_stdio(const Options& o) {
       i = j;
     }
   }
-  std::fwrite(out.data(), 1, out.size(), stdout);
-  std::fflush(stdout);
+  write_stdout(out, o.tokenize ? "--tokenize" : "--detokenize");
 }
 
 }  // namespace
@@ -1116,26 +1119,35 @@ int run(const Options& o, MPI_Comm world) {
 
   RunSummary summary{o.model, be->name(), cfg, split, tail, N, plan.micro_batches, eval ? 0 : o.tokens, seconds};
   summary.shm_eager_limit = shared_memory_eager_limit();
+  // What could not be written is an error; the rest is still written (samples that standard
+  // output did not take are in --output).
+  std::vector<std::string> errors;
   if (eval) {
-    std::printf("eval loss %.6f (mean cross-entropy, nats) over %zu predictions in %d windows of up to %d "
-                "tokens: %s\n", evaluator->loss(), evaluator->predictions(), evaluator->windows(),
-                cfg.block_size, o.eval_file.c_str());
-    std::fflush(stdout);
+    errors.push_back(attempt([&] {
+      write_stdout(
+          fmt::format("eval loss {:.6f} (mean cross-entropy, nats) over {} predictions in {} "
+                      "windows of up to {} tokens: {}\n",
+                      evaluator->loss(), evaluator->predictions(), evaluator->windows(),
+                      cfg.block_size, o.eval_file),
+          "--eval");
+    }));
     if (o.verbose) print_report(stderr, summary, all, {});
-    return 0;
+  } else {
+    errors.push_back(attempt([&] { head->print_samples(); }));
+    print_report(stderr, summary, all, results);
+    if (!o.output.empty()) errors.push_back(attempt([&] { write_jsonl(o.output, results); }));
+    if (!o.timings.empty())
+      errors.push_back(attempt([&] { write_timings_csv(o.timings, results); }));
+    if (!o.report_json.empty())
+      errors.push_back(attempt([&] { write_report_json(o.report_json, summary, all, results); }));
   }
-  head->print_samples();
-  print_report(stderr, summary, all, results);
-  std::string err = attempt([&] {
-    if (!o.output.empty()) write_jsonl(o.output, results);
-    if (!o.timings.empty()) write_timings_csv(o.timings, results);
-    if (!o.report_json.empty()) write_report_json(o.report_json, summary, all, results);
-  });
-  if (!err.empty()) {
-    std::fprintf(stderr, "mdi-llm: error: %s\n", err.c_str());
-    return 1;
+  int code = 0;
+  for (const std::string& e : errors) {
+    if (e.empty()) continue;
+    std::fprintf(stderr, "mdi-llm: error: %s\n", e.c_str());
+    code = 1;
   }
-  return 0;
+  return code;
 }
 
 }  // namespace mdi

@@ -14,6 +14,7 @@
 #include <numeric>
 
 #include "mdi/error.h"
+#include "mdi/file.h"
 #include "mdi/partition.h"
 
 namespace mdi {
@@ -171,7 +172,7 @@ void write_report_json(const std::string& path, const RunSummary& run, const std
       {"tokens_per_s", generated / std::max(1e-12, run.gen_seconds)},
       {"rank_stats", jr}, {"samples", js}};
   f << j.dump(1) << '\n';
-  if (!f) user_error("--report-json {}: write failed", path);
+  close_output(f, "--report-json", path);
 }
 
 void write_jsonl(const std::string& path, const std::vector<SampleResult>& samples) {
@@ -194,7 +195,7 @@ void write_jsonl(const std::string& path, const std::vector<SampleResult>& sampl
     // Generated text may end inside a multi-byte character: keep the bytes, replace in JSON.
     f << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
   }
-  if (!f) user_error("--output {}: write failed", path);
+  close_output(f, "--output", path);
 }
 
 void write_timings_csv(const std::string& path, const std::vector<SampleResult>& samples) {
@@ -203,7 +204,7 @@ void write_timings_csv(const std::string& path, const std::vector<SampleResult>&
   for (const SampleResult& s : samples)
     for (size_t i = 0; i < s.token_times.size(); ++i)
       f << s.id << ',' << (i + 1) << ',' << fmt::format("{:.6f}", s.token_times[i]) << '\n';
-  if (!f) user_error("--timings {}: write failed", path);
+  close_output(f, "--timings", path);
 }
 
 }  // namespace mdi

@@ -85,8 +85,10 @@ int run(int argc, char** argv) {
   be->logits(logits.data(), x.data(), rows.data(), T);
 
   std::ofstream f(out, std::ios::binary);
-  f.write(reinterpret_cast<const char*>(logits.data()), std::streamsize(logits.size() * sizeof(float)));
   if (!f) mdi::user_error("cannot write {}", out);
+  f.write(reinterpret_cast<const char*>(logits.data()),
+          std::streamsize(logits.size() * sizeof(float)));
+  mdi::close_output(f, "--out", out);
   std::printf("%d %zu %s %s\n", T, V, be->name().c_str(), out.c_str());
   return 0;
 }
