@@ -61,6 +61,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  mdi::convert::init_writer_process();
   try {
     return run(argc, argv);
   } catch (const mdi::UserError& e) {

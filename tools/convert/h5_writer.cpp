@@ -6,8 +6,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <set>
 
@@ -22,6 +25,25 @@ namespace mdi::convert {
 
 namespace {
 constexpr int64_t kFormatVersion = 1;
+
+// Runs an HDF5 call that writes to the output file; where it fails, one error that names the file
+// and the system's reason (a full disk or quota: "No space left on device", "Disk quota exceeded").
+template <typename F>
+auto write_or_fail(const std::string& file, F&& call) {
+  errno = 0;
+  const auto rc = call();
+  if (rc < 0) {
+    const int err = errno;
+    user_error("writing {} failed ({})", file, err ? std::strerror(err) : "HDF5 gave no reason");
+  }
+  return rc;
+}
+
+// Closes an output file once: where closing fails (its last writes did not go out), HDF5 1.10 has
+// crashed on a second close (seen on a full disk), so the caller forgets the handle first.
+void close_output_file(hid_t f, const std::string& file) {
+  write_or_fail(file, [&] { return H5Fclose(f); });
+}
 
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string out = "(";
@@ -105,7 +127,11 @@ void write_dataset(hid_t file, const std::string& name, const std::vector<int64_
                                        dcpl.id, H5P_DEFAULT)));
   size_t n = 1;
   for (int64_t x : shape) n *= size_t(x);
-  if (n) MDI_H5_CHECK(H5Dwrite(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+  if (n == 0) return;
+  std::string file_name(size_t(std::max<ssize_t>(H5Fget_name(file, nullptr, 0), 0)), '\0');
+  H5Fget_name(file, file_name.data(), file_name.size() + 1);
+  write_or_fail(name + " into " + file_name,
+                [&] { return H5Dwrite(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data); });
 }
 
 bool valid_one_char_utf8(const std::string& s) {
@@ -174,6 +200,10 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> tensor_shapes(const Co
       if (c.bias) out.push_back({p + "/bias", l.b});
     }
   return out;
+}
+
+void init_writer_process() {
+  H5dont_atexit();
 }
 
 ModelWriter::ModelWriter(const std::string& path, const Config& cfg, const TokenizerData& tok, Dtype dtype)
@@ -261,7 +291,12 @@ void write_tokenizer_file(const std::string& path, const TokenizerData& tok) {
     ::unlink(tmp.c_str());
     throw;
   }
-  MDI_H5_CHECK(H5Fclose(f));
+  try {
+    close_output_file(f, tmp);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) user_error("cannot rename {} to {}", tmp, path);
 }
 
@@ -278,7 +313,7 @@ void replace_tokenizer(const std::string& path, const TokenizerData& tok) {
     H5Fclose(f);
     throw;
   }
-  MDI_H5_CHECK(H5Fclose(f));
+  close_output_file(f, path);
 }
 
 void ModelWriter::put(const std::string& name, const float* data, size_t n) {
@@ -316,8 +351,9 @@ uint64_t ModelWriter::close() {
     if (!written_[n]) missing.push_back(n);
   if (!missing.empty())
     user_error("tensors never written: {}{}", missing[0], missing.size() > 1 ? fmt::format(" and {} more", missing.size() - 1) : "");
-  MDI_H5_CHECK(H5Fclose(hid_t(file_)));
+  const hid_t f = hid_t(file_);
   file_ = -1;
+  close_output_file(f, tmp_);  // where it fails, the destructor removes the partial file
   if (std::rename(tmp_.c_str(), path_.c_str()) != 0) user_error("cannot rename {} to {}", tmp_, path_);
   tmp_.clear();
   struct stat st {};

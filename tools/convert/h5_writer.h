@@ -29,6 +29,11 @@ enum class Dtype { F32, F16 };
 // file order (head first, then the layers), as mdi_h5.tensor_shapes.
 std::vector<std::pair<std::string, std::vector<int64_t>>> tensor_shapes(const Config& cfg);
 
+// Call first in a program that writes these files. Where closing an output fails (a full disk),
+// HDF5 1.10 keeps the file half closed and crashes on it in the handler it runs at exit; the
+// writers close every file themselves, so that handler is left out.
+void init_writer_process();
+
 // Checks cfg (positive sizes, n_embd % n_head, model_type) and the tokenizer against it.
 void check_config(const Config& cfg);
 void check_tokenizer(const TokenizerData& tok, int vocab_size);

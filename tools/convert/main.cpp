@@ -49,6 +49,7 @@ struct ScratchDir {
 }  // namespace
 
 int main(int argc, char** argv) {
+  init_writer_process();
   CLI::App app{"mdi-convert: writes an mdi-llm HDF5 weight file from a Hugging Face GPT-2 directory, "
                "a nanoGPT checkpoint or random weights",
                "mdi-convert"};
