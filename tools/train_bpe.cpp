@@ -26,8 +26,9 @@ int run(int argc, char** argv) {
       ->required()->transform(mdi::cli::decimal_range(1, 1000000));
   auto* o_out = app.add_option("--out,-o", out, "Write a tokenizer-only file (for mdi-convert --tokenizer, "
                                                 "mdi-llm --tokenize)");
-  auto* o_into = app.add_option("--into", into, "Replace the tokenizer of this model file (its vocab_size must "
-                                                "be at least 256 + merges)");
+  auto* o_into = app.add_option("--into", into,
+                                "Replace the tokenizer of this model file (its vocab_size must "
+                                "be at least 256 + merges), through a copy beside it");
   o_out->excludes(o_into);
   app.add_flag("--quiet,-q", quiet, "Print nothing on success");
   CLI11_PARSE(app, argc, argv);

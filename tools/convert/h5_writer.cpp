@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <set>
 
@@ -304,16 +305,35 @@ void replace_tokenizer(const std::string& path, const TokenizerData& tok) {
   const Config cfg = read_config(path);  // a model file, checked
   check_tokenizer(tok, cfg.vocab_size);
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
-  if (f < 0) user_error("cannot open {} for writing", path);
+  // A copy is changed and then renamed over the model: a write that fails halfway (a full disk)
+  // leaves the model as it was, where changing it in place left it without a tokenizer.
+  const std::string tmp = path + ".partial";
+  std::error_code ec;
+  std::filesystem::copy_file(path, tmp, std::filesystem::copy_options::overwrite_existing, ec);
+  if (ec) {
+    ::unlink(tmp.c_str());
+    user_error("cannot copy {} to {} ({})", path, tmp, ec.message());
+  }
+  hid_t f = H5Fopen(tmp.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  if (f < 0) {
+    ::unlink(tmp.c_str());
+    user_error("cannot open {} for writing", tmp);
+  }
   try {
-    if (H5Lexists(f, "tokenizer", H5P_DEFAULT) > 0) MDI_H5_CHECK(H5Ldelete(f, "tokenizer", H5P_DEFAULT));
-    write_tokenizer_group(f, tok);
+    try {
+      if (H5Lexists(f, "tokenizer", H5P_DEFAULT) > 0)
+        MDI_H5_CHECK(H5Ldelete(f, "tokenizer", H5P_DEFAULT));
+      write_tokenizer_group(f, tok);
+    } catch (...) {
+      H5Fclose(f);
+      throw;
+    }
+    close_output_file(f, tmp);
   } catch (...) {
-    H5Fclose(f);
+    ::unlink(tmp.c_str());
     throw;
   }
-  close_output_file(f, path);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) user_error("cannot rename {} to {}", tmp, path);
 }
 
 void ModelWriter::put(const std::string& name, const float* data, size_t n) {

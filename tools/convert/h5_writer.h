@@ -47,6 +47,7 @@ void write_tokenizer_group(int64_t file, const TokenizerData& tok);
 // mdi-train-bpe writes; mdi-llm --tokenize reads it, mdi-convert --tokenizer puts it in a model.
 void write_tokenizer_file(const std::string& path, const TokenizerData& tok);
 // Replaces the /tokenizer group of model file `path`; the model's vocab_size must hold the tokens.
+// Works on a copy beside it (path.partial, as large as the model), renamed over it at the end.
 void replace_tokenizer(const std::string& path, const TokenizerData& tok);
 
 class ModelWriter {
