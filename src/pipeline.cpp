@@ -11,16 +11,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <iterator>
-#include <chrono>
-#include <condition_variable>
-#include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "mdi/backend.h"
@@ -320,6 +322,39 @@ struct SampleState {
   bool done = false;
 };
 
+// SIGUSR1, SIGTERM or SIGINT during generation (`kill -USR1` on mpirun, which forwards it to the
+// ranks; scancel or a Slurm time limit; Ctrl-C): rank 0 starts no new trip around the ring, lets
+// the trips on their way come back, stops the ring as at the end, and writes every sample as far
+// as it got (stop "interrupted"). The other ranks only note the signal: they serve until STOP.
+// mpirun gives its ranks about a second after a SIGTERM before it kills them; SIGUSR1 it forwards
+// at once, and waits.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = [](int sig) { g_signal = sig; };
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    for (size_t i = 0; i < std::size(kSignals); ++i) sigaction(kSignals[i], &sa, &old_[i]);
+  }
+  ~StopSignals() {
+    for (size_t i = 0; i < std::size(kSignals); ++i) sigaction(kSignals[i], &old_[i], nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  // The signal that asked to stop, or 0.
+  static int received() { return g_signal; }
+  static const char* name(int sig) {
+    return sig == SIGUSR1 ? "SIGUSR1" : sig == SIGTERM ? "SIGTERM" : "SIGINT";
+  }
+
+ private:
+  static constexpr int kSignals[] = {SIGUSR1, SIGTERM, SIGINT};
+  static inline volatile std::sig_atomic_t g_signal = 0;
+  struct sigaction old_[std::size(kSignals)] = {};
+};
+
 // Rank 0's part of a run: what goes into each micro-batch's next trip around the ring, and what
 // to do with it when it comes back. Generation and evaluation are the two drivers.
 class Driver {
@@ -432,6 +467,11 @@ class Head final : public Driver {
     for (int s = mb; s < plan_.samples; s += plan_.micro_batches) {
       SampleState& ss = states_[s];
       if (ss.done) continue;
+      if (StopSignals::received()) {
+        ss.done = true;
+        results_[s].stop = "interrupted";
+        continue;
+      }
       const int L = int(ss.tokens.size());
       int start, pos, rows;
       if (ss.generated == 0) {  // prefill with the prompt
@@ -1102,7 +1142,10 @@ int run(const Options& o, MPI_Comm world) {
       })))
     return 1;
 
-  // The run: rank 0 drives, the others serve their layers until STOP.
+  // The run: rank 0 drives, the others serve their layers until STOP. A stop signal ends a
+  // generation early, with what it generated written (StopSignals).
+  std::optional<StopSignals> stop_signals;
+  if (!eval) stop_signals.emplace();
   MDI_MPI_CHECK(MPI_Barrier(ring.comm()));
   const double t0 = now();
   if (head) head->start_clock();
@@ -1146,6 +1189,16 @@ int run(const Options& o, MPI_Comm world) {
     if (e.empty()) continue;
     std::fprintf(stderr, "mdi-llm: error: %s\n", e.c_str());
     code = 1;
+  }
+  if (const int sig = StopSignals::received(); sig != 0 && !eval) {
+    const long stopped = std::count_if(results.begin(), results.end(), [](const SampleResult& r) {
+      return r.stop == "interrupted";
+    });
+    std::fprintf(
+        stderr,
+        "mdi-llm: stopped by %s: %s early (stop \"interrupted\"), written as far as they got\n",
+        StopSignals::name(sig), count_of(stopped, "sample ended", "samples ended").c_str());
+    code = 128 + sig;  // as a shell reports a process a signal ended
   }
   return code;
 }

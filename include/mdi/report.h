@@ -36,7 +36,7 @@ struct SampleResult {
   std::vector<int> tokens;            // generated ids
   std::string text;                   // decoded generated ids
   std::vector<double> token_times;    // seconds since generation start, one per generated token
-  std::string stop;                   // "length" | "eot"
+  std::string stop;                   // "length" | "eot" | "interrupted" (a stop signal)
 };
 
 struct RunSummary {
