@@ -108,6 +108,28 @@ bool agree(MPI_Comm comm, const std::string& err) {
   return false;
 }
 
+// `handler` for the signals `sigs` while in scope; their handlers before come back after.
+class ScopedSignals {
+ public:
+  ScopedSignals(std::initializer_list<int> sigs, void (*handler)(int), int flags = 0)
+      : sigs_(sigs), old_(sigs_.size()) {
+    struct sigaction sa {};
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = flags;
+    for (size_t i = 0; i < sigs_.size(); ++i) sigaction(sigs_[i], &sa, &old_[i]);
+  }
+  ~ScopedSignals() {
+    for (size_t i = 0; i < sigs_.size(); ++i) sigaction(sigs_[i], &old_[i], nullptr);
+  }
+  ScopedSignals(const ScopedSignals&) = delete;
+  ScopedSignals& operator=(const ScopedSignals&) = delete;
+
+ private:
+  std::vector<int> sigs_;
+  std::vector<struct sigaction> old_;
+};
+
 // While the model file is read, HDF5 itself can loop forever or crash on a corrupt file (HDF5
 // 1.10.8 on a damaged global heap: tests/fuzz/README.md), which no error check of ours can catch.
 // A ReadGuard ends this process with one error line if the read takes longer than `seconds` (0: no
@@ -126,11 +148,7 @@ class ReadGuard {
                         head, file, seconds);
 #ifndef __SANITIZE_ADDRESS__  // under ASan its own report of the fault is worth more
     active_ = this;
-    for (int sig : kSignals) {
-      struct sigaction sa {};
-      sa.sa_handler = on_signal;
-      sigaction(sig, &sa, &old_[sig]);
-    }
+    handlers_.emplace(std::initializer_list<int>{SIGSEGV, SIGBUS, SIGFPE, SIGILL}, on_signal);
 #endif
     if (seconds > 0) watchdog_ = std::thread([this, seconds] {
       std::unique_lock<std::mutex> lk(m_);
@@ -150,7 +168,7 @@ class ReadGuard {
       watchdog_.join();
     }
 #ifndef __SANITIZE_ADDRESS__
-    for (int sig : kSignals) sigaction(sig, &old_[sig], nullptr);
+    handlers_.reset();
     active_ = nullptr;
 #endif
   }
@@ -158,7 +176,6 @@ class ReadGuard {
   ReadGuard& operator=(const ReadGuard&) = delete;
 
  private:
-  static constexpr int kSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
   static constexpr unsigned kDeferSeconds = 2;
   static void on_signal(int) {  // async-signal-safe: sleep, write and _exit only
     if (const ReadGuard* g = active_) {
@@ -170,7 +187,7 @@ class ReadGuard {
   static inline ReadGuard* active_ = nullptr;
   std::string crash_, hang_;
   unsigned defer_ = 0;  // seconds this rank waits before it reports
-  struct sigaction old_[32] = {};
+  std::optional<ScopedSignals> handlers_;
   std::thread watchdog_;
   std::mutex m_;
   std::condition_variable cv_;
@@ -330,17 +347,8 @@ struct SampleState {
 // at once, and waits.
 class StopSignals {
  public:
-  StopSignals() {
-    g_signal = 0;
-    struct sigaction sa {};
-    sa.sa_handler = [](int sig) { g_signal = sig; };
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    for (size_t i = 0; i < std::size(kSignals); ++i) sigaction(kSignals[i], &sa, &old_[i]);
-  }
-  ~StopSignals() {
-    for (size_t i = 0; i < std::size(kSignals); ++i) sigaction(kSignals[i], &old_[i], nullptr);
-  }
+  StopSignals() = default;
+  ~StopSignals() { g_signal = 0; }
   StopSignals(const StopSignals&) = delete;
   StopSignals& operator=(const StopSignals&) = delete;
   // The signal that asked to stop, or 0.
@@ -350,9 +358,8 @@ class StopSignals {
   }
 
  private:
-  static constexpr int kSignals[] = {SIGUSR1, SIGTERM, SIGINT};
   static inline volatile std::sig_atomic_t g_signal = 0;
-  struct sigaction old_[std::size(kSignals)] = {};
+  ScopedSignals handlers_{{SIGUSR1, SIGTERM, SIGINT}, [](int sig) { g_signal = sig; }, SA_RESTART};
 };
 
 // Rank 0's part of a run: what goes into each micro-batch's next trip around the ring, and what
