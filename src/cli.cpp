@@ -125,9 +125,14 @@ ParseResult parse_cli(int argc, const char* const* argv) {
       mode->excludes(run);
   tk->excludes(dtk);
   app.add_flag("-v,--verbose", o.verbose, "More detail in the report (repeatable)");
-  app.footer("Open MPI: ranks on one host send messages of up to " + std::to_string(kEagerLimit) +
-             " bytes eagerly; mdi-llm sets\nbtl_vader_eager_limit (btl_sm_eager_limit in Open MPI 5) "
-             "to that unless the environment or\n`mpirun --mca` sets it (the report shows the limit in force).");
+  app.footer(
+      "Open MPI: ranks on one host send messages of up to " + std::to_string(kEagerLimit) +
+      " bytes eagerly; mdi-llm sets\nbtl_vader_eager_limit (btl_sm_eager_limit in Open MPI 5) "
+      "to that unless the environment or\n`mpirun --mca` sets it (the report shows the limit in "
+      "force).\n\n"
+      "SIGUSR1 (kill -USR1 on mpirun), SIGTERM or SIGINT while generating: rank 0 stops and\n"
+      "writes every sample as far as it got (stop \"interrupted\" in --output); exit 128 + "
+      "signal.");
   try {
     app.parse(argc, argv);
     o.head_split = head_split == "auto" ? -1 : std::stoi(head_split);
